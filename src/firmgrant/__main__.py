@@ -1,0 +1,3 @@
+from firmgrant.cli import entry
+
+entry()

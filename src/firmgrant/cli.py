@@ -1,0 +1,245 @@
+"""The ``firmgrant`` command line: argument parsing and exit codes; the work lives elsewhere.
+
+Exit codes: 0 ok, 1 a check failed, 2 bad usage or settings, 3 Salesforce or the database
+unreachable after retries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from firmgrant import __version__, display
+from firmgrant.errors import FirmgrantError, SalesforceError
+from firmgrant.jobs.sync import SyncResult, sync_connection
+from firmgrant.ledger import Ledger, make_engine, open_ledger, safe_url, upgrade, verify_chain
+from firmgrant.ledger.queries import STATUS_CHOICES, find_grant, grant_events, list_grants
+from firmgrant.salesforce.client import SalesforceClient
+from firmgrant.settings import Settings, load_settings
+from firmgrant.timeutil import parse_duration, utcnow
+
+log = logging.getLogger("firmgrant")
+
+
+def _duration(text: str) -> object:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="firmgrant",
+        description="Keeps a vendor's Login Access to its customers' Salesforce orgs honest.",
+    )
+    parser.add_argument("--version", action="version", version=f"firmgrant {__version__}")
+    parser.add_argument(
+        "--config", type=Path, help="TOML settings file (default config/firmgrant.toml)"
+    )
+    parser.add_argument(
+        "--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="override the setting"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sync = commands.add_parser("sync", help="one sync of every connection (or one)")
+    sync.add_argument("--full", action="store_true", help="ignore the watermark; find vanished")
+    sync.add_argument("--json", action="store_true", help="print one JSON object")
+    sync.add_argument("--connection", help="only this connection")
+
+    grants = commands.add_parser("grants", help="grants in the ledger (what support sees)")
+    grants.add_argument(
+        "--status",
+        choices=STATUS_CHOICES,
+        default="active",
+        help="active (usable now, includes expiring), expiring, expired, revoked, rejected, "
+        "deleted or all (default: active)",
+    )
+    grants.add_argument("--org", help="only this Salesforce org id")
+    grants.add_argument("--connection", help="only this connection")
+    grants.add_argument(
+        "--expiring-within",
+        type=_duration,
+        metavar="DURATION",
+        help="only grants ending within this time, e.g. 24h or 7d",
+    )
+    grants.add_argument("--format", choices=("table", "json", "csv"), default="table")
+
+    show = commands.add_parser("show", help="one grant and its history")
+    show.add_argument("grant_id", metavar="GRANT_ID", help="ledger id or Salesforce record Id")
+
+    db = commands.add_parser("db", help="ledger database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_commands.add_parser("upgrade", help="apply migrations")
+
+    commands.add_parser("verify", help="check the event log's hash chain")
+    commands.add_parser("check", help="validate settings, the ledger and each connection")
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    # Alembic narrates every connection at INFO; what it did is reported by `db upgrade`.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, getattr(logging, level)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 with usage on a bad argument
+    try:
+        settings = load_settings(args.config)
+        _configure_logging(args.log_level or settings.log_level)
+        return _dispatch(args, settings)
+    except FirmgrantError as exc:
+        print(f"firmgrant: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    command = args.command
+    if command == "db":
+        return _db_upgrade(settings)
+    if command == "check":
+        return _check(settings)
+    ledger = open_ledger(settings)
+    if command == "sync":
+        return _sync(ledger, settings, full=args.full, as_json=args.json, only=args.connection)
+    if command == "grants":
+        return _grants(ledger, args)
+    if command == "show":
+        return _show(ledger, args.grant_id)
+    if command == "verify":
+        return _verify(ledger)
+    raise AssertionError(f"unhandled command {command}")
+
+
+def _sync(
+    ledger: Ledger, settings: Settings, *, full: bool, as_json: bool, only: str | None
+) -> int:
+    targets = dict([settings.connection(only)]) if only else settings.connections
+    if not targets:
+        settings.connection()  # raises the "no connection configured" ConfigError
+    results = [
+        sync_connection(ledger, name, conn, settings.vendor, settings.sync, full=full)
+        for name, conn in targets.items()
+    ]
+    if as_json:
+        print(json.dumps(_combined(results)))
+    else:
+        for result in results:
+            print(result.summary())
+            if result.error:
+                print(f"  error: {result.error}", file=sys.stderr)
+    return 3 if any(result.error for result in results) else 0
+
+
+def _combined(results: list[SyncResult]) -> dict[str, object]:
+    if len(results) == 1:
+        return results[0].as_json()
+    keys = ("fetched", "inserted", "updated", "deleted", "invalid", "rejected", "api_calls")
+    total: dict[str, object] = {key: sum(getattr(r, key) for r in results) for key in keys}
+    total["seconds"] = round(sum(r.seconds for r in results), 3)
+    total["connections"] = [r.as_json() for r in results]
+    return total
+
+
+def _grants(ledger: Ledger, args: argparse.Namespace) -> int:
+    now = utcnow()
+    with ledger.sessions() as session:
+        grants = list_grants(
+            session,
+            now=now,
+            status=args.status,
+            org_id=args.org,
+            connection=args.connection,
+            expiring_within=args.expiring_within,
+        )
+        if args.format == "json":
+            display.grants_json(grants, sys.stdout)
+        elif args.format == "csv":
+            display.grants_csv(grants, sys.stdout)
+        else:
+            display.grants_table(grants, Console(), now)
+    return 0
+
+
+def _show(ledger: Ledger, grant_ref: str) -> int:
+    with ledger.sessions() as session:
+        grant = find_grant(session, grant_ref, now=utcnow())
+        display.grant_story(grant, grant_events(session, grant.id), Console())
+    return 0
+
+
+def _verify(ledger: Ledger) -> int:
+    with ledger.sessions() as session:
+        report = verify_chain(session)
+    if report.ok:
+        print(f"ok: {report.events} events, chain head {report.head_hash}")
+        return 0
+    print(f"TAMPERED: event {report.first_bad_id}: {report.problem}", file=sys.stderr)
+    return 1
+
+
+def _db_upgrade(settings: Settings) -> int:
+    url = settings.database_url.get_secret_value()
+    engine = make_engine(url)
+    before, after = upgrade(engine)
+    where = safe_url(str(engine.url))
+    if before == after:
+        print(f"ledger at {where}: already at schema {after}")
+    else:
+        print(f"ledger at {where}: upgraded from {before or 'empty'} to {after}")
+    return 0
+
+
+def _check(settings: Settings) -> int:
+    """Each problem on its own line; exit 1 if any check failed."""
+    failures = 0
+
+    def report(ok: bool, what: str) -> None:
+        nonlocal failures
+        failures += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {what}")
+
+    report(True, "settings are valid")
+    try:
+        ledger = open_ledger(settings, auto_upgrade=False)
+        report(True, f"ledger at {safe_url(str(ledger.engine.url))} is reachable and up to date")
+    except FirmgrantError as exc:
+        report(False, str(exc))
+    if not settings.connections:
+        report(False, "no Salesforce connection configured (FIRMGRANT_CONNECTIONS__<NAME>__…)")
+    for name, conn in settings.connections.items():
+        client = SalesforceClient(name, conn, settings.sync)
+        try:
+            described = client.describe(conn.source.object_name)
+        except (SalesforceError, FirmgrantError) as exc:
+            report(False, f"connection {name}: {exc}")
+            continue
+        present = {field["name"] for field in described.get("fields", [])}
+        wanted = set(conn.source.fields.model_dump().values())
+        missing = sorted(wanted - present)
+        report(
+            not missing,
+            f"connection {name}: {conn.source.object_name} "
+            + (f"lacks fields {', '.join(missing)}" if missing else "has every mapped field")
+            + (f" (API {client.usage.used}/{client.usage.limit})" if client.usage else ""),
+        )
+    return 1 if failures else 0

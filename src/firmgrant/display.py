@@ -1,0 +1,132 @@
+"""Terminal and file output: rich tables for people, JSON and injection-safe CSV for tools."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import IO, Any
+
+from rich.console import Console
+from rich.table import Table
+
+from firmgrant.ledger.queries import JSON_KEYS, EventView, GrantView
+from firmgrant.timeutil import iso_z
+
+# OWASP CSV injection: a spreadsheet treats cells starting with these as formulas.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def safe_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return iso_z(value) or ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
+def write_csv(out: IO[str], header: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+    writer = csv.writer(out, lineterminator="\r\n")  # RFC 4180
+    writer.writerow(header)
+    count = 0
+    for row in rows:
+        writer.writerow([safe_cell(cell) for cell in row])
+        count += 1
+    return count
+
+
+def in_words(delta_seconds: float) -> str:
+    """``in 23 hours`` / ``3 days ago``: coarse, like a person would say it."""
+    past = delta_seconds < 0
+    seconds = abs(delta_seconds)
+    amount, unit = int(seconds), "second"
+    for size, name in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds >= size:
+            amount, unit = int(seconds // size), name
+            break
+    text = f"{amount} {unit}{'' if amount == 1 else 's'}"
+    return f"{text} ago" if past else f"in {text}"
+
+
+def grants_json(grants: Iterable[GrantView], out: IO[str]) -> None:
+    """A JSON list, written as it streams (no whole list in memory)."""
+    out.write("[")
+    count = 0
+    for count, grant in enumerate(grants, start=1):
+        out.write(",\n" if count > 1 else "\n")
+        out.write(json.dumps(grant.as_json(), ensure_ascii=False))
+    out.write("\n]\n" if count else "]\n")
+
+
+def grants_csv(grants: Iterable[GrantView], out: IO[str]) -> None:
+    write_csv(out, JSON_KEYS, ([getattr(g, key) for key in JSON_KEYS] for g in grants))
+
+
+_STATUS_STYLE = {
+    "active": "green",
+    "expiring": "yellow",
+    "expired": "dim",
+    "revoked": "dim",
+    "rejected": "red",
+    "deleted": "dim",
+}
+
+
+def grants_table(grants: Iterable[GrantView], console: Console, now: datetime) -> int:
+    table = Table(show_lines=False, header_style="bold")
+    for column in ("ID", "Org", "Org name", "Grantor", "Expires (UTC)", "", "Status"):
+        table.add_column(column, overflow="fold")
+    count = 0
+    for grant in grants:
+        count += 1
+        style = _STATUS_STYLE.get(grant.status, "")
+        table.add_row(
+            str(grant.id),
+            grant.org_id,
+            grant.org_name or "",
+            grant.grantor_username or grant.grantor_email or "",
+            grant.expires_at.strftime("%Y-%m-%d %H:%M"),
+            in_words((grant.expires_at - now).total_seconds()),
+            f"[{style}]{grant.status}[/]" if style else grant.status,
+        )
+    if count:
+        console.print(table)
+    console.print(f"{count} grant{'s' if count != 1 else ''}")
+    return count
+
+
+def grant_story(grant: GrantView, events: Sequence[EventView], console: Console) -> None:
+    details = Table.grid(padding=(0, 2))
+    details.add_column(style="bold")
+    details.add_column()
+    for key, value in grant.as_json().items():
+        details.add_row(key, "" if value is None else str(value))
+    console.print(details)
+    history = Table(title="History", header_style="bold", title_justify="left")
+    for column in ("#", "When (UTC)", "What", "Who", "Details"):
+        history.add_column(column, overflow="fold")
+    for event in events:
+        history.add_row(
+            str(event.id),
+            iso_z(event.at) or "",
+            event.kind,
+            event.actor,
+            _event_details(event),
+        )
+    console.print(history)
+
+
+def _event_details(event: EventView) -> str:
+    if event.reason:
+        return event.reason
+    changes = event.payload.get("changes")
+    if isinstance(changes, dict):
+        return "; ".join(f"{field}: {old} → {new}" for field, (old, new) in changes.items())
+    grant = event.payload.get("grant")
+    if isinstance(grant, dict):
+        return f"expires {grant.get('expires_at')} ({grant.get('sf_status')})"
+    return ""

@@ -1,0 +1,89 @@
+"""Every error firmgrant raises on purpose, in one hierarchy.
+
+    FirmgrantError
+    ├── ConfigError                a setting is missing or wrong (exit 2)
+    ├── LedgerError                the ledger database
+    │   ├── LedgerUnavailable      cannot connect (exit 3)
+    │   └── SchemaOutOfDate        migrations not applied (exit 2)
+    ├── GrantNotFound              no grant with that id in the ledger
+    └── SalesforceError            anything from a Salesforce org
+        ├── AuthenticationError    the token request was refused
+        ├── SalesforceUnavailable  5xx, timeouts, connection errors after retries (exit 3)
+        ├── ApiLimitExceeded       REQUEST_LIMIT_EXCEEDED or below the configured floor
+        └── SalesforceApiError     any other error body Salesforce sent
+
+Messages never carry secrets: they name settings, connections and Salesforce
+error codes, not tokens, keys or passwords.
+"""
+
+from __future__ import annotations
+
+
+class FirmgrantError(Exception):
+    """Base of every error firmgrant raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(FirmgrantError):
+    """A setting is missing or invalid; the message names it and the fix."""
+
+    exit_code = 2
+
+
+class LedgerError(FirmgrantError):
+    """The ledger database could not do what was asked."""
+
+    exit_code = 3
+
+
+class LedgerUnavailable(LedgerError):
+    """The ledger database cannot be reached."""
+
+
+class SchemaOutOfDate(LedgerError):
+    """The ledger's schema is behind this version of firmgrant."""
+
+    exit_code = 2
+
+
+class GrantNotFound(FirmgrantError):
+    """No grant in the ledger has that id."""
+
+
+class SalesforceError(FirmgrantError):
+    """Something went wrong talking to a Salesforce org."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, connection: str | None = None) -> None:
+        super().__init__(f"[{connection}] {message}" if connection else message)
+        self.connection = connection
+
+
+class AuthenticationError(SalesforceError):
+    """The org refused firmgrant's token request (wrong key, user, secret …)."""
+
+
+class SalesforceUnavailable(SalesforceError):
+    """Server errors, timeouts or connection failures outlasted the retries."""
+
+
+class ApiLimitExceeded(SalesforceError):
+    """The org's daily API allocation ran out, or fell below firmgrant's floor."""
+
+
+class SalesforceApiError(SalesforceError):
+    """Salesforce answered with an error body firmgrant does not retry."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        connection: str | None = None,
+        status: int | None = None,
+        error_code: str | None = None,
+    ) -> None:
+        super().__init__(message, connection=connection)
+        self.status = status
+        self.error_code = error_code

@@ -1,0 +1,79 @@
+"""The grant as firmgrant understands it, independent of where it was read or stored."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from firmgrant.timeutil import iso_z
+
+# Salesforce's own choices for Login Access durations; one year is the maximum it allows.
+DURATIONS = ("1 day", "3 days", "1 week", "1 month", "1 year")
+SALESFORCE_STATUSES = ("Active", "Revoked", "Expired")
+
+# Column widths of the ledger, and the longest value a record may carry for each field.
+FIELD_LIMITS: dict[str, int] = {
+    "source_id": 18,
+    "org_id": 18,
+    "org_name": 255,
+    "grantor_id": 18,
+    "grantor_username": 255,
+    "grantor_email": 255,
+    "grantee": 255,
+    "duration": 16,
+    "login_as_user": 255,
+    "sf_status": 16,
+    "revoke_reason": 1000,
+}
+
+
+class Status(StrEnum):
+    """What support sees. ``active`` and ``expiring`` grants may be used right now."""
+
+    ACTIVE = "active"
+    EXPIRING = "expiring"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    REJECTED = "rejected"
+    DELETED = "deleted"
+
+
+USABLE = (Status.ACTIVE, Status.EXPIRING)
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRecord:
+    """One grant as the source reports it (the mirrored fields, nothing of ours)."""
+
+    source_id: str
+    org_id: str
+    org_name: str | None
+    grantor_id: str | None
+    grantor_username: str | None
+    grantor_email: str | None
+    grantee: str
+    duration: str | None
+    granted_at: datetime
+    expires_at: datetime
+    via_login_as: bool
+    login_as_user: str | None
+    sf_status: str
+    revoked_at: datetime | None
+    revoke_reason: str | None
+    modstamp: datetime
+    deleted: bool
+
+    def as_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-ready copy for the event log (times as ISO ``Z`` strings)."""
+        return {
+            key: iso_z(value) if isinstance(value, datetime) else value
+            for key, value in asdict(self).items()
+        }
+
+
+MIRRORED_FIELDS = tuple(GrantRecord.__dataclass_fields__)

@@ -1,0 +1,135 @@
+"""The sync job: incremental (or full) mirror of one connection's grants into the ledger."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from typing import Any
+
+from firmgrant.errors import ApiLimitExceeded, SalesforceError
+from firmgrant.ledger import Ledger, PageCounts
+from firmgrant.salesforce.client import ApiUsage, SalesforceClient
+from firmgrant.salesforce.sources import ObjectSource
+from firmgrant.settings import ConnectionSettings, SyncSettings, VendorSettings
+from firmgrant.timeutil import Clock, utcnow
+
+log = logging.getLogger("firmgrant.jobs.sync")
+
+
+@dataclass
+class SyncResult:
+    connection: str
+    full: bool
+    fetched: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    invalid: int = 0
+    rejected: int = 0
+    api_calls: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    error_kind: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["seconds"] = round(self.seconds, 3)
+        for optional in ("error", "error_kind"):
+            if data[optional] is None:
+                del data[optional]
+        return data
+
+    def summary(self) -> str:
+        keys = ("fetched", "inserted", "updated", "deleted", "invalid", "rejected", "api_calls")
+        parts = " ".join(f"{key}={getattr(self, key)}" for key in keys)
+        outcome = f" error={self.error_kind}" if self.error else ""
+        return f"sync {self.connection}{' full' if self.full else ''}: {parts} " + (
+            f"seconds={self.seconds:.2f}{outcome}"
+        )
+
+
+def _known_usage(ledger: Ledger, name: str, policy: SyncSettings, clock: Clock) -> ApiUsage | None:
+    """The org's API usage from the last sync, if recent enough to trust for the floor."""
+    state = ledger.sync_state(name, ObjectSource.kind)
+    if state.api_used is None or state.api_limit is None or state.api_seen_at is None:
+        return None
+    if clock() - state.api_seen_at > timedelta(seconds=policy.api_floor_recheck_seconds):
+        return None  # the org's 24-hour window has moved on; spend a call to find out
+    return ApiUsage(state.api_used, state.api_limit, state.api_seen_at)
+
+
+def sync_connection(
+    ledger: Ledger,
+    name: str,
+    settings: ConnectionSettings,
+    vendor: VendorSettings,
+    policy: SyncSettings,
+    *,
+    full: bool = False,
+    client: SalesforceClient | None = None,
+    clock: Clock = utcnow,
+) -> SyncResult:
+    """Mirror one connection's grants. Errors are recorded and returned, not raised."""
+    started = time.perf_counter()
+    result = SyncResult(connection=name, full=full)
+    source = ObjectSource(settings.source, vendor)
+    if client is None:
+        client = SalesforceClient(
+            name, settings, policy, usage=_known_usage(ledger, name, policy, clock)
+        )
+    state = ledger.sync_state(name, source.kind)
+    since = None
+    if not full and state.watermark is not None:
+        since = state.watermark - timedelta(seconds=settings.source.overlap_seconds)
+    seen_run = int(clock().timestamp() * 1000) if full else None
+    counts = PageCounts()
+    try:
+        for records, invalid in source.pages(client, since):
+            result.fetched += len(records) + len(invalid)
+            for problem in invalid:
+                log.warning("%s: skipped record %s: %s", name, problem.key, problem.reason)
+            counts += ledger.apply_page(
+                name, source.kind, records, invalid, now=clock(), seen_run=seen_run
+            )
+        if seen_run is not None:
+            counts.deleted += ledger.mark_vanished(name, seen_run, clock())
+    except SalesforceError as exc:
+        result.error = str(exc)
+        result.error_kind = "api_limit" if isinstance(exc, ApiLimitExceeded) else type(exc).__name__
+        log.error("%s: sync stopped: %s", name, exc)
+    result.inserted, result.updated = counts.inserted, counts.updated
+    result.deleted, result.invalid = counts.deleted, counts.invalid
+    result.rejected = counts.rejected
+    result.api_calls = client.api_calls
+    usage = client.usage
+    ledger.record_sync_outcome(
+        name,
+        source.kind,
+        at=clock(),
+        error=result.error,
+        full=full,
+        api_usage=(usage.used, usage.limit, usage.seen_at) if usage else None,
+    )
+    result.seconds = time.perf_counter() - started
+    log.info(result.summary())
+    return result
+
+
+def sync_all(
+    ledger: Ledger,
+    connections: dict[str, ConnectionSettings],
+    vendor: VendorSettings,
+    policy: SyncSettings,
+    *,
+    full: bool = False,
+    clock: Clock = utcnow,
+) -> list[SyncResult]:
+    return [
+        sync_connection(ledger, name, conn, vendor, policy, full=full, clock=clock)
+        for name, conn in connections.items()
+    ]
+
+
+__all__ = ["SyncResult", "sync_all", "sync_connection"]

@@ -1,0 +1,131 @@
+"""The event log's hash chain: append under the head row's lock, verify from the first row."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from firmgrant.ledger.models import GENESIS_HASH, ChainHead, EventRow
+from firmgrant.timeutil import iso_z
+
+SYSTEM_ACTOR = "system:firmgrant"
+# The columns the hash covers, in the canonical form written to JSON.
+HASHED = ("id", "at", "kind", "grant_id", "connection", "source_id", "actor", "reason", "payload")
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def event_hash(prev_hash: str, row: dict[str, Any]) -> str:
+    canonical = canonical_json(
+        {key: iso_z(row[key]) if key == "at" else row[key] for key in HASHED}
+    )
+    return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    kind: str
+    at: datetime
+    payload: dict[str, Any]
+    connection: str | None = None
+    source_id: str | None = None
+    grant_id: int | None = None
+    actor: str = SYSTEM_ACTOR
+    reason: str | None = None
+
+
+def append_events(session: Session, events: Sequence[NewEvent]) -> None:
+    """Chain and insert events in the caller's transaction.
+
+    The head row is locked (``FOR UPDATE``) until commit, so concurrent writers on
+    PostgreSQL append one after the other and ids stay gap-free and in chain order.
+    """
+    if not events:
+        return
+    head = session.execute(
+        select(ChainHead).where(ChainHead.id == 1).with_for_update()
+    ).scalar_one()
+    prev, last_id = head.hash, head.last_event_id
+    rows: list[dict[str, Any]] = []
+    for event in events:
+        last_id += 1
+        row = {
+            "id": last_id,
+            "at": event.at,
+            "kind": event.kind,
+            "grant_id": event.grant_id,
+            "connection": event.connection,
+            "source_id": event.source_id,
+            "actor": event.actor,
+            "reason": event.reason,
+            "payload": canonical_json(event.payload),
+        }
+        row["prev_hash"] = prev
+        row["hash"] = prev = event_hash(prev, row)
+        rows.append(row)
+    session.execute(insert(EventRow), rows)
+    head.last_event_id, head.hash = last_id, prev
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    ok: bool
+    events: int
+    head_hash: str
+    first_bad_id: int | None = None
+    problem: str | None = None
+
+
+def _rows(session: Session, chunk: int) -> Iterator[EventRow]:
+    last = 0
+    while True:
+        batch = (
+            session.execute(
+                select(EventRow).where(EventRow.id > last).order_by(EventRow.id).limit(chunk)
+            )
+            .scalars()
+            .all()
+        )
+        if not batch:
+            return
+        yield from batch
+        last = batch[-1].id
+        session.expunge_all()
+
+
+def verify_chain(session: Session, chunk: int = 5000) -> ChainReport:
+    """Recompute every hash from the first event; name the first row that does not fit."""
+    prev, expected_id, count = GENESIS_HASH, 1, 0
+    rows: Iterable[EventRow] = _rows(session, chunk)
+    for event in rows:
+        row = {key: getattr(event, key) for key in HASHED}
+        if event.id != expected_id:
+            problem = f"expected event {expected_id} next, found {event.id} (missing or inserted)"
+            return ChainReport(False, count, prev, event.id, problem)
+        if event.prev_hash != prev:
+            problem = "prev_hash does not match the previous event (deleted or reordered rows)"
+            return ChainReport(False, count, prev, event.id, problem)
+        if event_hash(prev, row) != event.hash:
+            problem = "contents do not match the hash (edited row)"
+            return ChainReport(False, count, prev, event.id, problem)
+        prev, expected_id, count = event.hash, expected_id + 1, count + 1
+    head = session.execute(select(ChainHead).where(ChainHead.id == 1)).scalar_one()
+    if head.last_event_id != count or head.hash != prev:
+        return ChainReport(
+            False,
+            count,
+            prev,
+            head.last_event_id,
+            f"the chain head says {head.last_event_id} events, the log holds {count} "
+            "(rows removed from the end)",
+        )
+    return ChainReport(True, count, prev)

@@ -1,0 +1,144 @@
+"""The ledger's tables (SQLAlchemy 2 typed models). Migrations live in ``migrations/``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from firmgrant.grant import FIELD_LIMITS
+
+GENESIS_HASH = "0" * 64
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger; use aware UTC datetimes")
+        value = value.astimezone(UTC)
+        # SQLite has no time zones: store UTC wall time, re-attach UTC when reading.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _text(field: str) -> String:
+    return String(FIELD_LIMITS[field])
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class GrantRow(Base):
+    """One grant, keyed by (connection, Salesforce Id); mirrors the source's fields."""
+
+    __tablename__ = "grants"
+    __table_args__ = (
+        UniqueConstraint("connection", "source_id", name="uq_grants_connection_source_id"),
+        Index("ix_grants_expires_at", "expires_at"),
+        Index("ix_grants_org_id", "org_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    connection: Mapped[str] = mapped_column(String(40))
+    source_id: Mapped[str] = mapped_column(_text("source_id"))
+    org_id: Mapped[str] = mapped_column(_text("org_id"))
+    org_name: Mapped[str | None] = mapped_column(_text("org_name"))
+    grantor_id: Mapped[str | None] = mapped_column(_text("grantor_id"))
+    grantor_username: Mapped[str | None] = mapped_column(_text("grantor_username"))
+    grantor_email: Mapped[str | None] = mapped_column(_text("grantor_email"))
+    grantee: Mapped[str] = mapped_column(_text("grantee"))
+    duration: Mapped[str | None] = mapped_column(_text("duration"))
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    via_login_as: Mapped[bool] = mapped_column(Boolean)
+    login_as_user: Mapped[str | None] = mapped_column(_text("login_as_user"))
+    sf_status: Mapped[str] = mapped_column(_text("sf_status"))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoke_reason: Mapped[str | None] = mapped_column(_text("revoke_reason"))
+    modstamp: Mapped[datetime] = mapped_column(UTCDateTime())
+    deleted: Mapped[bool] = mapped_column(Boolean)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Stamped by a full sync on every grant it saw, so the ones it did not see can be found.
+    seen_run: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class EventRow(Base):
+    """Append-only, hash-chained history: ``hash = sha256(prev_hash + canonical_json(row))``."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_grant_id", "grant_id"), Index("ix_events_at", "at"))
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    kind: Mapped[str] = mapped_column(String(32))
+    grant_id: Mapped[int | None] = mapped_column(ForeignKey("grants.id"))
+    connection: Mapped[str | None] = mapped_column(String(40))
+    source_id: Mapped[str | None] = mapped_column(String(48))
+    actor: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class ChainHead(Base):
+    """The last event's id and hash; locking this one row serialises appends."""
+
+    __tablename__ = "chain_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_event_id: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class SyncStateRow(Base):
+    __tablename__ = "sync_state"
+
+    connection: Mapped[str] = mapped_column(String(40), primary_key=True)
+    source: Mapped[str] = mapped_column(String(16), primary_key=True)
+    watermark: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_full_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    api_used: Mapped[int | None] = mapped_column(Integer)
+    api_limit: Mapped[int | None] = mapped_column(Integer)
+    api_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class InvalidRecordRow(Base):
+    """Records already reported invalid, so a re-read does not report them twice."""
+
+    __tablename__ = "invalid_records"
+
+    connection: Mapped[str] = mapped_column(String(40), primary_key=True)
+    record_key: Mapped[str] = mapped_column(String(48), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reason: Mapped[str] = mapped_column(Text)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,123 @@
+"""What support and compliance read: grants with their status, one grant's history."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, case, or_, select
+from sqlalchemy.orm import Session
+
+from firmgrant.errors import GrantNotFound
+from firmgrant.grant import USABLE, Status
+from firmgrant.ledger.models import EventRow, GrantRow
+from firmgrant.timeutil import iso_z
+
+DEFAULT_EXPIRING_WITHIN = timedelta(hours=24)
+STATUS_CHOICES = ("all", *(status.value for status in Status))
+
+
+def status_expression(now: datetime, expiring_within: timedelta) -> ColumnElement[str]:
+    """The one definition of a grant's status, evaluated by the database."""
+    return case(
+        (GrantRow.deleted.is_(True), Status.DELETED.value),
+        (GrantRow.via_login_as.is_(True), Status.REJECTED.value),
+        (GrantRow.sf_status == "Revoked", Status.REVOKED.value),
+        (or_(GrantRow.sf_status == "Expired", GrantRow.expires_at <= now), Status.EXPIRED.value),
+        (GrantRow.expires_at <= now + expiring_within, Status.EXPIRING.value),
+        else_=Status.ACTIVE.value,
+    )
+
+
+@dataclass(frozen=True)
+class GrantView:
+    id: int
+    connection: str
+    org_id: str
+    org_name: str | None
+    grantor_username: str | None
+    grantor_email: str | None
+    grantee: str
+    granted_at: datetime
+    expires_at: datetime
+    status: str
+    via_login_as: bool
+    login_as_user: str | None
+    source_id: str
+    revoked_at: datetime | None
+    revoke_reason: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        """The keys of ``grants --format json`` (DESIGN), times in ISO 8601 UTC with ``Z``."""
+        return {
+            key: iso_z(value) if isinstance(value, datetime) else value
+            for key, value in self.__dict__.items()
+        }
+
+
+JSON_KEYS = tuple(GrantView.__dataclass_fields__)
+
+
+def list_grants(
+    session: Session,
+    *,
+    now: datetime,
+    status: str = "active",
+    org_id: str | None = None,
+    connection: str | None = None,
+    expiring_within: timedelta | None = None,
+) -> Iterator[GrantView]:
+    """Grants ordered by expiry. ``active`` means usable now, so it includes ``expiring``."""
+    window = expiring_within if expiring_within is not None else DEFAULT_EXPIRING_WITHIN
+    status_col = status_expression(now, window).label("status")
+    columns = [getattr(GrantRow, name) for name in JSON_KEYS if name != "status"]
+    query = select(*columns, status_col).order_by(GrantRow.expires_at, GrantRow.id)
+    if status == Status.ACTIVE.value:
+        query = query.where(status_col.in_([s.value for s in USABLE]))
+    elif status != "all":
+        query = query.where(status_col == status)
+    if org_id:
+        query = query.where(GrantRow.org_id == org_id)
+    if connection:
+        query = query.where(GrantRow.connection == connection)
+    if expiring_within is not None:
+        query = query.where(GrantRow.expires_at <= now + expiring_within)
+    for row in session.execute(query.execution_options(yield_per=1000)):
+        yield GrantView(**row._asdict())
+
+
+@dataclass(frozen=True)
+class EventView:
+    id: int
+    at: datetime
+    kind: str
+    actor: str
+    reason: str | None
+    payload: dict[str, Any]
+
+
+def find_grant(session: Session, grant_ref: str, *, now: datetime) -> GrantView:
+    """By ledger id (``42``) or Salesforce Id (``a0B…``)."""
+    status_col = status_expression(now, DEFAULT_EXPIRING_WITHIN).label("status")
+    columns = [getattr(GrantRow, name) for name in JSON_KEYS if name != "status"]
+    query = select(*columns, status_col)
+    if grant_ref.isdigit():
+        query = query.where(GrantRow.id == int(grant_ref))
+    else:
+        query = query.where(GrantRow.source_id == grant_ref)
+    rows = session.execute(query.limit(2)).all()
+    if not rows:
+        raise GrantNotFound(f"no grant {grant_ref!r} in the ledger")
+    if len(rows) > 1:
+        raise GrantNotFound(f"{grant_ref!r} names grants in several connections: use the ledger id")
+    return GrantView(**rows[0]._asdict())
+
+
+def grant_events(session: Session, grant_id: int) -> list[EventView]:
+    rows = session.execute(
+        select(EventRow).where(EventRow.grant_id == grant_id).order_by(EventRow.id)
+    ).scalars()
+    return [EventView(e.id, e.at, e.kind, e.actor, e.reason, json.loads(e.payload)) for e in rows]

@@ -1,0 +1,316 @@
+"""Writes of the sync job: one page of records per transaction, watermark included."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, and_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from firmgrant.grant import MIRRORED_FIELDS, GrantRecord
+from firmgrant.ledger.chain import NewEvent, append_events
+from firmgrant.ledger.models import GrantRow, InvalidRecordRow, SyncStateRow
+from firmgrant.salesforce.records import InvalidRecord
+from firmgrant.timeutil import iso_z
+
+# A modstamp-only difference (a touch with nothing we mirror changed) is not a change.
+COMPARED_FIELDS = tuple(f for f in MIRRORED_FIELDS if f != "modstamp")
+
+
+@dataclass
+class PageCounts:
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    invalid: int = 0
+    rejected: int = 0  # newly seen grants made through a Login-As session
+
+    def __iadd__(self, other: PageCounts) -> PageCounts:
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.deleted += other.deleted
+        self.invalid += other.invalid
+        self.rejected += other.rejected
+        return self
+
+
+@dataclass(frozen=True)
+class SyncState:
+    watermark: datetime | None
+    last_success_at: datetime | None
+    last_full_sync_at: datetime | None
+    api_used: int | None
+    api_limit: int | None
+    api_seen_at: datetime | None
+    last_error: str | None = None
+
+
+class Ledger:
+    """The ledger on one engine. Each public method is one transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with self.sessions.begin() as session:
+            yield session
+
+    # -- sync state --------------------------------------------------------------------------
+    def sync_state(self, connection: str, source: str) -> SyncState:
+        with self.sessions() as session:
+            row = session.get(SyncStateRow, (connection, source))
+            if row is None:
+                return SyncState(None, None, None, None, None, None)
+            return SyncState(
+                row.watermark,
+                row.last_success_at,
+                row.last_full_sync_at,
+                row.api_used,
+                row.api_limit,
+                row.api_seen_at,
+                row.last_error,
+            )
+
+    def _state_row(self, session: Session, connection: str, source: str) -> SyncStateRow:
+        row = session.get(SyncStateRow, (connection, source), with_for_update=True)
+        if row is None:
+            row = SyncStateRow(connection=connection, source=source)
+            session.add(row)
+        return row
+
+    def record_sync_outcome(
+        self,
+        connection: str,
+        source: str,
+        *,
+        at: datetime,
+        error: str | None,
+        full: bool,
+        api_usage: tuple[int, int, datetime] | None,
+    ) -> None:
+        with self.transaction() as session:
+            row = self._state_row(session, connection, source)
+            if error is None:
+                row.last_success_at = at
+                row.last_error = None
+                if full:
+                    row.last_full_sync_at = at
+            else:
+                row.last_error, row.last_error_at = error, at
+            if api_usage is not None:
+                row.api_used, row.api_limit, row.api_seen_at = api_usage
+
+    # -- one page ----------------------------------------------------------------------------
+    def apply_page(
+        self,
+        connection: str,
+        source: str,
+        records: Sequence[GrantRecord],
+        invalid: Sequence[InvalidRecord],
+        *,
+        now: datetime,
+        seen_run: int | None = None,
+    ) -> PageCounts:
+        """Upsert a page of records, log what really changed, advance the watermark.
+
+        All in one transaction: a crash loses or repeats nothing.
+        """
+        counts = PageCounts()
+        by_id = {record.source_id: record for record in records}  # last one wins
+        with self.transaction() as session:
+            existing = self._existing(session, connection, list(by_id))
+            events: list[NewEvent] = []
+            upserts: list[GrantRecord] = []
+            for source_id, record in by_id.items():
+                current = existing.get(source_id)
+                if current is None:
+                    counts.inserted += 1
+                    counts.rejected += record.via_login_as and not record.deleted
+                    upserts.append(record)
+                    events.append(self._event("discovered", connection, record, now))
+                    continue
+                grant_id, values = current
+                changes = {
+                    field: [_jsonable(values[field]), _jsonable(getattr(record, field))]
+                    for field in COMPARED_FIELDS
+                    if values[field] != getattr(record, field)
+                }
+                if not changes and values["modstamp"] == record.modstamp:
+                    continue
+                upserts.append(record)
+                if not changes:
+                    continue
+                if "deleted" in changes and record.deleted:
+                    counts.deleted += 1
+                    kind = "deleted"
+                else:
+                    counts.updated += 1
+                    counts.rejected += "via_login_as" in changes and record.via_login_as
+                    kind = "undeleted" if "deleted" in changes else "changed"
+                events.append(self._event(kind, connection, record, now, grant_id, changes))
+            if upserts:
+                self._upsert(session, connection, upserts, now)
+            new_ids = [e.source_id for e in events if e.grant_id is None and e.source_id]
+            if new_ids:
+                ids = self._existing(session, connection, new_ids)
+                events = [
+                    e if e.grant_id is not None else replace(e, grant_id=ids[str(e.source_id)][0])
+                    for e in events
+                ]
+            for problem in invalid:
+                if self._first_report(session, connection, problem, now):
+                    counts.invalid += 1
+                    grant = existing.get(problem.key)
+                    events.append(
+                        NewEvent(
+                            kind="invalid",
+                            at=now,
+                            connection=connection,
+                            source_id=problem.key,
+                            grant_id=grant[0] if grant else None,
+                            reason=problem.reason,
+                            payload={"modstamp": iso_z(problem.modstamp)},
+                        )
+                    )
+            if seen_run is not None and by_id:
+                session.execute(
+                    update(GrantRow)
+                    .where(GrantRow.connection == connection, GrantRow.source_id.in_(list(by_id)))
+                    .values(seen_run=seen_run)
+                )
+            append_events(session, events)
+            stamps = [r.modstamp for r in records] + [p.modstamp for p in invalid if p.modstamp]
+            if stamps:
+                state = self._state_row(session, connection, source)
+                newest = max(stamps)
+                if state.watermark is None or newest > state.watermark:
+                    state.watermark = newest
+        return counts
+
+    def mark_vanished(self, connection: str, seen_run: int, now: datetime) -> int:
+        """After a full sync: grants the org no longer returns at all (purged, re-targeted)."""
+        with self.transaction() as session:
+            gone = (
+                session.execute(
+                    select(GrantRow).where(
+                        GrantRow.connection == connection,
+                        GrantRow.deleted.is_(False),
+                        (GrantRow.seen_run.is_(None)) | (GrantRow.seen_run != seen_run),
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            for grant in gone:
+                grant.deleted, grant.updated_at = True, now
+            append_events(
+                session,
+                [
+                    NewEvent(
+                        kind="vanished",
+                        at=now,
+                        connection=connection,
+                        source_id=grant.source_id,
+                        grant_id=grant.id,
+                        reason="not returned by a full sync (purged or no longer for the vendor)",
+                        payload={"deleted": True},
+                    )
+                    for grant in gone
+                ],
+            )
+            return len(gone)
+
+    # -- helpers -----------------------------------------------------------------------------
+    @staticmethod
+    def _existing(
+        session: Session, connection: str, source_ids: list[str]
+    ) -> dict[str, tuple[int, dict[str, Any]]]:
+        if not source_ids:
+            return {}
+        columns = [getattr(GrantRow, field) for field in MIRRORED_FIELDS]
+        rows = session.execute(
+            select(GrantRow.id, *columns).where(
+                and_(GrantRow.connection == connection, GrantRow.source_id.in_(source_ids))
+            )
+        )
+        return {
+            row.source_id: (row.id, {field: row[i + 1] for i, field in enumerate(MIRRORED_FIELDS)})
+            for row in rows
+        }
+
+    @staticmethod
+    def _upsert(
+        session: Session, connection: str, records: list[GrantRecord], now: datetime
+    ) -> None:
+        """One ``INSERT … ON CONFLICT DO UPDATE`` for the page's new and changed grants.
+
+        ``first_seen_at`` is written on insert only: the conflict branch leaves it alone.
+        """
+        rows = [
+            {**record.as_row(), "connection": connection, "updated_at": now, "first_seen_at": now}
+            for record in records
+        ]
+        dialect = session.get_bind().dialect.name
+        statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(GrantRow)
+        statement = statement.on_conflict_do_update(
+            index_elements=["connection", "source_id"],
+            set_={name: statement.excluded[name] for name in (*MIRRORED_FIELDS, "updated_at")},
+        )
+        session.execute(statement, rows)
+
+    @staticmethod
+    def _event(
+        kind: str,
+        connection: str,
+        record: GrantRecord,
+        now: datetime,
+        grant_id: int | None = None,
+        changes: dict[str, list[Any]] | None = None,
+    ) -> NewEvent:
+        payload: dict[str, Any] = {"grant": record.snapshot()}
+        if changes is not None:
+            payload["changes"] = changes
+        return NewEvent(
+            kind=kind,
+            at=now,
+            connection=connection,
+            source_id=record.source_id,
+            grant_id=grant_id,
+            actor=f"salesforce:{record.grantor_username or record.grantor_id or 'unknown'}"
+            if kind == "discovered"
+            else "salesforce",
+            payload=payload,
+        )
+
+    @staticmethod
+    def _first_report(
+        session: Session, connection: str, problem: InvalidRecord, now: datetime
+    ) -> bool:
+        fingerprint = hashlib.sha256(
+            f"{iso_z(problem.modstamp)}|{problem.reason}".encode()
+        ).hexdigest()
+        key = (connection, problem.key, fingerprint)
+        if session.get(InvalidRecordRow, key) is not None:
+            return False
+        session.add(
+            InvalidRecordRow(
+                connection=connection,
+                record_key=problem.key,
+                fingerprint=fingerprint,
+                reason=problem.reason,
+                first_seen_at=now,
+            )
+        )
+        return True
+
+
+def _jsonable(value: Any) -> Any:
+    return iso_z(value) if isinstance(value, datetime) else value

@@ -1,0 +1,60 @@
+"""Where grants are read: the ``object`` source (an SObject read through the REST API)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from simple_salesforce.format import format_soql
+
+from firmgrant.grant import GrantRecord
+from firmgrant.salesforce.client import SalesforceClient
+from firmgrant.salesforce.records import InvalidRecord, parse_record
+from firmgrant.settings import SourceSettings, VendorSettings
+
+Page = tuple[list[GrantRecord], list[InvalidRecord]]
+
+
+class ObjectSource:
+    """Grants stored as records of an SObject (default ``Login_Access_Grant__c``).
+
+    Names were validated against ``^[A-Za-z][A-Za-z0-9_]*$`` by the settings; values go
+    through ``format_soql``, so a grantee like ``O'Brien Support`` cannot break the query.
+    """
+
+    kind = "object"
+
+    def __init__(self, settings: SourceSettings, vendor: VendorSettings) -> None:
+        self.settings = settings
+        self.vendor = vendor
+
+    def soql(self, since: datetime | None) -> str:
+        fields = self.settings.fields
+        names = list(dict.fromkeys(fields.model_dump().values()))
+        query = format_soql(
+            "SELECT {:literal} FROM {:literal} WHERE {:literal} IN {}",
+            ", ".join(names),
+            self.settings.object_name,
+            fields.grantee,
+            list(self.vendor.grantee_names),
+        )
+        if since is not None:
+            query += format_soql(" AND {:literal} > {}", fields.modstamp, since)
+        # Ordered by modstamp so each committed page can advance the watermark safely.
+        return query + f" ORDER BY {fields.modstamp} ASC, {fields.id} ASC"
+
+    def pages(self, client: SalesforceClient, since: datetime | None) -> Iterator[Page]:
+        """Parsed pages, deleted records included (``queryAll``)."""
+        for raw in client.query_pages(
+            self.soql(since), include_deleted=True, batch_size=self.settings.batch_size
+        ):
+            yield self.parse(raw)
+
+    def parse(self, raw: list[dict[str, Any]]) -> Page:
+        good: list[GrantRecord] = []
+        bad: list[InvalidRecord] = []
+        for record in raw:
+            parsed = parse_record(record, self.settings.fields)
+            (good if isinstance(parsed, GrantRecord) else bad).append(parsed)  # type: ignore[arg-type]
+        return good, bad

@@ -1,0 +1,320 @@
+"""Settings from the environment (``FIRMGRANT_*``, nested with ``__``), ``.env`` and TOML.
+
+Precedence, highest first: environment, ``.env``, ``config/firmgrant.toml`` (or the file named
+by ``FIRMGRANT_CONFIG`` / ``--config``), defaults. ``DATABASE_URL`` (Heroku) is read too.
+Any problem becomes a :class:`~firmgrant.errors.ConfigError` naming the environment variable
+and the TOML key, never the value (it may be a secret).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from contextvars import ContextVar
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from firmgrant.errors import ConfigError
+from firmgrant.timeutil import parse_duration
+
+ENV_PREFIX = "FIRMGRANT_"
+DEFAULT_CONFIG_FILE = Path("config/firmgrant.toml")
+SALESFORCE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+CONNECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+ORG_ID = re.compile(r"^00D[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?$")
+
+_toml_file: ContextVar[Path] = ContextVar("firmgrant_toml_file", default=DEFAULT_CONFIG_FILE)
+
+
+def _salesforce_name(value: str) -> str:
+    if not SALESFORCE_NAME.match(value):
+        raise ValueError(f"{value!r} is not a Salesforce API name (letters, digits, underscores)")
+    return value
+
+
+SalesforceName = Annotated[str, BeforeValidator(lambda v: _salesforce_name(str(v)))]
+
+
+def _split_list(value: Any) -> Any:
+    """Accept ``a,b`` from the environment as well as a real list from TOML."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _parse_offsets(value: Any) -> Any:
+    items = _split_list(value)
+    if isinstance(items, list):
+        return tuple(parse_duration(str(item)) if isinstance(item, str) else item for item in items)
+    return items
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class FieldMap(_Section):
+    """Salesforce API names of the grant object's fields (``[connections.X.source.fields]``)."""
+
+    id: SalesforceName = "Id"
+    org_id: SalesforceName = "Org_Id__c"
+    org_name: SalesforceName = "Org_Name__c"
+    grantor_id: SalesforceName = "Grantor_Id__c"
+    grantor_username: SalesforceName = "Grantor_Username__c"
+    grantor_email: SalesforceName = "Grantor_Email__c"
+    grantee: SalesforceName = "Grantee__c"
+    duration: SalesforceName = "Access_Duration__c"
+    granted_at: SalesforceName = "Granted_At__c"
+    expires_at: SalesforceName = "Expires_At__c"
+    via_login_as: SalesforceName = "Granted_Via_Login_As__c"
+    login_as_user: SalesforceName = "Login_As_User__c"
+    status: SalesforceName = "Status__c"
+    revoked_at: SalesforceName = "Revoked_At__c"
+    revoke_reason: SalesforceName = "Revoke_Reason__c"
+    modstamp: SalesforceName = "SystemModstamp"
+    is_deleted: SalesforceName = "IsDeleted"
+
+
+class SourceSettings(_Section):
+    kind: Literal["object"] = "object"
+    object_name: SalesforceName = "Login_Access_Grant__c"
+    fields: FieldMap = FieldMap()
+    batch_size: int = Field(2000, ge=200, le=2000)
+    overlap_seconds: int = Field(300, ge=0, le=86400)
+
+
+AuthKind = Literal["jwt", "client_credentials", "password", "token"]
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "jwt": ("client_id", "username"),
+    "client_credentials": ("client_id", "client_secret"),
+    "password": ("client_id", "client_secret", "username", "password"),
+    "token": ("access_token", "instance_url"),
+}
+
+
+class ConnectionSettings(_Section):
+    """One Salesforce org the worker logs into."""
+
+    login_url: str = "https://login.salesforce.com"
+    auth: AuthKind = "jwt"
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    security_token: SecretStr | None = None
+    private_key: SecretStr | None = None
+    private_key_file: Path | None = None
+    audience: str | None = None
+    access_token: SecretStr | None = None
+    instance_url: str | None = None
+    api_version: str = Field("62.0", pattern=r"^\d{2,3}\.0$")
+    ca_bundle: Path | None = None
+    timeout_seconds: float = Field(30.0, gt=0, le=600)
+    source: SourceSettings = SourceSettings()
+
+    @field_validator("login_url", "instance_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not re.match(r"^https://[^/\s]+(/[^\s]*)?$", value):
+            raise ValueError("must be an https:// URL such as https://login.salesforce.com")
+        return value.rstrip("/")
+
+    def problems(self, key: str) -> list[str]:
+        """What this connection is missing for its auth kind, as operator-facing messages."""
+        found: list[str] = []
+        for field in _NEEDS[self.auth]:
+            if getattr(self, field) in (None, ""):
+                found.append(
+                    f"{env_name(key, field)} ({key}.{field}): required when auth = {self.auth!r}"
+                )
+        if self.auth == "jwt" and self.private_key is None and self.private_key_file is None:
+            found.append(
+                f"{env_name(key, 'private_key_file')} ({key}.private_key_file) or "
+                f"{env_name(key, 'private_key')}: auth = 'jwt' needs the connected app's "
+                "private key (PEM)"
+            )
+        if self.private_key_file is not None and not self.private_key_file.is_file():
+            found.append(
+                f"{env_name(key, 'private_key_file')} ({key}.private_key_file): "
+                f"no such file: {self.private_key_file}"
+            )
+        if self.ca_bundle is not None and not self.ca_bundle.exists():
+            found.append(
+                f"{env_name(key, 'ca_bundle')} ({key}.ca_bundle): no such file: {self.ca_bundle}"
+            )
+        return found
+
+
+class VendorSettings(_Section):
+    name: str = "FirmWorks"
+    grantee_names: Annotated[list[str], NoDecode, BeforeValidator(_split_list)] = Field(
+        default_factory=lambda: ["FirmWorks Support"], min_length=1
+    )
+    publisher_org_id: str | None = None
+    support_email: str | None = None
+
+    @field_validator("publisher_org_id")
+    @classmethod
+    def _org_id(cls, value: str | None) -> str | None:
+        if value is not None and not ORG_ID.match(value):
+            raise ValueError("must be a 15 or 18 character org id starting with 00D")
+        return value
+
+
+class SyncSettings(_Section):
+    api_floor: int = Field(500, ge=0)
+    api_floor_recheck_seconds: int = Field(900, ge=0)
+    retry_attempts: int = Field(5, ge=1, le=20)
+    retry_timeout_seconds: float = Field(120.0, gt=0)
+    full_every_hours: float = Field(24.0, gt=0)
+
+
+class MailSettings(_Section):
+    backend: Literal["smtp", "file", "console"] = "file"
+    from_: str | None = Field(None, alias="from")
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    file_dir: Path = Path("var/outbox")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        frozen=True,
+    )
+
+    database_url: SecretStr = Field(
+        SecretStr("sqlite:///var/firmgrant.db"),
+        validation_alias=AliasChoices("FIRMGRANT_DATABASE_URL", "DATABASE_URL", "database_url"),
+    )
+    poll_seconds: int = Field(60, ge=5, le=86400)
+    reminders: Annotated[tuple[timedelta, ...], NoDecode, BeforeValidator(_parse_offsets)] = (
+        timedelta(days=7),
+        timedelta(days=1),
+        timedelta(hours=1),
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    connections: dict[str, ConnectionSettings] = Field(default_factory=dict)
+    vendor: VendorSettings = VendorSettings()
+    sync: SyncSettings = SyncSettings()
+    mail: MailSettings = MailSettings()
+
+    @field_validator("connections")
+    @classmethod
+    def _connection_names(
+        cls, value: dict[str, ConnectionSettings]
+    ) -> dict[str, ConnectionSettings]:
+        for name in value:
+            if not CONNECTION_NAME.match(name):
+                raise ValueError(
+                    f"connection name {name!r} must be lower-case letters, digits, - or _"
+                )
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_toml_file.get())
+        return (init_settings, env_settings, dotenv_settings, toml)
+
+    def connection(self, name: str | None = None) -> tuple[str, ConnectionSettings]:
+        if name is None:
+            if len(self.connections) != 1:
+                raise ConfigError(
+                    "several connections are configured: name one with --connection"
+                    if self.connections
+                    else _NO_CONNECTION
+                )
+            return next(iter(self.connections.items()))
+        try:
+            return name, self.connections[name]
+        except KeyError:
+            known = ", ".join(sorted(self.connections)) or "none"
+            raise ConfigError(f"no connection named {name!r} (configured: {known})") from None
+
+
+_NO_CONNECTION = (
+    "no Salesforce connection is configured: set FIRMGRANT_CONNECTIONS__<NAME>__LOGIN_URL, "
+    "__AUTH and the keys the auth kind needs (see config/firmgrant.example.toml)"
+)
+
+
+def env_name(*parts: str | int) -> str:
+    """``("connections", "main", "auth")`` → ``FIRMGRANT_CONNECTIONS__MAIN__AUTH``."""
+    dotted = ".".join(str(p) for p in parts)
+    return ENV_PREFIX + "__".join(part.upper() for part in dotted.split("."))
+
+
+def _describe(error: Any) -> str:
+    loc = [str(p) for p in error["loc"]]
+    if loc and loc[0] in {"FIRMGRANT_DATABASE_URL", "DATABASE_URL", "database_url"}:
+        loc = ["database_url"]
+    # pydantic adds the validator's kind to the path for tagged unions; drop it from names.
+    loc = [p for p in loc if not p.startswith("function-")]
+    key = ".".join(loc) or "(settings)"
+    # Only the message: the input value is never shown because it may be a secret.
+    return f"{env_name(*loc) if loc else ENV_PREFIX + '*'} ({key}): {error['msg']}"
+
+
+def load_settings(config_file: Path | None = None, env_file: Path | None = None) -> Settings:
+    """Read and check every setting, or raise ConfigError listing each problem."""
+    path = config_file or Path(os.environ.get("FIRMGRANT_CONFIG", str(DEFAULT_CONFIG_FILE)))
+    if (config_file is not None or "FIRMGRANT_CONFIG" in os.environ) and not path.is_file():
+        raise ConfigError(f"FIRMGRANT_CONFIG / --config: no such file: {path}")
+    if path.is_file():
+        try:
+            tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    token = _toml_file.set(path)
+    try:
+        kwargs: dict[str, Any] = {} if env_file is None else {"_env_file": env_file}
+        settings = Settings(**kwargs)
+    except ValidationError as exc:
+        problems = [_describe(error) for error in exc.errors()]
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None
+    finally:
+        _toml_file.reset(token)
+    problems = [
+        problem
+        for name, connection in settings.connections.items()
+        for problem in connection.problems(f"connections.{name}")
+    ]
+    if problems:
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
+    return settings
