@@ -42,7 +42,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 def _postgres_schema_url() -> Iterator[str]:
     if not POSTGRES_URL:
         if REQUIRE_POSTGRES:
-            pytest.fail("FIRMGRANT_TEST_REQUIRE_POSTGRES=1 but FIRMGRANT_TEST_DATABASE_URL is unset")
+            pytest.fail(
+                "FIRMGRANT_TEST_REQUIRE_POSTGRES=1 but FIRMGRANT_TEST_DATABASE_URL is unset"
+            )
         pytest.skip("PostgreSQL not configured (set FIRMGRANT_TEST_DATABASE_URL)")
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(normalize_url(POSTGRES_URL))

@@ -47,9 +47,11 @@ class FakeOrg:
         self.records: dict[str, dict[str, Any]] = {}
         self.api_used, self.api_limit = 18, 5000
         self.token_requests = 0
+        self.token_forms: list[dict[str, str]] = []
         self.soql: list[str] = []
         self.faults: list[Fault] = []
-        self.clock = datetime(2026, 5, 20, 20, 49, 32, tzinfo=UTC)
+        # Customers granted over the last day, by the real clock, so grants are current.
+        self.clock = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
         self._ids = itertools.count(1)
         self._tokens = itertools.count(1)
         self._valid_tokens: set[str] = set()
@@ -124,10 +126,11 @@ class FakeOrg:
 
     def _token(self, request: Any) -> Reply:
         self.token_requests += 1
+        form = {k: v[0] for k, v in parse_qs(request.body).items()}
+        self.token_forms.append(form)
         fault = self._fault("token")
         if fault:
             return fault
-        form = {k: v[0] for k, v in parse_qs(request.body).items()}
         grant_type = form.get("grant_type")
         if grant_type == "urn:ietf:params:oauth:grant-type:jwt-bearer":
             try:
@@ -140,12 +143,17 @@ class FakeOrg:
                 )
             if claims.get("iss") != CLIENT_ID:
                 return self._reply(
-                    400, {"error": "invalid_client_id", "error_description": "client identifier invalid"}
+                    400,
+                    {
+                        "error": "invalid_client_id",
+                        "error_description": "client identifier invalid",
+                    },
                 )
         elif grant_type in ("client_credentials", "password"):
             if form.get("client_secret") != CLIENT_SECRET:
                 return self._reply(
-                    400, {"error": "invalid_client", "error_description": "invalid client credentials"}
+                    400,
+                    {"error": "invalid_client", "error_description": "invalid client credentials"},
                 )
         else:
             return self._reply(400, {"error": "unsupported_grant_type"})

@@ -18,7 +18,7 @@ from tests.fakeorg import CLIENT_ID, CLIENT_SECRET, LOGIN_URL, FakeOrg, sf_time
 
 pytestmark = pytest.mark.ledger
 
-NOW = datetime(2026, 5, 21, 12, 0, tzinfo=UTC)
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def connection(batch_size: int = 2000) -> ConnectionSettings:
@@ -26,7 +26,7 @@ def connection(batch_size: int = 2000) -> ConnectionSettings:
         login_url=LOGIN_URL,
         auth="client_credentials",
         client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,  # type: ignore[arg-type]
+        client_secret=CLIENT_SECRET,
         source=SourceSettings(batch_size=batch_size),
     )
 
@@ -60,9 +60,7 @@ def events(ledger: Ledger, kind: str | None = None) -> list[EventRow]:
 
 def grant_row(ledger: Ledger, source_id: str) -> GrantRow:
     with ledger.sessions() as session:
-        return session.execute(
-            select(GrantRow).where(GrantRow.source_id == source_id)
-        ).scalar_one()
+        return session.execute(select(GrantRow).where(GrantRow.source_id == source_id)).scalar_one()
 
 
 def grant_count(ledger: Ledger) -> int:

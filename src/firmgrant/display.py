@@ -10,6 +10,7 @@ from typing import IO, Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from firmgrant.ledger.queries import JSON_KEYS, EventView, GrantView
 from firmgrant.timeutil import iso_z
@@ -84,14 +85,15 @@ def grants_table(grants: Iterable[GrantView], console: Console, now: datetime) -
     for grant in grants:
         count += 1
         style = _STATUS_STYLE.get(grant.status, "")
+        # Text(), not strings: customer-supplied names must never be read as rich markup.
         table.add_row(
             str(grant.id),
-            grant.org_id,
-            grant.org_name or "",
-            grant.grantor_username or grant.grantor_email or "",
+            Text(grant.org_id),
+            Text(grant.org_name or ""),
+            Text(grant.grantor_username or grant.grantor_email or ""),
             grant.expires_at.strftime("%Y-%m-%d %H:%M"),
             in_words((grant.expires_at - now).total_seconds()),
-            f"[{style}]{grant.status}[/]" if style else grant.status,
+            Text(grant.status, style=style),
         )
     if count:
         console.print(table)
@@ -104,7 +106,7 @@ def grant_story(grant: GrantView, events: Sequence[EventView], console: Console)
     details.add_column(style="bold")
     details.add_column()
     for key, value in grant.as_json().items():
-        details.add_row(key, "" if value is None else str(value))
+        details.add_row(key, Text("" if value is None else str(value)))
     console.print(details)
     history = Table(title="History", header_style="bold", title_justify="left")
     for column in ("#", "When (UTC)", "What", "Who", "Details"):
@@ -114,8 +116,8 @@ def grant_story(grant: GrantView, events: Sequence[EventView], console: Console)
             str(event.id),
             iso_z(event.at) or "",
             event.kind,
-            event.actor,
-            _event_details(event),
+            Text(event.actor),
+            Text(_event_details(event)),
         )
     console.print(history)
 

@@ -298,9 +298,17 @@ def load_settings(config_file: Path | None = None, env_file: Path | None = None)
         raise ConfigError(f"FIRMGRANT_CONFIG / --config: no such file: {path}")
     if path.is_file():
         try:
-            tomllib.loads(path.read_text(encoding="utf-8"))
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        # Sections refuse unknown keys themselves; the top level ignores unknown environment
+        # variables (a .env may hold PORT and friends), so TOML typos are caught here.
+        unknown = sorted(set(document) - set(Settings.model_fields))
+        if unknown:
+            raise ConfigError(
+                f"{path}: unknown setting(s) {', '.join(unknown)} "
+                "(see config/firmgrant.example.toml)"
+            )
     token = _toml_file.set(path)
     try:
         kwargs: dict[str, Any] = {} if env_file is None else {"_env_file": env_file}

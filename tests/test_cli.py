@@ -1,0 +1,200 @@
+"""The command line as a user runs it: output formats, exit codes, sync end to end."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from firmgrant.cli import main
+from firmgrant.ledger import Ledger
+from firmgrant.ledger.queries import JSON_KEYS
+from tests.fakeorg import CLIENT_ID, CLIENT_SECRET, LOGIN_URL, FakeOrg, sf_time
+
+pytestmark = pytest.mark.ledger
+
+
+@pytest.fixture
+def configured(monkeypatch: pytest.MonkeyPatch, database_url: str, ledger: Ledger) -> Ledger:
+    """Environment as an operator would set it, pointing at the fake org and the test ledger."""
+    monkeypatch.setenv("FIRMGRANT_DATABASE_URL", database_url)
+    for key, value in {
+        "LOGIN_URL": LOGIN_URL,
+        "AUTH": "client_credentials",
+        "CLIENT_ID": CLIENT_ID,
+        "CLIENT_SECRET": CLIENT_SECRET,
+    }.items():
+        monkeypatch.setenv(f"FIRMGRANT_CONNECTIONS__ACME__{key}", value)
+    return ledger
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_sync_json_twice_against_an_unchanged_org(
+    configured: Ledger, fake_org: FakeOrg, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for _ in range(2500):
+        fake_org.grant()
+
+    code1, out1, _ = run(capsys, "sync", "--json")
+    code2, out2, _ = run(capsys, "sync", "--json")
+
+    first, second = json.loads(out1), json.loads(out2)
+    keys = {
+        "fetched",
+        "inserted",
+        "updated",
+        "deleted",
+        "invalid",
+        "rejected",
+        "api_calls",
+        "seconds",
+    }
+    assert keys <= set(first)
+    assert (code1, first["inserted"], first["api_calls"]) == (0, 2500, 2)
+    assert (code2, second["inserted"], second["updated"], second["api_calls"]) == (0, 0, 0, 1)
+    assert CLIENT_SECRET not in out1 + out2
+
+
+def test_sync_exits_3_when_salesforce_stays_down(
+    configured: Ledger, fake_org: FakeOrg, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for _ in range(3):
+        fake_org.fail_next("query", 503, [{"message": "down", "errorCode": "SERVER_UNAVAILABLE"}])
+    code, out, _ = run(capsys, "sync", "--json")
+    assert code == 3
+    assert json.loads(out)["error_kind"] == "SalesforceUnavailable"
+
+
+@pytest.fixture
+def synced(configured: Ledger, fake_org: FakeOrg, capsys: pytest.CaptureFixture[str]) -> FakeOrg:
+    fake_org.grant(Org_Name__c='=HYPERLINK("http://evil","x")', Org_Id__c="00D5e000000ACME01")
+    fake_org.grant(Granted_Via_Login_As__c=True, Login_As_User__c="admin@customer.example")
+    ten_days_ago = datetime.now(UTC) - timedelta(days=10)
+    fake_org.grant(
+        Granted_At__c=sf_time(ten_days_ago),
+        Expires_At__c=sf_time(ten_days_ago + timedelta(days=3)),
+        Access_Duration__c="3 Days",
+    )
+    fake_org.grant(Org_Name__c="Zoë & Co <b>[bold]")
+    assert main(["sync"]) == 0
+    capsys.readouterr()
+    return fake_org
+
+
+def test_grants_json_has_the_designed_keys_and_only_usable_grants(
+    synced: FakeOrg, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "grants", "--format", "json")
+    grants = json.loads(out)
+    assert code == 0
+    assert all(tuple(g) == JSON_KEYS for g in grants)
+    assert {g["org_name"] for g in grants} == {
+        '=HYPERLINK("http://evil","x")',
+        "Zoë & Co <b>[bold]",
+    }
+    assert all(g["status"] in ("active", "expiring") for g in grants)
+    assert all(g["expires_at"].endswith("Z") for g in grants)
+
+
+def test_grants_filters(synced: FakeOrg, capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "grants", "--status", "rejected", "--format", "json")
+    assert [g["login_as_user"] for g in json.loads(out)] == ["admin@customer.example"]
+    _, out, _ = run(capsys, "grants", "--status", "expired", "--format", "json")
+    assert len(json.loads(out)) == 1
+    _, out, _ = run(capsys, "grants", "--org", "00D5e000000ACME01", "--format", "json")
+    assert [g["org_id"] for g in json.loads(out)] == ["00D5e000000ACME01"]
+    _, out, _ = run(capsys, "grants", "--status", "all", "--format", "json")
+    assert len(json.loads(out)) == 4
+    _, out, _ = run(capsys, "grants", "--expiring-within", "1h", "--format", "json")
+    assert json.loads(out) == [], "the usable grants end in a week"
+
+
+def test_grants_csv_neutralises_formulas(
+    synced: FakeOrg, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out, _ = run(capsys, "grants", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert list(rows[0]) == list(JSON_KEYS)
+    names = {row["org_name"] for row in rows}
+    assert '\'=HYPERLINK("http://evil","x")' in names
+    assert "Zoë & Co <b>[bold]" in names
+
+
+def test_grants_table_is_readable(
+    synced: FakeOrg, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run(capsys, "grants")
+    assert code == 0
+    assert "Zoë & Co <b>[bold]" in out, "customer text is shown as is, never as markup"
+    assert "2 grants" in out
+
+
+def test_show_tells_a_grants_story(synced: FakeOrg, capsys: pytest.CaptureFixture[str]) -> None:
+    record = next(iter(synced.records.values()))
+    synced.update(record["Id"], Status__c="Revoked", Revoked_At__c=sf_time(synced.clock))
+    assert main(["sync"]) == 0
+    capsys.readouterr()
+
+    code, out, _ = run(capsys, "show", record["Id"])
+
+    assert code == 0
+    assert "discovered" in out
+    assert "changed" in out
+    assert "Active → Revoked" in out
+    code, out, _ = run(capsys, "show", "1")
+    assert code == 0
+    assert record["Id"] in out
+
+
+def test_show_unknown_grant_exits_1(configured: Ledger, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "show", "a0B000000000000XYZ")
+    assert code == 1
+    assert "no grant" in err
+
+
+def test_verify_reports_ok(synced: FakeOrg, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "verify")
+    assert code == 0
+    assert out.startswith("ok: 4 events")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["nonsense"],
+        ["grants", "--format", "xml"],
+        ["grants", "--expiring-within", "soon"],
+        ["show"],
+        ["db"],
+        [],
+    ],
+)
+def test_bad_arguments_print_usage_and_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert "usage: firmgrant" in capsys.readouterr().err
+
+
+def test_python_dash_m_and_version() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "firmgrant", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0
+    assert done.stdout.startswith("firmgrant ")

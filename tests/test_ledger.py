@@ -1,0 +1,144 @@
+"""The ledger on SQLite and PostgreSQL: migrations, aware UTC times, the hash chain."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.exc import StatementError
+
+from firmgrant.errors import SchemaOutOfDate
+from firmgrant.ledger import Ledger, NewEvent, append_events, ensure_schema, make_engine, upgrade
+from firmgrant.ledger.chain import verify_chain
+from firmgrant.ledger.db import current_revision, head_revision
+from firmgrant.ledger.models import EventRow, SyncStateRow
+
+pytestmark = pytest.mark.ledger
+T0 = datetime(2026, 11, 1, 9, 30, tzinfo=UTC)
+
+
+def test_migrations_create_the_schema_once(database_url: str) -> None:
+    engine = make_engine(database_url)
+    with pytest.raises(SchemaOutOfDate, match="firmgrant db upgrade"):
+        ensure_schema(engine, auto_upgrade=False)
+
+    assert upgrade(engine) == (None, head_revision())
+    assert upgrade(engine) == (head_revision(), head_revision())
+    assert current_revision(engine) == head_revision()
+    engine.dispose()
+
+
+def test_times_come_back_aware_utc(ledger: Ledger) -> None:
+    paris = datetime(2026, 11, 1, 10, 30, 15, 123000, tzinfo=timezone(timedelta(hours=2)))
+    with ledger.transaction() as session:
+        session.add(SyncStateRow(connection="c", source="object", watermark=paris))
+    with ledger.sessions() as session:
+        row = session.get(SyncStateRow, ("c", "object"))
+    assert row is not None
+    assert row.watermark == paris
+    assert row.watermark is not None
+    assert row.watermark.utcoffset() == timedelta(0)
+    assert row.watermark.hour == 8
+
+
+def test_naive_datetimes_are_refused(ledger: Ledger) -> None:
+    naive = SyncStateRow(connection="c", source="object", watermark=datetime(2026, 1, 1))
+    with ledger.sessions() as session:
+        session.add(naive)
+        with pytest.raises(StatementError, match="naive datetime"):
+            session.flush()
+
+
+def _history(ledger: Ledger, count: int = 5) -> None:
+    with ledger.transaction() as session:
+        append_events(
+            session,
+            [
+                NewEvent(
+                    kind="discovered",
+                    at=T0 + timedelta(minutes=i),
+                    payload={"n": i},
+                    connection="acme",
+                    source_id=f"a0B{i:015d}",
+                    reason="ünïcode ✓",
+                )
+                for i in range(count)
+            ],
+        )
+
+
+def _verify(ledger: Ledger) -> tuple[bool, int | None]:
+    with ledger.sessions() as session:
+        report = verify_chain(session)
+    return report.ok, report.first_bad_id
+
+
+def test_an_untouched_chain_verifies(ledger: Ledger) -> None:
+    _history(ledger)
+    _history(ledger, 3)
+    assert _verify(ledger) == (True, None)
+
+
+def test_an_edited_field_is_caught_at_its_row(ledger: Ledger) -> None:
+    _history(ledger)
+    with ledger.transaction() as session:
+        session.execute(update(EventRow).where(EventRow.id == 3).values(actor="someone else"))
+    assert _verify(ledger) == (False, 3)
+
+
+def test_a_deleted_row_is_caught(ledger: Ledger) -> None:
+    _history(ledger)
+    with ledger.transaction() as session:
+        session.execute(delete(EventRow).where(EventRow.id == 2))
+    assert _verify(ledger) == (False, 3)
+
+
+def test_a_deleted_last_row_is_caught_by_the_head(ledger: Ledger) -> None:
+    _history(ledger)
+    with ledger.transaction() as session:
+        session.execute(delete(EventRow).where(EventRow.id == 5))
+    ok, _ = _verify(ledger)
+    assert not ok
+
+
+def test_an_inserted_row_is_caught(ledger: Ledger) -> None:
+    _history(ledger)
+    with ledger.transaction() as session:
+        forged = session.execute(select(EventRow).where(EventRow.id == 5)).scalar_one()
+        session.add(
+            EventRow(
+                id=6,
+                at=T0,
+                kind="revoked",
+                actor="x",
+                payload="{}",
+                prev_hash=forged.hash,
+                hash="f" * 64,
+            )
+        )
+    assert _verify(ledger) == (False, 6)
+
+
+def test_swapped_rows_are_caught(ledger: Ledger) -> None:
+    _history(ledger)
+    with ledger.transaction() as session:
+        two, three = (
+            session.execute(select(EventRow).where(EventRow.id == n)).scalar_one() for n in (2, 3)
+        )
+        swapped = {
+            column: (getattr(three, column), getattr(two, column))
+            for column in ("at", "payload", "source_id", "prev_hash", "hash")
+        }
+        for column, (for_two, for_three) in swapped.items():
+            setattr(two, column, for_two)
+            setattr(three, column, for_three)
+    assert _verify(ledger) == (False, 2)
+
+
+def test_ids_are_gap_free_across_transactions(ledger: Ledger) -> None:
+    _history(ledger, 2)
+    _history(ledger, 2)
+    with ledger.sessions() as session:
+        ids = session.execute(text("SELECT id FROM events ORDER BY id")).scalars().all()
+    assert ids == [1, 2, 3, 4]
