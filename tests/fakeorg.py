@@ -63,6 +63,28 @@ class FakeOrg:
         mock.add_callback(responses.POST, f"{LOGIN_URL}/services/oauth2/token", self._token)
         mock.add_callback(responses.GET, re.compile(rf"{re.escape(API)}/queryAll/.*"), self._query)
         mock.add_callback(responses.GET, re.compile(rf"{re.escape(API)}/query/.+"), self._more)
+        mock.add_callback(
+            responses.GET, re.compile(rf"{re.escape(API)}/sobjects/\w+/describe"), self._describe
+        )
+        self.fields = [
+            "Id",
+            "Org_Id__c",
+            "Org_Name__c",
+            "Grantor_Id__c",
+            "Grantor_Username__c",
+            "Grantor_Email__c",
+            "Grantee__c",
+            "Access_Duration__c",
+            "Granted_At__c",
+            "Expires_At__c",
+            "Granted_Via_Login_As__c",
+            "Login_As_User__c",
+            "Status__c",
+            "Revoked_At__c",
+            "Revoke_Reason__c",
+            "SystemModstamp",
+            "IsDeleted",
+        ]
 
     # -- acting as the customer ------------------------------------------------------------
     def tick(self, seconds: int = 1) -> datetime:
@@ -220,6 +242,16 @@ class FakeOrg:
         locator, offset = urlparse(request.url).path.rsplit("/", 1)[1].split("-")
         size = int(request.headers.get("Sforce-Query-Options", "batchSize=2000").split("=")[1])
         return self._page(locator, int(offset), size)
+
+    def _describe(self, request: Any) -> Reply:
+        refused = self._authorized(request)
+        if refused:
+            return refused
+        name = urlparse(request.url).path.split("/")[-2]
+        if name != "Login_Access_Grant__c":
+            missing = "The requested resource does not exist"
+            return self._counted(404, [{"errorCode": "NOT_FOUND", "message": missing}])
+        return self._counted(200, {"name": name, "fields": [{"name": f} for f in self.fields]})
 
     def _page(self, locator: str, offset: int, size: int) -> Reply:
         rows = self._locators[locator]

@@ -198,3 +198,42 @@ def test_python_dash_m_and_version() -> None:
     )
     assert done.returncode == 0
     assert done.stdout.startswith("firmgrant ")
+
+
+def test_check_passes_against_a_well_configured_org(
+    configured: Ledger, fake_org: FakeOrg, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "check")
+    assert code == 0, out
+    assert "ok   connection acme: Login_Access_Grant__c has every mapped field" in out
+
+
+def test_check_names_each_problem(
+    configured: Ledger,
+    fake_org: FakeOrg,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_org.fields.remove("Login_As_User__c")
+    monkeypatch.setenv("FIRMGRANT_CONNECTIONS__OTHER__LOGIN_URL", "https://login.example.test")
+    monkeypatch.setenv("FIRMGRANT_CONNECTIONS__OTHER__AUTH", "client_credentials")
+    monkeypatch.setenv("FIRMGRANT_CONNECTIONS__OTHER__CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("FIRMGRANT_CONNECTIONS__OTHER__CLIENT_SECRET", "wrong")
+
+    code, out, _ = run(capsys, "check")
+
+    assert code == 1
+    assert "FAIL connection acme: Login_Access_Grant__c lacks fields Login_As_User__c" in out
+    assert "FAIL connection other: token request" in out
+    assert "invalid_client" in out
+    assert "wrong" not in out.replace("wrong key", "")
+
+
+def test_an_unreachable_database_exits_3(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FIRMGRANT_DATABASE_URL", "postgresql://nobody:pw-secret@127.0.0.1:9/x")
+    code, _, err = run(capsys, "grants")
+    assert code == 3
+    assert "cannot reach the ledger at postgresql+psycopg://nobody:***@127.0.0.1:9/x" in err
+    assert "pw-secret" not in err

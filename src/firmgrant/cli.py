@@ -230,7 +230,10 @@ def _check(settings: Settings) -> int:
         client = SalesforceClient(name, conn, settings.sync)
         try:
             described = client.describe(conn.source.object_name)
-        except (SalesforceError, FirmgrantError) as exc:
+        except SalesforceError as exc:
+            report(False, f"connection {name}: {exc.detail}")
+            continue
+        except FirmgrantError as exc:
             report(False, f"connection {name}: {exc}")
             continue
         present = {field["name"] for field in described.get("fields", [])}

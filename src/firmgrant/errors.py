@@ -59,6 +59,7 @@ class SalesforceError(FirmgrantError):
     def __init__(self, message: str, *, connection: str | None = None) -> None:
         super().__init__(f"[{connection}] {message}" if connection else message)
         self.connection = connection
+        self.detail = message
 
 
 class AuthenticationError(SalesforceError):
