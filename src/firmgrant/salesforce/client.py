@@ -56,8 +56,26 @@ def parse_limit_info(header: str, seen_at: datetime) -> ApiUsage | None:
     return ApiUsage(int(match.group(1)), int(match.group(2)), seen_at) if match else None
 
 
+class _Session(requests.Session):
+    """A session whose own CA bundle beats ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``.
+
+    Plain requests lets those environment variables override ``Session.verify``
+    (psf/requests#3829), which would silently ignore the ``ca_bundle`` setting.
+    """
+
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        merged: dict[str, Any] = super().merge_environment_settings(
+            url, proxies, stream, verify, cert
+        )
+        if verify is None and isinstance(self.verify, str):
+            merged["verify"] = self.verify
+        return merged
+
+
 def make_session(settings: ConnectionSettings) -> requests.Session:
-    session = requests.Session()
+    session = _Session()
     if settings.ca_bundle is not None:
         session.verify = str(settings.ca_bundle)
     session.headers["User-Agent"] = "firmgrant"
