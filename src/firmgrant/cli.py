@@ -12,15 +12,19 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from firmgrant import __version__, display
+from firmgrant.demo import run_demo
 from firmgrant.errors import FirmgrantError, SalesforceError
 from firmgrant.jobs.sync import SyncResult, sync_connection
 from firmgrant.ledger import Ledger, make_engine, open_ledger, safe_url, upgrade, verify_chain
 from firmgrant.ledger.queries import STATUS_CHOICES, find_grant, grant_events, list_grants
 from firmgrant.salesforce.client import SalesforceClient
+from firmgrant.sandbox import runner
+from firmgrant.sandbox.schema import DURATIONS
 from firmgrant.settings import Settings, load_settings
 from firmgrant.timeutil import parse_duration, utcnow
 
@@ -80,7 +84,62 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("verify", help="check the event log's hash chain")
     commands.add_parser("check", help="validate settings, the ledger and each connection")
+    _sandbox_parser(commands)
+    demo = commands.add_parser("demo", help="sandbox + SQLite ledger: a few cycles, explained")
+    demo.add_argument("--dir", type=Path, default=Path("var/demo"), help="default var/demo")
     return parser
+
+
+def _sandbox_parser(commands: Any) -> None:
+    sandbox = commands.add_parser(
+        "sandbox", help="serve the sandbox org (an emulated Salesforce) over HTTPS on loopback"
+    )
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    sandbox.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="start with N valid grants naming the vendor",
+    )
+    sandbox.add_argument(
+        "--random-seed", type=int, metavar="S", help="make data and faults repeatable"
+    )
+    sandbox.add_argument(
+        "--faults", metavar="SPEC", help="e.g. expire-every=50,503-rate=0.1,daily-limit=5000"
+    )
+    sandbox.add_argument(
+        "--state",
+        type=Path,
+        metavar="DIR",
+        help="keep data, certificate and keys here (default: a temporary dir)",
+    )
+    actions = sandbox.add_subparsers(dest="sandbox_command", metavar="act")
+    act = actions.add_parser("act", help="act as a customer in a running sandbox")
+    act.add_argument("--state", type=Path, required=True, metavar="DIR", dest="act_state")
+    verbs = act.add_subparsers(dest="action", required=True, metavar="ACTION")
+    seed = verbs.add_parser("seed", help="add N realistic grants")
+    seed.add_argument("count", type=int)
+    seed.add_argument("--other", type=int, default=0, help="grants to other grantees")
+    seed.add_argument("--malformed", type=int, default=0, help="records firmgrant must refuse")
+    grant = verbs.add_parser("grant", help="a customer grants Login Access")
+    grant.add_argument("--duration", choices=DURATIONS, default="1 Week")
+    grant.add_argument("--org-name")
+    grant.add_argument("--grantor", help="the granting user's username")
+    grant.add_argument("--login-as", metavar="USER", help="granted while logged in as USER")
+    extend = verbs.add_parser("extend", help="the customer sets a new duration from now")
+    extend.add_argument("id")
+    extend.add_argument("--duration", choices=DURATIONS, default="1 Week")
+    revoke = verbs.add_parser("revoke", help="the customer revokes access")
+    revoke.add_argument("id")
+    revoke.add_argument("--reason", default="Revoked by the customer")
+    verbs.add_parser("delete", help="the record is deleted").add_argument("id")
+    verbs.add_parser("faults", help="replace the fault plan").add_argument("spec")
+    fail_next = verbs.add_parser("fail-next", help="the next API calls meet a fault")
+    fail_next.add_argument("kind", choices=("503", "expired", "slow", "limit"))
+    fail_next.add_argument("--count", type=int, default=1)
+    verbs.add_parser("stats", help="record count and API usage")
 
 
 def _configure_logging(level: str) -> None:
@@ -98,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 with usage on a bad argument
     try:
+        if args.command in ("sandbox", "demo"):
+            # Neither needs the worker's settings: they bring their own org and ledger.
+            _configure_logging(args.log_level or "WARNING")
+            return _sandbox(args) if args.command == "sandbox" else run_demo(args.dir)
         settings = load_settings(args.config)
         _configure_logging(args.log_level or settings.log_level)
         return _dispatch(args, settings)
@@ -128,6 +191,20 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command == "verify":
         return _verify(ledger)
     raise AssertionError(f"unhandled command {command}")
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    if args.sandbox_command == "act":
+        values = {k: v for k, v in vars(args).items() if k not in ("command", "action")}
+        return runner.act(args.act_state, args.action, values)
+    return runner.serve(
+        state=args.state,
+        host=args.host,
+        port=args.port,
+        seed=args.seed,
+        random_seed=args.random_seed,
+        faults=args.faults,
+    )
 
 
 def _sync(

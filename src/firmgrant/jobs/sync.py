@@ -88,11 +88,12 @@ def sync_connection(
     try:
         for records, invalid in source.pages(client, since):
             result.fetched += len(records) + len(invalid)
-            for problem in invalid:
-                log.warning("%s: skipped record %s: %s", name, problem.key, problem.reason)
-            counts += ledger.apply_page(
+            page = ledger.apply_page(
                 name, source.kind, records, invalid, now=clock(), seen_run=seen_run
             )
+            for problem in page.new_invalid:  # re-reads of a known bad record stay quiet
+                log.warning("%s: skipped record %s: %s", name, problem.key, problem.reason)
+            counts += page
         if seen_run is not None:
             counts.deleted += ledger.mark_vanished(name, seen_run, clock())
     except SalesforceError as exc:

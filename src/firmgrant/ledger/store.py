@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +30,7 @@ class PageCounts:
     deleted: int = 0
     invalid: int = 0
     rejected: int = 0  # newly seen grants made through a Login-As session
+    new_invalid: list[InvalidRecord] = field(default_factory=list)  # reported for the first time
 
     def __iadd__(self, other: PageCounts) -> PageCounts:
         self.inserted += other.inserted
@@ -37,6 +38,7 @@ class PageCounts:
         self.deleted += other.deleted
         self.invalid += other.invalid
         self.rejected += other.rejected
+        self.new_invalid += other.new_invalid
         return self
 
 
@@ -168,6 +170,7 @@ class Ledger:
             for problem in invalid:
                 if self._first_report(session, connection, problem, now):
                     counts.invalid += 1
+                    counts.new_invalid.append(problem)
                     grant = existing.get(problem.key)
                     events.append(
                         NewEvent(

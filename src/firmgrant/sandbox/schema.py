@@ -10,17 +10,16 @@ _SUFFIX_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
-_CASE_BITS = str.maketrans(
-    {c: "1" if c.isupper() else "0" for c in _BASE62}
-)
+_CASE_BITS = str.maketrans({c: "1" if c.isupper() else "0" for c in _BASE62})
 
 
 def case_safe_id(id15: str) -> str:
     """Salesforce's 18-character Id: three checksum characters encode the case of the 15."""
     bits = id15.translate(_CASE_BITS)
     # Each 5-character chunk's upper-case positions, read right to left, index the suffix.
-    return id15 + "".join(_SUFFIX_CHARS[int(bits[i + 4 : i - 1 if i else None : -1], 2)]
-                          for i in (0, 5, 10))
+    return id15 + "".join(
+        _SUFFIX_CHARS[int(bits[i + 4 : i - 1 if i else None : -1], 2)] for i in (0, 5, 10)
+    )
 
 
 _LOW = [a + b for a in _BASE62 for b in _BASE62]  # the last two base-62 digits
