@@ -142,3 +142,31 @@ def test_ids_are_gap_free_across_transactions(ledger: Ledger) -> None:
     with ledger.sessions() as session:
         ids = session.execute(text("SELECT id FROM events ORDER BY id")).scalars().all()
     assert ids == [1, 2, 3, 4]
+
+
+def test_the_hash_is_sha256_of_prev_hash_and_the_canonical_row() -> None:
+    """The documented definition, computed the slow obvious way, matches the fast one."""
+    import hashlib
+    import json
+
+    from firmgrant.ledger.chain import canonical_json, event_hash
+
+    payload = {"grant": {"org_name": 'Zoë "Q" <b>', "n": 1}, "changes": {"x": [None, True]}}
+    row = {
+        "id": 7,
+        "at": T0,
+        "kind": "changed",
+        "grant_id": 3,
+        "connection": "acme",
+        "source_id": "a0B000000000001AAA",
+        "actor": "salesforce",
+        "reason": None,
+        "payload": canonical_json(payload),
+    }
+    obvious = json.dumps(
+        {**row, "at": "2026-11-01T09:30:00Z", "payload": payload},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    assert event_hash("ab" * 32, row) == hashlib.sha256(("ab" * 32 + obvious).encode()).hexdigest()

@@ -31,7 +31,9 @@ def iso_z(value: datetime | None) -> str | None:
     """ISO 8601 in UTC with a ``Z`` (what the JSON outputs promise)."""
     if value is None:
         return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat()[:-6] + "Z"
 
 
 def parse_duration(text: str) -> timedelta:

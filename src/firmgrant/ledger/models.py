@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -17,7 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from firmgrant.grant import FIELD_LIMITS
 
@@ -25,23 +26,39 @@ GENESIS_HASH = "0" * 64
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite as on PostgreSQL."""
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite as on PostgreSQL.
+
+    SQLite has no datetime type: values are stored as fixed-width UTC text
+    (``2026-05-20 20:49:32.000000``, the format SQLAlchemy's SQLite DATETIME uses, so it
+    sorts and compares correctly) and converted with the C ``isoformat``/``fromisoformat``
+    rather than SQLAlchemy's per-value Python formatting, which dominated sync time.
+    """
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(26))
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the ledger; use aware UTC datetimes")
-        value = value.astimezone(UTC)
-        # SQLite has no time zones: store UTC wall time, re-attach UTC when reading.
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        if value.tzinfo is not UTC:
+            value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.isoformat(sep=" ", timespec="microseconds")[:26]  # drop "+00:00"
+        return value
 
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        assert isinstance(value, datetime)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from firmgrant.grant import MIRRORED_FIELDS, GrantRecord
 from firmgrant.ledger.chain import NewEvent, append_events
-from firmgrant.ledger.models import GrantRow, InvalidRecordRow, SyncStateRow
+from firmgrant.ledger.models import Base, GrantRow, InvalidRecordRow, SyncStateRow
 from firmgrant.salesforce.records import InvalidRecord
 from firmgrant.timeutil import iso_z
 
@@ -159,12 +159,9 @@ class Ledger:
                     kind = "undeleted" if "deleted" in changes else "changed"
                 events.append(self._event(kind, connection, record, now, grant_id, changes))
             if upserts:
-                self._upsert(session, connection, upserts, now)
-            new_ids = [e.source_id for e in events if e.grant_id is None and e.source_id]
-            if new_ids:
-                ids = self._existing(session, connection, new_ids)
+                ids = self._upsert(session, connection, upserts, now)
                 events = [
-                    e if e.grant_id is not None else replace(e, grant_id=ids[str(e.source_id)][0])
+                    e if e.grant_id is not None else replace(e, grant_id=ids[str(e.source_id)])
                     for e in events
                 ]
             for problem in invalid:
@@ -252,8 +249,9 @@ class Ledger:
     @staticmethod
     def _upsert(
         session: Session, connection: str, records: list[GrantRecord], now: datetime
-    ) -> None:
-        """One ``INSERT … ON CONFLICT DO UPDATE`` for the page's new and changed grants.
+    ) -> dict[str, int]:
+        """One ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` for the page's new and changed
+        grants; returns their ledger ids by Salesforce Id.
 
         ``first_seen_at`` is written on insert only: the conflict branch leaves it alone.
         """
@@ -262,12 +260,13 @@ class Ledger:
             for record in records
         ]
         dialect = session.get_bind().dialect.name
-        statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(GrantRow)
-        statement = statement.on_conflict_do_update(
+        table = Base.metadata.tables["grants"]
+        statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+        upsert = statement.on_conflict_do_update(
             index_elements=["connection", "source_id"],
             set_={name: statement.excluded[name] for name in (*MIRRORED_FIELDS, "updated_at")},
-        )
-        session.execute(statement, rows)
+        ).returning(table.c.id, table.c.source_id)
+        return {source_id: grant_id for grant_id, source_id in session.execute(upsert, rows)}
 
     @staticmethod
     def _event(

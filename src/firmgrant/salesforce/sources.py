@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -45,10 +46,15 @@ class ObjectSource:
         return query + f" ORDER BY {fields.modstamp} ASC, {fields.id} ASC"
 
     def pages(self, client: SalesforceClient, since: datetime | None) -> Iterator[Page]:
-        """Parsed pages, deleted records included (``queryAll``)."""
-        for raw in client.query_pages(
+        """Parsed pages, deleted records included (``queryAll``).
+
+        The next page is fetched while the caller writes this one: waiting on Salesforce
+        and writing the ledger overlap. At most two pages are in memory.
+        """
+        raw_pages = client.query_pages(
             self.soql(since), include_deleted=True, batch_size=self.settings.batch_size
-        ):
+        )
+        for raw in _one_ahead(raw_pages):
             yield self.parse(raw)
 
     def parse(self, raw: list[dict[str, Any]]) -> Page:
@@ -58,3 +64,16 @@ class ObjectSource:
             parsed = parse_record(record, self.settings.fields)
             (good if isinstance(parsed, GrantRecord) else bad).append(parsed)  # type: ignore[arg-type]
         return good, bad
+
+
+def _one_ahead(pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+    """Fetch page n+1 in a helper thread while page n is consumed.
+
+    Only one fetch is ever in flight, so the client and its session are never used by two
+    threads at once. Errors surface, in order, where the page would have been.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+        pending = pool.submit(next, pages, None)
+        while (page := pending.result()) is not None:
+            pending = pool.submit(next, pages, None)
+            yield page

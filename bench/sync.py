@@ -1,0 +1,124 @@
+"""Benchmark: initial and idle sync of N grants from the sandbox org (prints, asserts nothing).
+
+The sandbox runs as its own process (the org is never the worker), the worker as another,
+exactly as a user runs them: ``firmgrant sandbox`` and ``firmgrant sync --json``. The
+worker's peak RSS is the kernel's accounting for that one child (``os.wait4``).
+
+    .venv/bin/python bench/sync.py 100000
+    .venv/bin/python bench/sync.py 1000000 --database postgresql://postgres@127.0.0.1/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+FIRMGRANT = str(Path(sys.executable).with_name("firmgrant"))
+
+
+def connection_env(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            env[key] = shlex.split(value)[0]
+    return env
+
+
+def run_worker(env: dict[str, str], *argv: str) -> tuple[dict[str, Any], float, float]:
+    """One ``firmgrant`` run: its JSON output, wall seconds and peak RSS in MiB."""
+    started = time.perf_counter()
+    child = subprocess.Popen([FIRMGRANT, *argv], env=env, stdout=subprocess.PIPE)
+    assert child.stdout is not None
+    output = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    if child.returncode != 0:
+        sys.exit(f"firmgrant {' '.join(argv)} failed with {child.returncode}")
+    return json.loads(output), wall, usage.ru_maxrss / 1024
+
+
+def postgres_schema(url: str) -> tuple[str, str]:
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    subprocess.run(["psql", url, "-qc", f"CREATE SCHEMA {schema}"], check=True)
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options=-csearch_path%3D{schema}", schema
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("grants", type=int, nargs="?", default=100_000)
+    parser.add_argument("--database", help="a PostgreSQL URL (default: a fresh SQLite file)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="firmgrant-bench-"))
+    database, schema = f"sqlite:///{work / 'ledger.db'}", None
+    if args.database:
+        database, schema = postgres_schema(args.database)
+    started = time.perf_counter()
+    sandbox = subprocess.Popen(
+        [
+            FIRMGRANT,
+            "sandbox",
+            "--state",
+            str(work / "org"),
+            "--seed",
+            str(args.grants),
+            "--random-seed",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert sandbox.stdout is not None
+        base_url = sandbox.stdout.readline().strip()
+        seeded = time.perf_counter() - started
+        env = {
+            **os.environ,
+            **connection_env(work / "org" / "connection.env"),
+            "FIRMGRANT_DATABASE_URL": database,
+            "FIRMGRANT_LOG_LEVEL": "WARNING",
+        }
+        subprocess.run([FIRMGRANT, "db", "upgrade"], env=env, check=True, capture_output=True)
+        first, first_wall, first_rss = run_worker(env, "sync", "--json")
+        idle, idle_wall, idle_rss = run_worker(env, "sync", "--json")
+    finally:
+        sandbox.send_signal(signal.SIGTERM)
+        sandbox.wait()
+        if schema and args.database:
+            subprocess.run(
+                ["psql", args.database, "-qc", f"DROP SCHEMA {schema} CASCADE"], check=False
+            )
+        shutil.rmtree(work, ignore_errors=True)
+
+    n = args.grants
+    print(f"sandbox {base_url}: seeded {n:,} grants in {seeded:.1f} s")
+    print(f"ledger: {'PostgreSQL' if schema else 'SQLite'}")
+    print(
+        f"initial sync: {first['inserted']:,} inserted in {first['seconds']:.2f} s "
+        f"= {first['inserted'] / first['seconds']:,.0f} records/s "
+        f"(process wall {first_wall:.2f} s), {first['api_calls']} API calls "
+        f"(ceil(N/2000) = {-(-n // 2000)}), peak RSS {first_rss:.0f} MiB"
+    )
+    print(
+        f"idle sync: {idle['inserted']} inserted, {idle['updated']} updated, "
+        f"{idle['api_calls']} API call(s), {idle['seconds']:.3f} s "
+        f"(process wall {idle_wall:.2f} s), peak RSS {idle_rss:.0f} MiB"
+    )
+
+
+if __name__ == "__main__":
+    main()
