@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,8 @@ from sqlalchemy import create_engine, text
 
 from firmgrant.ledger import Ledger, make_engine, upgrade
 from firmgrant.ledger.db import normalize_url
+from firmgrant.sandbox import SandboxOrg
+from firmgrant.sandbox.certs import ensure_material
 from tests.fakeorg import FakeOrg
 
 POSTGRES_URL = os.environ.get("FIRMGRANT_TEST_DATABASE_URL")
@@ -96,3 +99,20 @@ def rsa_key_pem() -> str:
 def fake_org(rsa_key_pem: str) -> Iterator[FakeOrg]:
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         yield FakeOrg(mock, rsa_key_pem)
+
+
+@pytest.fixture(scope="session")
+def sandbox_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """TLS and connected-app keys, made once: RSA key generation is the slow part."""
+    state = tmp_path_factory.mktemp("sandbox-keys")
+    ensure_material(state)
+    return state
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path, sandbox_keys: Path) -> Iterator[SandboxOrg]:
+    """A fresh sandbox org serving HTTPS on an ephemeral loopback port."""
+    state = tmp_path / "org"
+    shutil.copytree(sandbox_keys, state)
+    with SandboxOrg(state, random_seed=11, persist=False) as org:
+        yield org

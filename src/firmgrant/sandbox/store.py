@@ -184,7 +184,7 @@ class OrgStore:
     def validate(self, obj: ObjectDef, values: Record, *, creating: bool) -> Record:
         clean: Record = {}
         for name, value in values.items():
-            if name == "attributes" or (name == "Id" and not creating):
+            if name == "attributes" or (name.lower() == "id" and not creating):
                 continue
             field = obj.field(name)
             if field is None:

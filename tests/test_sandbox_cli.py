@@ -1,0 +1,147 @@
+"""`firmgrant sandbox` and `firmgrant demo` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from firmgrant.cli import main
+
+FIRMGRANT = [sys.executable, "-m", "firmgrant"]
+
+
+def environment_of(connection_env: Path) -> dict[str, str]:
+    values = {}
+    for line in connection_env.read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key] = shlex.split(value)[0]
+    return values
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
+    state = tmp_path / "org"
+    process = subprocess.Popen(
+        [*FIRMGRANT, "sandbox", "--state", str(state), "--seed", "2500", "--random-seed", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    first_line = process.stdout.readline().strip()  # blocks until the sandbox is ready
+    try:
+        yield process, first_line, state
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+def test_sandbox_then_sync_twice_as_the_design_says(
+    running: tuple[subprocess.Popen[str], str, Path], tmp_path: Path
+) -> None:
+    process, first_line, state = running
+    env = {
+        **os.environ,
+        **environment_of(state / "connection.env"),
+        "FIRMGRANT_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
+    }
+
+    def sync() -> dict[str, object]:
+        done = subprocess.run(
+            [*FIRMGRANT, "sync", "--json"], env=env, capture_output=True, text=True, check=True
+        )
+        result: dict[str, object] = json.loads(done.stdout)
+        return result
+
+    first, second = sync(), sync()
+    process.send_signal(signal.SIGTERM)
+
+    assert first_line.startswith("https://127.0.0.1:")
+    assert env["FIRMGRANT_CONNECTIONS__SANDBOX__LOGIN_URL"] == first_line
+    assert (first["inserted"], first["api_calls"]) == (2500, 2)
+    assert (second["inserted"], second["updated"], second["api_calls"]) == (0, 0, 1)
+    assert process.wait(timeout=30) == 0, "SIGTERM stops it cleanly"
+    assert (state / "org.json").exists(), "the state directory keeps the org's data"
+
+
+def test_acting_as_a_customer_from_the_command_line(
+    running: tuple[subprocess.Popen[str], str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, _, state = running
+    assert (
+        main(
+            [
+                "sandbox",
+                "act",
+                "--state",
+                str(state),
+                "grant",
+                "--duration",
+                "3 Days",
+                "--org-name",
+                "Zoë's Café",
+                "--login-as",
+                "admin@zoe.example",
+            ]
+        )
+        == 0
+    )
+    granted = json.loads(capsys.readouterr().out)
+    assert main(["sandbox", "act", "--state", str(state), "revoke", granted["Id"]]) == 0
+    revoked = json.loads(capsys.readouterr().out)
+    assert main(["sandbox", "act", "--state", str(state), "stats"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+
+    assert granted["Org_Name__c"] == "Zoë's Café"
+    assert granted["Granted_Via_Login_As__c"] is True
+    assert revoked["Status__c"] == "Revoked"
+    assert stats["grants"] == 2501
+
+
+def test_the_sandbox_restarts_from_its_state(tmp_path: Path) -> None:
+    state = tmp_path / "org"
+    for _ in range(2):
+        process = subprocess.Popen(
+            [*FIRMGRANT, "sandbox", "--state", str(state), "--seed", "7"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout is not None
+        process.stdout.readline()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    data = json.loads((state / "org.json").read_text())
+    assert len(data["records"]["login_access_grant__c"]) == 14, "seeded twice, both kept"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sandbox", "--faults", "lightning=1"],
+        ["sandbox", "--faults", "503-rate=2"],
+        ["sandbox", "--host", "0.0.0.0"],  # noqa: S104 (refused: that is the point)
+    ],
+)
+def test_bad_sandbox_options_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--faults" in err or "--host" in err
+
+
+def test_demo_tells_the_story(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--dir", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "Cycle 1, first sync: fetched 42, new 40" in out
+    assert "Cycle 3, nothing changed" in out
+    assert "hash chain intact" in out
+    assert (tmp_path / "demo" / "firmgrant.db").exists()
