@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck check venv clean
+.PHONY: demo test lint bench check venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+demo: $(STAMP)
+	$(BIN)/firmgrant demo
+
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -21,6 +24,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python bench/sync.py 100000
 
 check: lint test
 

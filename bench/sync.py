@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -24,16 +23,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from firmgrant.sandbox import read_connection_env
+
 FIRMGRANT = str(Path(sys.executable).with_name("firmgrant"))
-
-
-def connection_env(path: Path) -> dict[str, str]:
-    env = {}
-    for line in path.read_text().splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            env[key] = shlex.split(value)[0]
-    return env
 
 
 def run_worker(env: dict[str, str], *argv: str) -> tuple[dict[str, Any], float, float]:
@@ -88,7 +80,7 @@ def main() -> None:
         seeded = time.perf_counter() - started
         env = {
             **os.environ,
-            **connection_env(work / "org" / "connection.env"),
+            **read_connection_env(work / "org" / "connection.env"),
             "FIRMGRANT_DATABASE_URL": database,
             "FIRMGRANT_LOG_LEVEL": "WARNING",
         }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -14,17 +13,9 @@ from pathlib import Path
 import pytest
 
 from firmgrant.cli import main
+from firmgrant.sandbox import read_connection_env
 
 FIRMGRANT = [sys.executable, "-m", "firmgrant"]
-
-
-def environment_of(connection_env: Path) -> dict[str, str]:
-    values = {}
-    for line in connection_env.read_text().splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            values[key] = shlex.split(value)[0]
-    return values
 
 
 @pytest.fixture
@@ -52,7 +43,7 @@ def test_sandbox_then_sync_twice_as_the_design_says(
     process, first_line, state = running
     env = {
         **os.environ,
-        **environment_of(state / "connection.env"),
+        **read_connection_env(state / "connection.env"),
         "FIRMGRANT_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
     }
 

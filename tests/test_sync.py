@@ -325,3 +325,21 @@ def test_every_sync_event_extends_a_valid_hash_chain(ledger: Ledger, fake_org: F
         report = verify_chain(session)
     assert report.ok, report.problem
     assert report.events == 8
+
+
+def test_a_grant_that_turns_malformed_keeps_its_history_and_is_not_vanished(
+    ledger: Ledger, fake_org: FakeOrg
+) -> None:
+    record = fake_org.grant()
+    sync(ledger)
+    fake_org.update(record["Id"], Access_Duration__c="2 Fortnights")
+
+    incremental = sync(ledger)
+    full = sync(ledger, full=True)
+
+    assert (incremental.invalid, full.deleted) == (1, 0)
+    grant = grant_row(ledger, record["Id"])
+    assert not grant.deleted
+    [invalid] = events(ledger, "invalid")
+    assert invalid.grant_id == grant.id, "shown in the grant's history"
+    assert events(ledger, "vanished") == []

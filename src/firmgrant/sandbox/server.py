@@ -28,6 +28,16 @@ VENDOR = "FirmWorks Support"
 CONNECTION = "sandbox"
 
 
+def read_connection_env(path: Path) -> dict[str, str]:
+    """The variables of a ``connection.env`` (what ``set -a; . connection.env`` exports)."""
+    variables = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            variables[name] = shlex.split(value)[0]
+    return variables
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     org: SandboxOrg
