@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -130,11 +131,17 @@ def run_demo(base: Path) -> int:
     )
     console.print(
         f"\nFiles: ledger {database} — try `FIRMGRANT_DATABASE_URL=sqlite:///{database} "
-        "firmgrant grants`; email outbox var/demo/outbox/ (sending arrives with the reminder "
-        "and revocation jobs)."
+        f"{_command()} grants`; email outbox var/demo/outbox/ (sending arrives with the "
+        "reminder and revocation jobs)."
     )
     ledger.engine.dispose()
     return 0
+
+
+def _command() -> str:
+    """How this firmgrant was started, so the hint works from a venv too (`make demo`)."""
+    here = Path(sys.argv[0])
+    return str(here) if here.name == "firmgrant" and not shutil.which("firmgrant") else "firmgrant"
 
 
 def _story_of_the_ledger(console: Console, ledger: Ledger) -> None:
