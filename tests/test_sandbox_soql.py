@@ -189,3 +189,13 @@ def test_an_unknown_locator_is_refused(sandbox: SandboxOrg) -> None:
     with pytest.raises(SalesforceMalformedRequest) as caught:
         sf.query_more("/services/data/v62.0/query/01g5e0000000999AAA-2000", identifier_is_url=True)
     assert caught.value.content[0]["errorCode"] == "INVALID_QUERY_LOCATOR"  # type: ignore[index]
+
+
+def test_the_last_page_can_be_asked_for_again(store: OrgStore) -> None:
+    """A client that timed out reading the last page retries the same nextRecordsUrl."""
+    first = store.query("SELECT Id FROM Login_Access_Grant__c", include_deleted=False, batch_size=2)
+    locator = first["nextRecordsUrl"].rsplit("/", 1)[1].split("-")[0]
+    last = store.page(locator, 2, 2)
+    again = store.page(locator, 2, 2)
+    assert last["done"] is True
+    assert again == last

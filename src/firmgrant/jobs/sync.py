@@ -118,19 +118,4 @@ def sync_connection(
     return result
 
 
-def sync_all(
-    ledger: Ledger,
-    connections: dict[str, ConnectionSettings],
-    vendor: VendorSettings,
-    policy: SyncSettings,
-    *,
-    full: bool = False,
-    clock: Clock = utcnow,
-) -> list[SyncResult]:
-    return [
-        sync_connection(ledger, name, conn, vendor, policy, full=full, clock=clock)
-        for name, conn in connections.items()
-    ]
-
-
-__all__ = ["SyncResult", "sync_all", "sync_connection"]
+__all__ = ["SyncResult", "sync_connection"]

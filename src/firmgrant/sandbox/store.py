@@ -261,9 +261,9 @@ class OrgStore:
             ]
             done = end >= len(cursor.rows)
             body: dict[str, Any] = {"totalSize": len(cursor.rows), "done": done, "records": records}
-            if done:
-                del self._cursors[locator]  # a finished cursor is closed, as in Salesforce
-            else:
+            # Cursors stay open (the oldest is closed past MAX_OPEN_CURSORS), so a client that
+            # timed out may ask for the same page again, as Salesforce allows.
+            if not done:
                 body["nextRecordsUrl"] = f"/services/data/v{version}/query/{locator}-{end}"
             return body
 
