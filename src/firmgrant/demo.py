@@ -19,10 +19,11 @@ from firmgrant.ledger import Ledger, make_engine, upgrade, verify_chain
 from firmgrant.ledger.models import EventRow
 from firmgrant.ledger.queries import list_grants
 from firmgrant.sandbox import CONNECTION, VENDOR, SandboxOrg
-from firmgrant.settings import ConnectionSettings, SyncSettings, VendorSettings
+from firmgrant.settings import ConnectionSettings, Settings, SyncSettings, VendorSettings
 from firmgrant.timeutil import format_duration, utcnow
 
-REMINDERS = (timedelta(days=7), timedelta(days=1), timedelta(hours=1))
+# The demo brings its own org and ledger but reminds at the product's default offsets.
+REMINDERS: tuple[timedelta, ...] = Settings.model_fields["reminders"].default
 
 
 def _connection(org: SandboxOrg) -> ConnectionSettings:
