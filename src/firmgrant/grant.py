@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any
 
 from firmgrant.timeutil import iso_z
@@ -69,6 +70,10 @@ class GrantRecord:
     def as_row(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in MIRRORED_FIELDS}
 
+    def as_tuple(self) -> tuple[Any, ...]:
+        """The values in ``MIRRORED_FIELDS`` order."""
+        return _values(self)
+
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready copy for the event log (times as ISO ``Z`` strings)."""
         snapshot = {}
@@ -79,3 +84,4 @@ class GrantRecord:
 
 
 MIRRORED_FIELDS = tuple(GrantRecord.__dataclass_fields__)
+_values = attrgetter(*MIRRORED_FIELDS)

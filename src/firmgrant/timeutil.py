@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import overload
 
 Clock = Callable[[], datetime]
 
@@ -27,6 +28,12 @@ def parse_sf_datetime(value: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
+@overload
+def iso_z(value: datetime) -> str: ...
+@overload
+def iso_z(value: None) -> None: ...
+@overload
+def iso_z(value: datetime | None) -> str | None: ...
 def iso_z(value: datetime | None) -> str | None:
     """ISO 8601 in UTC with a ``Z`` (what the JSON outputs promise)."""
     if value is None:

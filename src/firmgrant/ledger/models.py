@@ -21,6 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from firmgrant.grant import FIELD_LIMITS
+from firmgrant.ledger._bulk import sqlite_time
 
 GENESIS_HASH = "0" * 64
 
@@ -45,12 +46,10 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
         if value is None:
             return None
+        if dialect.name == "sqlite":
+            return sqlite_time(value)
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the ledger; use aware UTC datetimes")
-        if value.tzinfo is not UTC:
-            value = value.astimezone(UTC)
-        if dialect.name == "sqlite":
-            return value.isoformat(sep=" ", timespec="microseconds")[:26]  # drop "+00:00"
         return value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:

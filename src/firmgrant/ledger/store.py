@@ -5,22 +5,27 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, and_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from firmgrant.grant import MIRRORED_FIELDS, GrantRecord
+from firmgrant.ledger._bulk import insert_rows, time_converter
 from firmgrant.ledger.chain import NewEvent, append_events
-from firmgrant.ledger.models import Base, GrantRow, InvalidRecordRow, SyncStateRow
+from firmgrant.ledger.models import GrantRow, InvalidRecordRow, SyncStateRow
 from firmgrant.salesforce.records import InvalidRecord
 from firmgrant.timeutil import iso_z
 
 # A modstamp-only difference (a touch with nothing we mirror changed) is not a change.
 COMPARED_FIELDS = tuple(f for f in MIRRORED_FIELDS if f != "modstamp")
+_TIME_POSITIONS = frozenset(
+    i
+    for i, name in enumerate(MIRRORED_FIELDS)
+    if name in ("granted_at", "expires_at", "revoked_at", "modstamp")
+)
 
 
 @dataclass
@@ -130,7 +135,8 @@ class Ledger:
         with self.transaction() as session:
             bad_ids = [p.source_id for p in invalid if p.source_id]
             existing = self._existing(session, connection, [*by_id, *bad_ids])
-            events: list[NewEvent] = []
+            # (kind, record, ledger id or None while new, changes): events once ids are known
+            changed: list[tuple[str, GrantRecord, int | None, dict[str, list[Any]] | None]] = []
             upserts: list[GrantRecord] = []
             for source_id, record in by_id.items():
                 current = existing.get(source_id)
@@ -138,7 +144,7 @@ class Ledger:
                     counts.inserted += 1
                     counts.rejected += record.via_login_as and not record.deleted
                     upserts.append(record)
-                    events.append(self._event("discovered", connection, record, now))
+                    changed.append(("discovered", record, None, None))
                     continue
                 grant_id, values = current
                 changes = {
@@ -158,16 +164,20 @@ class Ledger:
                     counts.updated += 1
                     counts.rejected += "via_login_as" in changes and record.via_login_as
                     kind = "undeleted" if "deleted" in changes else "changed"
-                events.append(self._event(kind, connection, record, now, grant_id, changes))
+                changed.append((kind, record, grant_id, changes))
             if upserts:
                 self._upsert(session, connection, upserts, now)
-            new_ids = [e.source_id for e in events if e.grant_id is None and e.source_id]
-            if new_ids:
-                ids = self._existing(session, connection, new_ids)
-                events = [
-                    e if e.grant_id is not None else replace(e, grant_id=ids[str(e.source_id)][0])
-                    for e in events
-                ]
+            new_ids = self._ids(
+                session,
+                connection,
+                [r.source_id for _, r, grant_id, _ in changed if grant_id is None],
+            )
+            events = [
+                self._event(
+                    kind, connection, record, now, grant_id or new_ids[record.source_id], changes
+                )
+                for kind, record, grant_id, changes in changed
+            ]
             for problem in invalid:
                 if self._first_report(session, connection, problem, now):
                     counts.invalid += 1
@@ -255,6 +265,17 @@ class Ledger:
         }
 
     @staticmethod
+    def _ids(session: Session, connection: str, source_ids: list[str]) -> dict[str, int]:
+        if not source_ids:
+            return {}
+        rows = session.execute(
+            select(GrantRow.source_id, GrantRow.id).where(
+                GrantRow.connection == connection, GrantRow.source_id.in_(source_ids)
+            )
+        )
+        return {source_id: grant_id for source_id, grant_id in rows}
+
+    @staticmethod
     def _upsert(
         session: Session, connection: str, records: list[GrantRecord], now: datetime
     ) -> None:
@@ -262,22 +283,27 @@ class Ledger:
         grants at once.
 
         ``first_seen_at`` is written on insert only: the conflict branch leaves it alone.
-        No ``RETURNING``: with it SQLAlchemy renders one giant multi-VALUES statement per
-        batch, which psycopg then parses client-side (0.5 s a page); plain executemany is
-        pipelined, and one indexed SELECT finds the new ids.
+        No ``RETURNING``: it turns executemany into one giant multi-VALUES statement, which
+        psycopg parses client-side (0.5 s a page); plain executemany is pipelined, and one
+        indexed SELECT finds the new ids.
         """
-        rows = [
-            {**record.as_row(), "connection": connection, "updated_at": now, "first_seen_at": now}
-            for record in records
-        ]
-        dialect = session.get_bind().dialect.name
-        table = Base.metadata.tables["grants"]
-        statement = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-        upsert = statement.on_conflict_do_update(
-            index_elements=["connection", "source_id"],
-            set_={name: statement.excluded[name] for name in (*MIRRORED_FIELDS, "updated_at")},
+        to_db = time_converter(session)
+        now_db = to_db(now)
+        rows = []
+        for record in records:
+            values = [*record.as_tuple(), connection, now_db, now_db]
+            for i in _TIME_POSITIONS:
+                if values[i] is not None:
+                    values[i] = to_db(values[i])
+            rows.append(tuple(values))
+        insert_rows(
+            session,
+            "grants",
+            (*MIRRORED_FIELDS, "connection", "updated_at", "first_seen_at"),
+            rows,
+            conflict=("connection", "source_id"),
+            update=(*MIRRORED_FIELDS, "updated_at"),
         )
-        session.execute(upsert, rows)
 
     @staticmethod
     def _event(
