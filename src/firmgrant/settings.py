@@ -191,6 +191,14 @@ class SyncSettings(_Section):
     full_every_hours: float = Field(24.0, gt=0)
 
 
+def _parse_duration(value: Any) -> Any:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
+EmailList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
+
+
 class MailSettings(_Section):
     backend: Literal["smtp", "file", "console"] = "file"
     from_: str | None = Field(None, alias="from")
@@ -199,7 +207,44 @@ class MailSettings(_Section):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = True
+    smtp_timeout_seconds: float = Field(30.0, gt=0, le=600)
     file_dir: Path = Path("var/outbox")
+    # Overrides of the packaged templates (reminder/revoked/rejected .subject/.txt/.html.j2).
+    templates_dir: Path | None = None
+    # Admin contacts of every org, in addition to each org's own (``[orgs."00D…"]``).
+    admin_contacts: EmailList = Field(default_factory=list)
+
+    @field_validator("from_", "admin_contacts")
+    @classmethod
+    def _addresses(cls, value: Any) -> Any:
+        for address in [value] if isinstance(value, str) else value or []:
+            if "@" not in address or any(c in address for c in "\r\n"):
+                raise ValueError("must be an email address such as support@firmworks.example")
+        return value
+
+
+class PolicySettings(_Section):
+    # Salesforce's own maximum; a longer grant is honoured up to this and revoked there.
+    max_duration: Duration = timedelta(days=365)
+
+
+class WorkerSettings(_Section):
+    # How long a worker holds a revocation or email it took before another may take it over.
+    lease_seconds: int = Field(300, ge=10, le=86400)
+    # Retries of a failed revocation or a temporarily refused email: backoff doubles up to this.
+    retry_max_seconds: int = Field(3600, ge=1, le=86400)
+    retry_first_seconds: int = Field(60, ge=0, le=86400)
+
+
+class OrgSettings(_Section):
+    """``[orgs."00D…"]``: per customer org (TOML only: environment names lose the Id's case)."""
+
+    admin_emails: EmailList = Field(default_factory=list)
+
+    @field_validator("admin_emails")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        return MailSettings._addresses(value)  # type: ignore[no-any-return]
 
 
 class Settings(BaseSettings):
@@ -227,6 +272,23 @@ class Settings(BaseSettings):
     vendor: VendorSettings = VendorSettings()
     sync: SyncSettings = SyncSettings()
     mail: MailSettings = MailSettings()
+    policy: PolicySettings = PolicySettings()
+    worker: WorkerSettings = WorkerSettings()
+    orgs: dict[str, OrgSettings] = Field(default_factory=dict)
+
+    @field_validator("orgs")
+    @classmethod
+    def _org_ids(cls, value: dict[str, OrgSettings]) -> dict[str, OrgSettings]:
+        for org_id in value:
+            if not ORG_ID.match(org_id):
+                raise ValueError(f"{org_id!r} is not an org id (00D…, 15 or 18 characters)")
+        # The 15-character Id is the case-sensitive identity; the 18 adds a checksum.
+        return {org_id[:15]: org for org_id, org in value.items()}
+
+    def admin_contacts(self, org_id: str) -> list[str]:
+        """Who besides the grantor hears about this org's grants (15- or 18-character Id)."""
+        own = self.orgs.get(org_id[:15])
+        return [*self.mail.admin_contacts, *(own.admin_emails if own else [])]
 
     @field_validator("connections")
     @classmethod

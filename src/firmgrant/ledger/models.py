@@ -158,3 +158,55 @@ class InvalidRecordRow(Base):
     fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
     reason: Mapped[str] = mapped_column(Text)
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class _Work:
+    """Columns of a leased, retried piece of work (see ``ledger/work.py``)."""
+
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class RevocationRow(_Work, Base):
+    """A grant to revoke in Salesforce: at expiry, at the vendor's cap, on a rule break, by hand.
+
+    ``state``: ``pending`` (not tried yet), ``failed`` (last try failed; retried with backoff),
+    ``revoked`` (done, or found already revoked/deleted), ``cancelled`` (the grant was extended
+    before it was revoked).
+    """
+
+    __tablename__ = "revocations"
+    __table_args__ = (Index("ix_revocations_due", "state", "next_attempt_at"),)
+
+    grant_id: Mapped[int] = mapped_column(ForeignKey("grants.id"), primary_key=True)
+    cause: Mapped[str] = mapped_column(String(16))  # expired, capped, login_as, manual
+    reason: Mapped[str] = mapped_column(String(1000))
+    actor: Mapped[str] = mapped_column(String(255))
+
+
+class OutboxRow(_Work, Base):
+    """One email to send, exactly once: unique per (grant, kind, due time).
+
+    ``state``: ``pending``, ``failed`` (temporary failure, retried), ``sent``, ``bounced``
+    (refused for good: a 5xx), ``cancelled`` (an extension made a reminder obsolete).
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("grant_id", "kind", "due_at", name="uq_outbox_grant_kind_due"),
+        Index("ix_outbox_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    grant_id: Mapped[int] = mapped_column(ForeignKey("grants.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # reminder, revoked, rejected
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    offset_seconds: Mapped[int | None] = mapped_column(Integer)
+    recipients: Mapped[str] = mapped_column(Text)  # JSON list of addresses
+    message_id: Mapped[str] = mapped_column(String(255))

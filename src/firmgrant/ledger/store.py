@@ -273,7 +273,7 @@ class Ledger:
                 GrantRow.connection == connection, GrantRow.source_id.in_(source_ids)
             )
         )
-        return {source_id: grant_id for source_id, grant_id in rows}
+        return {row.source_id: row.id for row in rows}
 
     @staticmethod
     def _upsert(

@@ -37,6 +37,7 @@ T = TypeVar("T")
 log = logging.getLogger("firmgrant.salesforce")
 _LIMIT_INFO = re.compile(r"api-usage=(\d+)/(\d+)")
 MAX_REAUTH = 2
+COLLECTION_LIMIT = 200  # records per sObject Collections call
 
 
 @dataclass(frozen=True)
@@ -225,3 +226,38 @@ class SalesforceClient:
             lambda sf: sf.restful(f"sobjects/{object_name}/describe", timeout=self._timeout),
         )
         return result or {}
+
+    def update_collection(
+        self, object_name: str, records: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """PATCH ``composite/sobjects`` (≤ 200, ``allOrNone=false``): one result per record.
+
+        Each result is ``{"id", "success", "errors": [{"statusCode", "message", "fields"}]}``.
+        """
+        if len(records) > COLLECTION_LIMIT:
+            raise ValueError(f"at most {COLLECTION_LIMIT} records per collection call")
+        body = {
+            "allOrNone": False,
+            "records": [{"attributes": {"type": object_name}, **record} for record in records],
+        }
+        results: list[dict[str, Any]] | None = self.call(
+            f"update {len(records)} {object_name}",
+            lambda sf: sf.restful(
+                "composite/sobjects", method="PATCH", json=body, timeout=self._timeout
+            ),
+        )
+        return results or []
+
+    def read_collection(
+        self, object_name: str, ids: list[str], fields: list[str]
+    ) -> dict[str, dict[str, Any]]:
+        """GET ``composite/sobjects/<object>`` for up to 200 Ids; missing records are left out."""
+        results: list[dict[str, Any] | None] | None = self.call(
+            f"read {len(ids)} {object_name}",
+            lambda sf: sf.restful(
+                f"composite/sobjects/{object_name}",
+                params={"ids": ",".join(ids), "fields": ",".join(fields)},
+                timeout=self._timeout,
+            ),
+        )
+        return {record["Id"]: record for record in results or [] if record}

@@ -6,13 +6,14 @@ import json
 import re
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
 from firmgrant.sandbox.faults import FaultInjector
 from firmgrant.sandbox.oauth import ConnectedApp, Sessions, token_request
-from firmgrant.sandbox.schema import OBJECTS
+from firmgrant.sandbox.schema import GRANT, OBJECTS
 from firmgrant.sandbox.soql import SoqlError
 from firmgrant.sandbox.store import OrgStore, SalesforceFault
 
@@ -67,6 +68,14 @@ class RestApi:
         self.version = version
         self.api_used = 0
         self._usage_lock = threading.Lock()
+        # Updates through the API that set a grant's Status__c to Revoked, per record: what a
+        # test reads to prove the worker revoked each grant once.
+        self.revocations: Counter[str] = Counter()
+
+    def _updated(self, obj: Any, record: dict[str, Any], clean: dict[str, Any]) -> str:
+        if obj.name == GRANT.name and clean.get("Status__c") == "Revoked":
+            self.revocations[str(record["Id"])] += 1
+        return str(self.store.touch(obj, record, clean)["Id"])
 
     # -- entry -------------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
@@ -184,7 +193,11 @@ class RestApi:
             )
             return Response(200, self._shape(obj.name, record, names))
         if method == "PATCH":
-            self.store.update(obj, record_id, _record_body(request))
+            with self.store.lock:
+                record = self.store.get(obj, record_id)
+                self._updated(
+                    obj, record, self.store.validate(obj, _record_body(request), creating=False)
+                )
             return Response(204)
         if method == "DELETE":
             self.store.delete(obj, record_id)
@@ -298,10 +311,10 @@ class RestApi:
                 "UNABLE_TO_LOCK_ROW",
                 f"unable to obtain exclusive access to this record or 1 records: {record_id}",
             )
-        record = self.store.get(target, record_id, deleted_ok=verb == "delete")
+        record = self.store.get(target, record_id, deleted_ok=True)
+        if record.get("IsDeleted"):
+            raise SalesforceFault(400, "ENTITY_IS_DELETED", "entity is deleted")
         if verb == "delete":
-            if record.get("IsDeleted"):
-                raise SalesforceFault(400, "ENTITY_IS_DELETED", "entity is deleted")
 
             def delete() -> str:
                 self.store.delete(target, record_id)
@@ -309,7 +322,7 @@ class RestApi:
 
             return delete
         clean = self.store.validate(target, item, creating=False)
-        return lambda: self.store.touch(target, record, clean)["Id"]
+        return lambda: self._updated(target, record, clean)
 
 
 def _error(status: int, code: str, message: str) -> Response:

@@ -288,5 +288,9 @@ class SandboxOrg:
                 "grants": self.store.count(GRANT.name),
                 "api_used": self.api.api_used,
                 "daily_limit": self.faults.plan.daily_limit,
+                "revoked_by_api": sum(self.api.revocations.values()),
+                "revoked_more_than_once": sorted(
+                    record_id for record_id, n in self.api.revocations.items() if n > 1
+                ),
             }
         raise ValueError(f"unknown control action {method} /_sandbox/{'/'.join(parts)}")

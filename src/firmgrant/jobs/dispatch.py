@@ -1,0 +1,276 @@
+"""dispatch: send the outbox, each row once.
+
+Rows are claimed under a lease, rendered from the ledger as it is *now* (a reminder the
+grant no longer needs is cancelled instead of sent), sent, and recorded one by one, each in
+its own transaction right after the hand-over, so a crash repeats at most the one message in
+flight. With the ``file`` backend not even that: the file is named after the Message-ID.
+An SMTP message whose worker died between the server's "250 OK" and the commit is sent
+again with the same Message-ID, which mail systems use to drop the copy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+
+from jinja2 import Environment, TemplateError
+
+from firmgrant.jobs.enforce import facts
+from firmgrant.ledger import Ledger, NewEvent, append_events
+from firmgrant.ledger.models import GrantRow, OutboxRow, RevocationRow
+from firmgrant.ledger.work import claim, release
+from firmgrant.notify.render import context, render
+from firmgrant.notify.send import (
+    Backend,
+    FileBackend,
+    PermanentMailError,
+    TemporaryMailError,
+    build_message,
+)
+from firmgrant.policy import effective_expiry, reminder_schedule, retry_delay
+from firmgrant.settings import Settings
+from firmgrant.timeutil import Clock, iso_z
+
+log = logging.getLogger("firmgrant.jobs")
+BATCH = 50
+SENT_KIND = {"reminder": "reminded", "revoked": "notified", "rejected": "notified"}
+
+
+@dataclass
+class DispatchResult:
+    sent: int = 0
+    failed: int = 0
+    undeliverable: int = 0
+    cancelled: int = 0
+
+    def summary(self) -> str:
+        return (
+            f"dispatch: sent={self.sent} failed={self.failed} "
+            f"undeliverable={self.undeliverable} cancelled={self.cancelled}"
+        )
+
+
+def sender(settings: Settings) -> str:
+    if settings.mail.from_:
+        return settings.mail.from_
+    if settings.vendor.support_email:
+        return f"{settings.vendor.name} Support <{settings.vendor.support_email}>"
+    return "firmgrant@localhost"
+
+
+def dispatch(
+    ledger: Ledger,
+    settings: Settings,
+    backend: Backend,
+    templates: Environment,
+    *,
+    clock: Clock,
+    owner: str,
+    stop: Callable[[], bool] = lambda: False,
+) -> DispatchResult:
+    result = DispatchResult()
+    lease = timedelta(seconds=settings.worker.lease_seconds)
+    try:
+        while not stop():
+            with ledger.transaction() as session:
+                claimed = [
+                    (row.id, unsure)
+                    for row, unsure in claim(
+                        session, OutboxRow, now=clock(), owner=owner, lease=lease, limit=BATCH
+                    )
+                ]
+            if not claimed:
+                break
+            for index, (row_id, unsure) in enumerate(claimed):
+                if stop():
+                    _give_back(ledger, [r for r, _ in claimed[index:]], owner)
+                    return result
+                if not _send_one(
+                    ledger, settings, backend, templates, row_id, unsure, clock, owner, result
+                ):
+                    # The server is unreachable: the rest wait for the next run.
+                    _give_back(ledger, [r for r, _ in claimed[index + 1 :]], owner)
+                    return result
+    finally:
+        backend.close()
+    return result
+
+
+def _give_back(ledger: Ledger, row_ids: list[int], owner: str) -> None:
+    with ledger.transaction() as session:
+        for row_id in row_ids:
+            row = session.get(OutboxRow, row_id)
+            if row is not None and row.lease_owner == owner:
+                row.attempts -= 1  # never tried
+                release(row)
+
+
+def _send_one(
+    ledger: Ledger,
+    settings: Settings,
+    backend: Backend,
+    templates: Environment,
+    row_id: int,
+    unsure: bool,
+    clock: Clock,
+    owner: str,
+    result: DispatchResult,
+) -> bool:
+    """Send one claimed row and record it; ``False`` when the mail server is unreachable."""
+    with ledger.sessions() as session:
+        row = session.get(OutboxRow, row_id)
+        assert row is not None
+        grant = session.get(GrantRow, row.grant_id)
+        assert grant is not None
+        revocation = session.get(RevocationRow, row.grant_id)
+        now = clock()
+        obsolete = _obsolete(settings, row, grant, now)
+        message = None
+        problem: Exception | None = None
+        if obsolete is None:
+            try:
+                message = _message(settings, templates, row, grant, revocation, now)
+            except (TemplateError, PermanentMailError) as exc:
+                problem = PermanentMailError(f"cannot build the email: {exc}")
+    note: str | None = None
+    if message is not None:
+        already = (
+            unsure
+            and isinstance(backend, FileBackend)
+            and backend.path_for(str(message["Message-ID"])).exists()
+        )
+        try:
+            note = None if already else backend.send(message)
+        except (TemporaryMailError, PermanentMailError) as exc:
+            problem = exc
+    reachable = not isinstance(problem, TemporaryMailError)
+    _record(ledger, settings, row_id, owner, obsolete, problem, note, clock(), result)
+    return reachable
+
+
+def _obsolete(settings: Settings, row: OutboxRow, grant: GrantRow, now: datetime) -> str | None:
+    """Why a queued reminder should not go out any more (extension, end of access)."""
+    if row.kind != "reminder":
+        return None
+    grant_facts = facts(grant)
+    cap = settings.policy.max_duration
+    if not grant_facts.live_in_salesforce or grant_facts.via_login_as:
+        return "access already ended"
+    if effective_expiry(grant_facts, cap) <= now:
+        return "access already ended"
+    schedule = {due for _, due in reminder_schedule(grant_facts, settings.reminders, cap)}
+    if row.due_at not in schedule:
+        return "the grant was extended"
+    return None
+
+
+def _message(
+    settings: Settings,
+    templates: Environment,
+    row: OutboxRow,
+    grant: GrantRow,
+    revocation: RevocationRow | None,
+    now: datetime,
+) -> EmailMessage:
+    to: list[str] = json.loads(row.recipients)
+    if not to:
+        raise PermanentMailError("no recipient: no grantor email and no admin contacts")
+    values = context(
+        vendor_name=settings.vendor.name,
+        support_email=settings.vendor.support_email,
+        org_id=grant.org_id,
+        org_name=grant.org_name,
+        grantor_username=grant.grantor_username,
+        grantor_email=grant.grantor_email,
+        grantee=grant.grantee,
+        granted_at=grant.granted_at,
+        ends_at=effective_expiry(facts(grant), settings.policy.max_duration),
+        now=now,
+        login_as_user=grant.login_as_user,
+        reason=revocation.reason if revocation else None,
+        event_at=row.due_at,
+        offset=timedelta(seconds=row.offset_seconds) if row.offset_seconds else None,
+    )
+    rendered = render(templates, row.kind, values)
+    return build_message(
+        rendered,
+        sender=sender(settings),
+        recipients=to,
+        message_id=row.message_id,
+        sent_at=now,
+        reply_to=settings.vendor.support_email,
+    )
+
+
+def _record(
+    ledger: Ledger,
+    settings: Settings,
+    row_id: int,
+    owner: str,
+    obsolete: str | None,
+    problem: Exception | None,
+    note: str | None,
+    now: datetime,
+    result: DispatchResult,
+) -> None:
+    worker = settings.worker
+    with ledger.transaction() as session:
+        row = session.get(OutboxRow, row_id, with_for_update=True)
+        assert row is not None
+        grant = session.get(GrantRow, row.grant_id)
+        assert grant is not None
+        if row.lease_owner != owner:
+            log.warning("email %s: lease lost to %s", row.message_id, row.lease_owner)
+            return
+        was_failing = row.state == "failed"
+        payload: dict[str, object] = {
+            "email": row.kind,
+            "message_id": row.message_id,
+            "due_at": iso_z(row.due_at),
+        }
+        reason: str | None
+        if obsolete is not None:
+            release(row, state="cancelled", done_at=now, last_error=obsolete)
+            result.cancelled += 1
+            kind, reason = "reminder_cancelled", obsolete
+        elif isinstance(problem, TemporaryMailError):
+            wait = retry_delay(
+                row.attempts,
+                timedelta(seconds=worker.retry_first_seconds),
+                timedelta(seconds=worker.retry_max_seconds),
+            )
+            release(row, state="failed", last_error=str(problem), next_attempt_at=now + wait)
+            result.failed += 1
+            kind, reason = "email_failed", f"{problem}; retrying from {iso_z(now + wait)}"
+        elif problem is not None:
+            release(row, state="undeliverable", done_at=now, last_error=str(problem))
+            result.undeliverable += 1
+            kind, reason = "email_undeliverable", str(problem)
+        else:
+            release(row, state="sent", done_at=now, last_error=note)
+            result.sent += 1
+            kind, reason = SENT_KIND[row.kind], note
+            payload["to"] = json.loads(row.recipients)
+        if kind != "email_failed" or not was_failing:  # one event per outage, not per retry
+            append_events(
+                session,
+                [
+                    NewEvent(
+                        kind=kind,
+                        at=now,
+                        connection=grant.connection,
+                        source_id=grant.source_id,
+                        grant_id=grant.id,
+                        reason=reason,
+                        payload=payload,
+                    )
+                ],
+            )
+        if problem is not None:
+            log.warning(
+                "email %s %s to grant %s: %s", row.kind, row.message_id, grant.source_id, problem
+            )

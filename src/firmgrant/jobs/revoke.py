@@ -1,0 +1,240 @@
+"""revoke: end access in Salesforce for the revocations enforce (or a person) asked for.
+
+The object source's record is updated (``Status__c`` = Revoked, ``Revoked_At__c``,
+``Revoke_Reason__c``) in sObject Collections of up to 200 with ``allOrNone=false``; each
+record's result is recorded on its own. A record already revoked or deleted counts as done.
+A revocation whose earlier attempt never recorded an outcome (the worker died during the
+call) is first read back from Salesforce, so a grant is never revoked twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from firmgrant.errors import SalesforceError
+from firmgrant.grant import FIELD_LIMITS
+from firmgrant.jobs.enforce import enqueue
+from firmgrant.ledger import Ledger, NewEvent, append_events
+from firmgrant.ledger.models import GrantRow, RevocationRow
+from firmgrant.ledger.work import claim, release
+from firmgrant.policy import LOGIN_AS, retry_delay
+from firmgrant.salesforce.client import COLLECTION_LIMIT, SalesforceClient
+from firmgrant.settings import Settings
+from firmgrant.timeutil import Clock
+
+log = logging.getLogger("firmgrant.jobs")
+
+# Per-record errors that mean there is nothing left to revoke.
+GONE = ("ENTITY_IS_DELETED", "NOT_FOUND", "INVALID_CROSS_REFERENCE_KEY")
+
+
+@dataclass
+class RevokeResult:
+    revoked: int = 0
+    already: int = 0
+    failed: int = 0
+    api_calls: int = 0
+    error: str | None = None
+
+    def summary(self) -> str:
+        outcome = f" error={self.error}" if self.error else ""
+        return (
+            f"revoke: revoked={self.revoked} already={self.already} failed={self.failed} "
+            f"api_calls={self.api_calls}{outcome}"
+        )
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    grant_id: int
+    source_id: str
+    reason: str
+    attempts: int
+    unsure: bool
+
+
+def _sf_time(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+
+
+def revoke(
+    ledger: Ledger,
+    settings: Settings,
+    connection: str,
+    client: SalesforceClient,
+    *,
+    clock: Clock,
+    owner: str,
+    stop: Callable[[], bool] = lambda: False,
+    grant_ids: list[int] | None = None,
+) -> RevokeResult:
+    """Work through this connection's due revocations, 200 at a time, until none are left."""
+    result = RevokeResult()
+    calls_before = client.api_calls
+    lease = timedelta(seconds=settings.worker.lease_seconds)
+    while not stop():
+        now = clock()
+        with ledger.transaction() as session:
+            where = [GrantRow.connection == connection]
+            if grant_ids is not None:
+                where.append(RevocationRow.grant_id.in_(grant_ids))
+            grant_ids_due = select(RevocationRow.grant_id).join(
+                GrantRow, GrantRow.id == RevocationRow.grant_id
+            )
+            rows = claim(
+                session,
+                RevocationRow,
+                now=now,
+                owner=owner,
+                lease=lease,
+                limit=COLLECTION_LIMIT,
+                where=[RevocationRow.grant_id.in_(grant_ids_due.where(*where))],
+            )
+            source_ids = dict(
+                session.execute(
+                    select(GrantRow.id, GrantRow.source_id).where(
+                        GrantRow.id.in_([row.grant_id for row, _ in rows])
+                    )
+                ).tuples()
+            )
+            batch = [
+                _Claimed(row.grant_id, source_ids[row.grant_id], row.reason, row.attempts, unsure)
+                for row, unsure in rows
+            ]
+        if not batch:
+            break
+        try:
+            outcomes = _call_salesforce(settings, connection, client, batch, now)
+        except SalesforceError as exc:
+            # The whole call failed after the client's own retries: every row waits its turn.
+            outcomes = {item.grant_id: ("failed", str(exc)) for item in batch}
+            result.error = type(exc).__name__
+        _record(ledger, settings, batch, outcomes, clock(), result, owner)
+        if result.error:
+            break
+    result.api_calls = client.api_calls - calls_before
+    return result
+
+
+def _call_salesforce(
+    settings: Settings,
+    connection: str,
+    client: SalesforceClient,
+    batch: list[_Claimed],
+    now: datetime,
+) -> dict[int, tuple[str, str | None]]:
+    source = settings.connections[connection].source
+    fields = source.fields
+    outcomes: dict[int, tuple[str, str | None]] = {}
+    unsure = [item for item in batch if item.unsure]
+    if unsure:
+        current = client.read_collection(
+            source.object_name, [item.source_id for item in unsure], [fields.id, fields.status]
+        )
+        for item in unsure:
+            record = current.get(item.source_id)
+            if record is None:
+                outcomes[item.grant_id] = ("already", "the record is gone from Salesforce")
+            elif record.get(fields.status) != "Active":
+                outcomes[item.grant_id] = ("already", f"already {record.get(fields.status)}")
+    to_update = [item for item in batch if item.grant_id not in outcomes]
+    if not to_update:
+        return outcomes
+    limit = FIELD_LIMITS["revoke_reason"]
+    results = client.update_collection(
+        source.object_name,
+        [
+            {
+                "id": item.source_id,
+                fields.status: "Revoked",
+                fields.revoked_at: _sf_time(now),
+                fields.revoke_reason: item.reason[:limit],
+            }
+            for item in to_update
+        ],
+    )
+    for item, answer in zip(to_update, results, strict=False):
+        errors: list[dict[str, Any]] = answer.get("errors") or []
+        if answer.get("success"):
+            outcomes[item.grant_id] = ("revoked", None)
+        elif any(error.get("statusCode") in GONE for error in errors):
+            outcomes[item.grant_id] = ("already", "deleted in Salesforce")
+        else:
+            detail = "; ".join(
+                f"{error.get('statusCode')}: {error.get('message')}" for error in errors
+            )
+            outcomes[item.grant_id] = ("failed", detail or "no result for this record")
+    for item in to_update[len(results) :]:
+        outcomes[item.grant_id] = ("failed", "Salesforce returned no result for this record")
+    return outcomes
+
+
+def _record(
+    ledger: Ledger,
+    settings: Settings,
+    batch: list[_Claimed],
+    outcomes: dict[int, tuple[str, str | None]],
+    now: datetime,
+    result: RevokeResult,
+    owner: str,
+) -> None:
+    worker = settings.worker
+    first, ceiling = (
+        timedelta(seconds=worker.retry_first_seconds),
+        timedelta(seconds=worker.retry_max_seconds),
+    )
+    with ledger.transaction() as session:
+        events: list[NewEvent] = []
+        for item in batch:
+            row = session.get(RevocationRow, item.grant_id, with_for_update=True)
+            grant = session.get(GrantRow, item.grant_id)
+            assert row is not None
+            assert grant is not None
+            if row.lease_owner != owner:  # our lease ran out and another worker took over
+                log.warning(
+                    "revoke %s: lease lost, outcome left to %s", grant.source_id, row.lease_owner
+                )
+                continue
+            outcome, detail = outcomes[item.grant_id]
+            if outcome == "failed":
+                wait = retry_delay(item.attempts, first, ceiling)
+                release(row, state="failed", last_error=detail, next_attempt_at=now + wait)
+                result.failed += 1
+                log.warning("revoke %s (%s) failed: %s", grant.source_id, grant.org_id, detail)
+                events.append(_event("revoke_failed", grant, row, now, detail))
+                continue
+            release(row, state="revoked", done_at=now, last_error=None)
+            if outcome == "revoked":
+                result.revoked += 1
+                # What Salesforce now holds, so the next sync sees no change of ours.
+                grant.sf_status, grant.revoked_at = "Revoked", now.replace(microsecond=0)
+                grant.revoke_reason = row.reason[: FIELD_LIMITS["revoke_reason"]]
+                grant.updated_at = now
+                events.append(_event("revoked", grant, row, now, row.reason))
+                if row.cause != LOGIN_AS:  # those were told why in the "rejected" email
+                    enqueue(session, settings, grant, "revoked", now, now, admins=False)
+            else:
+                result.already += 1
+                events.append(_event("revocation_settled", grant, row, now, detail))
+        append_events(session, events)
+
+
+def _event(
+    kind: str, grant: GrantRow, row: RevocationRow, now: datetime, reason: str | None
+) -> NewEvent:
+    return NewEvent(
+        kind=kind,
+        at=now,
+        connection=grant.connection,
+        source_id=grant.source_id,
+        grant_id=grant.id,
+        actor=row.actor,
+        reason=reason,
+        payload={"cause": row.cause, "attempt": row.attempts},
+    )

@@ -1,0 +1,113 @@
+"""The rules, as pure functions: what a grant needs (rejection, revocation, a reminder) now.
+
+Nothing here touches the database, Salesforce or the clock: the jobs ask, with the grant's
+facts and ``now``, and act on the answer. Every job is level-triggered: asking again after a
+crash gives the same answer, and the ledger's unique keys make acting on it idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from firmgrant.timeutil import format_duration, iso_z
+
+# Causes of a revocation, as stored and shown.
+LOGIN_AS = "login_as"
+EXPIRED = "expired"
+CAPPED = "capped"
+MANUAL = "manual"
+
+LOGIN_AS_REASON = (
+    "granted while logged in as another user (Login-As): Salesforce does not allow login "
+    "access to be granted from a Login-As session"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GrantFacts:
+    """What the rules look at, whichever source the grant came from."""
+
+    granted_at: datetime
+    expires_at: datetime
+    via_login_as: bool
+    sf_status: str
+    deleted: bool
+
+    @property
+    def live_in_salesforce(self) -> bool:
+        """Salesforce still lets support in: nothing (customer or us) has ended it there."""
+        return self.sf_status == "Active" and not self.deleted
+
+
+def effective_expiry(facts: GrantFacts, max_duration: timedelta) -> datetime:
+    """When access really ends: Salesforce's expiry, or the vendor's cap if that is sooner."""
+    return min(facts.expires_at, facts.granted_at + max_duration)
+
+
+def is_capped(facts: GrantFacts, max_duration: timedelta) -> bool:
+    return facts.expires_at > facts.granted_at + max_duration
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    cause: str
+    reason: str
+
+
+def revocation_needed(
+    facts: GrantFacts, now: datetime, max_duration: timedelta
+) -> Revocation | None:
+    """Why this grant must be revoked in Salesforce now, or ``None``.
+
+    A grant the customer revoked, that expired in Salesforce or was deleted needs nothing.
+    """
+    if not facts.live_in_salesforce:
+        return None
+    if facts.via_login_as:
+        return Revocation(LOGIN_AS, LOGIN_AS_REASON)
+    ends = effective_expiry(facts, max_duration)
+    if ends > now:
+        return None
+    if is_capped(facts, max_duration):
+        return Revocation(
+            CAPPED,
+            f"longer than the vendor's maximum of {format_duration(max_duration)}: "
+            f"honoured until {iso_z(ends)}",
+        )
+    return Revocation(EXPIRED, f"access expired at {iso_z(ends)}")
+
+
+def reminder_schedule(
+    facts: GrantFacts, offsets: Sequence[timedelta], max_duration: timedelta
+) -> list[tuple[timedelta, datetime]]:
+    """``(offset, due)`` for each reminder this grant gets, earliest first.
+
+    A reminder due before the grant was made is skipped (a 1-day grant gets no 7-day one).
+    """
+    ends = effective_expiry(facts, max_duration)
+    schedule = {ends - offset: offset for offset in offsets if ends - offset >= facts.granted_at}
+    return sorted(((offset, due) for due, offset in schedule.items()), key=lambda item: item[1])
+
+
+def reminder_due(
+    facts: GrantFacts, offsets: Sequence[timedelta], max_duration: timedelta, now: datetime
+) -> tuple[timedelta, datetime] | None:
+    """The one reminder to send now: the nearest whose time has come, if access still lasts.
+
+    After downtime several may have passed; only the latest is sent (late rather than
+    never, never a burst). A grant that must be revoked or is over gets none.
+    """
+    if not facts.live_in_salesforce or facts.via_login_as:
+        return None
+    if effective_expiry(facts, max_duration) <= now:
+        return None
+    passed = [item for item in reminder_schedule(facts, offsets, max_duration) if item[1] <= now]
+    return passed[-1] if passed else None
+
+
+def retry_delay(attempts: int, first: timedelta, ceiling: timedelta) -> timedelta:
+    """Exponential backoff for the ``attempts``-th failure (1, 2, …), capped."""
+    delay: timedelta = first * (2 ** max(attempts - 1, 0))
+    return min(delay, ceiling)
