@@ -11,17 +11,24 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from firmgrant import __version__, display
+from firmgrant import __version__, _commands, display
 from firmgrant.demo import run_demo
 from firmgrant.errors import FirmgrantError, SalesforceError
 from firmgrant.jobs.sync import SyncResult, sync_connection
 from firmgrant.ledger import Ledger, make_engine, open_ledger, safe_url, upgrade, verify_chain
-from firmgrant.ledger.queries import STATUS_CHOICES, find_grant, grant_events, list_grants
+from firmgrant.ledger.queries import (
+    STATUS_CHOICES,
+    find_grant,
+    grant_events,
+    grant_lifecycle,
+    list_grants,
+)
 from firmgrant.salesforce.client import SalesforceClient
 from firmgrant.sandbox import runner
 from firmgrant.sandbox.schema import DURATIONS
@@ -74,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="only grants ending within this time, e.g. 24h or 7d",
     )
     grants.add_argument("--format", choices=("table", "json", "csv"), default="table")
+
+    run = commands.add_parser("run", help="the worker: sync, enforce, remind, revoke, dispatch")
+    run.add_argument("--once", action="store_true", help="one full cycle, then exit (cron)")
+    run.add_argument("--json-logs", action="store_true", help="log one JSON object per line")
+    run.add_argument("--json", action="store_true", help="with --once: print the cycle as JSON")
+
+    revoke = commands.add_parser("revoke", help="revoke a grant in Salesforce now")
+    revoke.add_argument("grant_id", metavar="GRANT_ID", help="ledger id or Salesforce record Id")
+    revoke.add_argument("--reason", required=True, help="recorded, and told to the grantor")
+    revoke.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
     show = commands.add_parser("show", help="one grant and its history")
     show.add_argument("grant_id", metavar="GRANT_ID", help="ledger id or Salesforce record Id")
@@ -182,12 +199,20 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command == "check":
         return _check(settings)
     ledger = open_ledger(settings)
+    if command == "run":
+        if args.json_logs:
+            _commands.use_json_logs()
+        return _commands.run(ledger, settings, once=args.once, as_json=args.json)
+    if command == "revoke":
+        return _commands.revoke_by_hand(
+            ledger, settings, args.grant_id, reason=args.reason, yes=args.yes
+        )
     if command == "sync":
         return _sync(ledger, settings, full=args.full, as_json=args.json, only=args.connection)
     if command == "grants":
-        return _grants(ledger, args)
+        return _grants(ledger, args, settings.policy.max_duration)
     if command == "show":
-        return _show(ledger, args.grant_id)
+        return _show(ledger, args.grant_id, settings.policy.max_duration)
     if command == "verify":
         return _verify(ledger)
     raise AssertionError(f"unhandled command {command}")
@@ -237,7 +262,7 @@ def _combined(results: list[SyncResult]) -> dict[str, object]:
     return total
 
 
-def _grants(ledger: Ledger, args: argparse.Namespace) -> int:
+def _grants(ledger: Ledger, args: argparse.Namespace, cap: timedelta) -> int:
     now = utcnow()
     with ledger.sessions() as session:
         grants = list_grants(
@@ -247,6 +272,7 @@ def _grants(ledger: Ledger, args: argparse.Namespace) -> int:
             org_id=args.org,
             connection=args.connection,
             expiring_within=args.expiring_within,
+            max_duration=cap,
         )
         if args.format == "json":
             display.grants_json(grants, sys.stdout)
@@ -257,10 +283,12 @@ def _grants(ledger: Ledger, args: argparse.Namespace) -> int:
     return 0
 
 
-def _show(ledger: Ledger, grant_ref: str) -> int:
+def _show(ledger: Ledger, grant_ref: str, cap: timedelta) -> int:
     with ledger.sessions() as session:
-        grant = find_grant(session, grant_ref, now=utcnow())
-        display.grant_story(grant, grant_events(session, grant.id), Console())
+        grant = find_grant(session, grant_ref, now=utcnow(), max_duration=cap)
+        display.grant_story(
+            grant, grant_events(session, grant.id), Console(), grant_lifecycle(session, grant.id)
+        )
     return 0
 
 

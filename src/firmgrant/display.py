@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from firmgrant.ledger.queries import JSON_KEYS, EventView, GrantView
+from firmgrant.ledger.queries import JSON_KEYS, EventView, GrantView, Lifecycle
 from firmgrant.timeutil import iso_z
 
 # OWASP CSV injection: a spreadsheet treats cells starting with these as formulas.
@@ -101,13 +101,31 @@ def grants_table(grants: Iterable[GrantView], console: Console, now: datetime) -
     return count
 
 
-def grant_story(grant: GrantView, events: Sequence[EventView], console: Console) -> None:
+def grant_story(
+    grant: GrantView,
+    events: Sequence[EventView],
+    console: Console,
+    lifecycle: Lifecycle | None = None,
+) -> None:
     details = Table.grid(padding=(0, 2))
     details.add_column(style="bold")
     details.add_column()
     for key, value in grant.as_json().items():
         details.add_row(key, Text("" if value is None else str(value)))
+    if lifecycle is not None and lifecycle.revocation is not None:
+        state = lifecycle.revocation
+        if lifecycle.revocation_error and state == "revoke_failed":
+            state += f" ({lifecycle.revocation_error})"
+        details.add_row("revocation", Text(state))
+        details.add_row("revocation_reason", Text(lifecycle.revocation_reason or ""))
     console.print(details)
+    if lifecycle is not None and lifecycle.emails:
+        emails = Table(title="Emails", header_style="bold", title_justify="left")
+        for column in ("Kind", "Due (UTC)", "State", "Note"):
+            emails.add_column(column, overflow="fold")
+        for kind, due, state, note in lifecycle.emails:
+            emails.add_row(kind, iso_z(due), state, Text(note or ""))
+        console.print(emails)
     history = Table(title="History", header_style="bold", title_justify="left")
     for column in ("#", "When (UTC)", "What", "Who", "Details"):
         history.add_column(column, overflow="fold")

@@ -170,7 +170,7 @@ def enforce(ledger: Ledger, settings: Settings, *, now: datetime) -> EnforceResu
                 RevocationRow.state.in_(OPEN_STATES),
                 or_(RevocationRow.lease_until.is_(None), RevocationRow.lease_until < now),
             )
-        ).tuples()
+        )
         for revocation, grant in open_revocations:
             grant_facts = facts(grant)
             if not grant_facts.live_in_salesforce:
@@ -244,7 +244,7 @@ def remind(ledger: Ledger, settings: Settings, *, now: datetime) -> RemindResult
                     OutboxRow.state.in_(OPEN_STATES),
                     or_(OutboxRow.lease_until.is_(None), OutboxRow.lease_until < now),
                 )
-            ).tuples()
+            )
         )
         grants.update((grant.id, grant) for _, grant in open_rows)
         wanted: dict[int, tuple[int, datetime] | None] = {}

@@ -23,7 +23,7 @@ from firmgrant.jobs.enforce import enqueue
 from firmgrant.ledger import Ledger, NewEvent, append_events
 from firmgrant.ledger.models import GrantRow, RevocationRow
 from firmgrant.ledger.work import claim, release
-from firmgrant.policy import LOGIN_AS, retry_delay
+from firmgrant.policy import LOGIN_AS, MANUAL, retry_delay
 from firmgrant.salesforce.client import COLLECTION_LIMIT, SalesforceClient
 from firmgrant.settings import Settings
 from firmgrant.timeutil import Clock
@@ -96,13 +96,14 @@ def revoke(
                 limit=COLLECTION_LIMIT,
                 where=[RevocationRow.grant_id.in_(grant_ids_due.where(*where))],
             )
-            source_ids = dict(
-                session.execute(
+            source_ids = {
+                found.id: found.source_id
+                for found in session.execute(
                     select(GrantRow.id, GrantRow.source_id).where(
                         GrantRow.id.in_([row.grant_id for row, _ in rows])
                     )
-                ).tuples()
-            )
+                )
+            }
             batch = [
                 _Claimed(row.grant_id, source_ids[row.grant_id], row.reason, row.attempts, unsure)
                 for row, unsure in rows
@@ -238,3 +239,41 @@ def _event(
         reason=reason,
         payload={"cause": row.cause, "attempt": row.attempts},
     )
+
+
+def request_revocation(
+    ledger: Ledger, grant_id: int, *, reason: str, actor: str, now: datetime
+) -> bool:
+    """A person's revocation (``firmgrant revoke``); ``False`` if one is already under way.
+
+    A finished or cancelled earlier revocation is reopened with the new reason and actor.
+    """
+    with ledger.transaction() as session:
+        grant = session.get(GrantRow, grant_id)
+        if grant is None:
+            raise ValueError(f"no grant {grant_id}")
+        row = session.get(RevocationRow, grant_id, with_for_update=True)
+        if row is not None and row.state in ("pending", "failed"):
+            return False
+        if row is None:
+            row = RevocationRow(grant_id=grant_id, created_at=now)
+            session.add(row)
+        row.cause, row.reason, row.actor = MANUAL, reason[: FIELD_LIMITS["revoke_reason"]], actor
+        row.state, row.attempts, row.next_attempt_at = "pending", 0, now
+        row.last_error = row.lease_owner = row.lease_until = row.done_at = None
+        append_events(
+            session,
+            [
+                NewEvent(
+                    kind="revoke_requested",
+                    at=now,
+                    connection=grant.connection,
+                    source_id=grant.source_id,
+                    grant_id=grant.id,
+                    actor=actor,
+                    reason=reason,
+                    payload={"cause": MANUAL},
+                )
+            ],
+        )
+        return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
@@ -70,6 +71,7 @@ def sync_connection(
     full: bool = False,
     client: SalesforceClient | None = None,
     clock: Clock = utcnow,
+    stop: Callable[[], bool] = lambda: False,
 ) -> SyncResult:
     """Mirror one connection's grants. Errors are recorded and returned, not raised."""
     started = time.perf_counter()
@@ -85,8 +87,15 @@ def sync_connection(
         since = state.watermark - timedelta(seconds=settings.source.overlap_seconds)
     seen_run = int(clock().timestamp() * 1000) if full else None
     counts = PageCounts()
+    calls_before = client.api_calls
+    stopped = False
     try:
         for records, invalid in source.pages(client, since):
+            if stop():  # the watermark is per page: the next sync goes on from here
+                log.info("%s: sync stopped early on request", name)
+                stopped = True  # an unfinished full sync must not call the rest vanished
+                seen_run = None
+                break
             result.fetched += len(records) + len(invalid)
             page = ledger.apply_page(
                 name, source.kind, records, invalid, now=clock(), seen_run=seen_run
@@ -103,14 +112,15 @@ def sync_connection(
     result.inserted, result.updated = counts.inserted, counts.updated
     result.deleted, result.invalid = counts.deleted, counts.invalid
     result.rejected = counts.rejected
-    result.api_calls = client.api_calls
+    result.api_calls = client.api_calls - calls_before
     usage = client.usage
     ledger.record_sync_outcome(
         name,
         source.kind,
         at=clock(),
         error=result.error,
-        full=full,
+        # A sync from no watermark read everything too; a stopped one did not.
+        full=(full or since is None) and not stopped,
         api_usage=(usage.used, usage.limit, usage.seen_at) if usage else None,
     )
     result.seconds = time.perf_counter() - started

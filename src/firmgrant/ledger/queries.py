@@ -13,21 +13,40 @@ from sqlalchemy.orm import Session
 
 from firmgrant.errors import GrantNotFound
 from firmgrant.grant import USABLE, Status
-from firmgrant.ledger.models import EventRow, GrantRow
+from firmgrant.ledger.models import EventRow, GrantRow, OutboxRow, RevocationRow
 from firmgrant.timeutil import iso_z
 
 DEFAULT_EXPIRING_WITHIN = timedelta(hours=24)
+MAX_DURATION = timedelta(days=365)  # the settings' default (policy.max_duration)
 STATUS_CHOICES = ("all", *(status.value for status in Status))
 
 
-def status_expression(now: datetime, expiring_within: timedelta) -> ColumnElement[str]:
-    """The one definition of a grant's status, evaluated by the database."""
+def status_expression(
+    now: datetime, expiring_within: timedelta, max_duration: timedelta = MAX_DURATION
+) -> ColumnElement[str]:
+    """The one definition of a grant's status, evaluated by the database.
+
+    A grant longer than the vendor's ``max_duration`` ends at its cap (see ``policy``).
+    """
     return case(
         (GrantRow.deleted.is_(True), Status.DELETED.value),
         (GrantRow.via_login_as.is_(True), Status.REJECTED.value),
         (GrantRow.sf_status == "Revoked", Status.REVOKED.value),
-        (or_(GrantRow.sf_status == "Expired", GrantRow.expires_at <= now), Status.EXPIRED.value),
-        (GrantRow.expires_at <= now + expiring_within, Status.EXPIRING.value),
+        (
+            or_(
+                GrantRow.sf_status == "Expired",
+                GrantRow.expires_at <= now,
+                GrantRow.granted_at <= now - max_duration,
+            ),
+            Status.EXPIRED.value,
+        ),
+        (
+            or_(
+                GrantRow.expires_at <= now + expiring_within,
+                GrantRow.granted_at <= now + expiring_within - max_duration,
+            ),
+            Status.EXPIRING.value,
+        ),
         else_=Status.ACTIVE.value,
     )
 
@@ -69,10 +88,11 @@ def list_grants(
     org_id: str | None = None,
     connection: str | None = None,
     expiring_within: timedelta | None = None,
+    max_duration: timedelta = MAX_DURATION,
 ) -> Iterator[GrantView]:
     """Grants ordered by expiry. ``active`` means usable now, so it includes ``expiring``."""
     window = expiring_within if expiring_within is not None else DEFAULT_EXPIRING_WITHIN
-    status_col = status_expression(now, window).label("status")
+    status_col = status_expression(now, window, max_duration).label("status")
     columns = [getattr(GrantRow, name) for name in JSON_KEYS if name != "status"]
     query = select(*columns, status_col).order_by(GrantRow.expires_at, GrantRow.id)
     if status == Status.ACTIVE.value:
@@ -99,9 +119,11 @@ class EventView:
     payload: dict[str, Any]
 
 
-def find_grant(session: Session, grant_ref: str, *, now: datetime) -> GrantView:
+def find_grant(
+    session: Session, grant_ref: str, *, now: datetime, max_duration: timedelta = MAX_DURATION
+) -> GrantView:
     """By ledger id (``42``) or Salesforce Id (``a0B…``)."""
-    status_col = status_expression(now, DEFAULT_EXPIRING_WITHIN).label("status")
+    status_col = status_expression(now, DEFAULT_EXPIRING_WITHIN, max_duration).label("status")
     columns = [getattr(GrantRow, name) for name in JSON_KEYS if name != "status"]
     query = select(*columns, status_col)
     if grant_ref.isdigit():
@@ -121,3 +143,39 @@ def grant_events(session: Session, grant_id: int) -> list[EventView]:
         select(EventRow).where(EventRow.grant_id == grant_id).order_by(EventRow.id)
     ).scalars()
     return [EventView(e.id, e.at, e.kind, e.actor, e.reason, json.loads(e.payload)) for e in rows]
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """What firmgrant is doing about a grant: its revocation and its emails."""
+
+    revocation: str | None  # pending_revocation, revoked, revoke_failed, cancelled
+    revocation_reason: str | None
+    revocation_error: str | None
+    emails: list[tuple[str, datetime, str, str | None]]  # kind, due, state, last error
+
+
+REVOCATION_STATES = {
+    "pending": "pending_revocation",
+    "failed": "revoke_failed",
+    "revoked": "revoked",
+    "cancelled": "cancelled",
+}
+
+
+def grant_lifecycle(session: Session, grant_id: int) -> Lifecycle:
+    revocation = session.get(RevocationRow, grant_id)
+    emails = [
+        (row.kind, row.due_at, row.state, row.last_error)
+        for row in session.execute(
+            select(OutboxRow).where(OutboxRow.grant_id == grant_id).order_by(OutboxRow.due_at)
+        ).scalars()
+    ]
+    if revocation is None:
+        return Lifecycle(None, None, None, emails)
+    return Lifecycle(
+        REVOCATION_STATES.get(revocation.state, revocation.state),
+        revocation.reason,
+        revocation.last_error,
+        emails,
+    )

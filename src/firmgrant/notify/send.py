@@ -14,6 +14,7 @@ import os
 import smtplib
 import ssl
 import sys
+from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
@@ -38,14 +39,18 @@ class PermanentMailError(MailError):
 
 
 def parse_address(text: str) -> Address:
-    """``Name <a@b>`` or ``a@b`` → Address; line breaks are refused, never folded in."""
+    """``Name <a@b>`` or ``a@b`` → Address; line breaks are refused, never folded in.
+
+    Internationalised local parts (``zoë@…``) are kept: such messages go out as SMTPUTF8.
+    """
     if "\r" in text or "\n" in text:
         raise PermanentMailError(f"address contains a line break: {text!r}")
     name, address = parseaddr(text)
-    if "@" not in address:
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain or any(c.isspace() for c in address):
         raise PermanentMailError(f"not an email address: {text!r}")
     try:
-        return Address(display_name=name, addr_spec=address)
+        return Address(display_name=name, username=local, domain=domain)
     except (ValueError, IndexError) as exc:
         raise PermanentMailError(f"not an email address: {text!r} ({exc})") from None
 
@@ -59,11 +64,13 @@ def build_message(
     sent_at: object,
     reply_to: str | None = None,
 ) -> EmailMessage:
-    message = EmailMessage()
+    addresses = [parse_address(r) for r in recipients]
+    international = any(not a.addr_spec.isascii() for a in addresses)
+    message = EmailMessage(policy=policy.SMTPUTF8 if international else policy.default)
     # Header values come from templates fed customer text: no line break may survive.
     message["Subject"] = " ".join(rendered.subject.split())
     message["From"] = parse_address(sender)
-    message["To"] = [parse_address(r) for r in recipients]
+    message["To"] = addresses
     if reply_to:
         message["Reply-To"] = parse_address(reply_to)
     message["Message-ID"] = message_id

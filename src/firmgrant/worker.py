@@ -1,0 +1,284 @@
+"""``firmgrant run``: the cycle (sync, enforce, remind, revoke, dispatch) and its scheduler.
+
+One APScheduler 3.x ``BlockingScheduler`` runs the cycle every ``poll_seconds`` on a single
+worker thread (cycles never overlap; a late one is coalesced, not queued). SIGTERM/SIGINT
+ask the cycle to stop after the item in hand (a page, a batch of 200 revocations, one
+email) and the process exits 0.
+
+Replicas on PostgreSQL: the planning half of a cycle (sync, enforce, remind) runs under a
+session advisory lock, so one replica at a time plans while the others skip it; revocations
+and emails are leased row by row (``FOR UPDATE SKIP LOCKED``), so all replicas work them.
+SQLite allows one worker: a second one finds the lock file taken and refuses to start.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+from sqlalchemy import text
+
+from firmgrant.errors import FirmgrantError, LedgerError
+from firmgrant.jobs.dispatch import DispatchResult, dispatch
+from firmgrant.jobs.enforce import EnforceResult, RemindResult, enforce, remind
+from firmgrant.jobs.revoke import RevokeResult, revoke
+from firmgrant.jobs.sync import SyncResult, sync_connection
+from firmgrant.ledger import Ledger
+from firmgrant.ledger.work import worker_name
+from firmgrant.notify.render import environment
+from firmgrant.notify.send import Backend, make_backend
+from firmgrant.salesforce.client import SalesforceClient
+from firmgrant.salesforce.sources import ObjectSource
+from firmgrant.settings import Settings
+from firmgrant.timeutil import Clock, utcnow
+
+log = logging.getLogger("firmgrant.worker")
+PLANNING_LOCK = 0x6669726D  # "firm": the advisory lock id of the planning half
+
+
+class WorkerLocked(FirmgrantError):
+    """Another worker already runs on this SQLite ledger."""
+
+    exit_code = 2
+
+
+@dataclass
+class CycleResult:
+    planned: bool = True  # False: another replica held the planning lock
+    syncs: list[SyncResult] = field(default_factory=list)
+    enforce: EnforceResult | None = None
+    remind: RemindResult | None = None
+    revokes: list[RevokeResult] = field(default_factory=list)
+    dispatch: DispatchResult | None = None
+    seconds: float = 0.0
+
+    @property
+    def api_calls(self) -> int:
+        return sum(s.api_calls for s in self.syncs) + sum(r.api_calls for r in self.revokes)
+
+    @property
+    def failed(self) -> bool:
+        return any(s.error for s in self.syncs) or any(r.error for r in self.revokes)
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        *,
+        clock: Clock = utcnow,
+        backend: Backend | None = None,
+        clients: dict[str, SalesforceClient] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.clock = clock
+        self.owner = worker_name()
+        self.stopping = threading.Event()
+        self.templates = environment(settings.mail.templates_dir)
+        self._backend = backend
+        self._clients = dict(clients or {})
+
+    def client(self, name: str) -> SalesforceClient:
+        """One client per connection for the worker's life: tokens are reused across cycles."""
+        if name not in self._clients:
+            self._clients[name] = SalesforceClient(
+                name, self.settings.connections[name], self.settings.sync
+            )
+        return self._clients[name]
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    # -- one cycle ---------------------------------------------------------------------------
+    def cycle(self) -> CycleResult:
+        started = time.perf_counter()
+        result = CycleResult()
+        stop = self.stopping.is_set
+        with self._planning_lock() as planning:
+            result.planned = planning
+            if planning:
+                for name, conn in self.settings.connections.items():
+                    if stop():
+                        break
+                    sync = sync_connection(
+                        self.ledger,
+                        name,
+                        conn,
+                        self.settings.vendor,
+                        self.settings.sync,
+                        full=self._full_due(name),
+                        client=self.client(name),
+                        clock=self.clock,
+                        stop=stop,
+                    )
+                    result.syncs.append(sync)
+                if not stop():
+                    result.enforce = enforce(self.ledger, self.settings, now=self.clock())
+                    log.info(result.enforce.summary())
+                    result.remind = remind(self.ledger, self.settings, now=self.clock())
+                    log.info(result.remind.summary())
+            else:
+                log.info("planning skipped: another worker holds the lock")
+        for name in self.settings.connections:
+            if stop():
+                break
+            outcome = revoke(
+                self.ledger,
+                self.settings,
+                name,
+                self.client(name),
+                clock=self.clock,
+                owner=self.owner,
+                stop=stop,
+            )
+            log.info("%s %s", outcome.summary(), name)
+            result.revokes.append(outcome)
+        if not stop():
+            backend = self._backend or make_backend(self.settings.mail)
+            result.dispatch = dispatch(
+                self.ledger,
+                self.settings,
+                backend,
+                self.templates,
+                clock=self.clock,
+                owner=self.owner,
+                stop=stop,
+            )
+            log.info(result.dispatch.summary())
+        result.seconds = time.perf_counter() - started
+        log.info(
+            "cycle: api_calls=%d seconds=%.2f%s",
+            result.api_calls,
+            result.seconds,
+            " stopped" if stop() else "",
+        )
+        return result
+
+    def _full_due(self, name: str) -> bool:
+        """Level-triggered daily reconcile: due when the last full sync is old enough."""
+        state = self.ledger.sync_state(name, ObjectSource.kind)
+        if state.watermark is None:
+            return False  # the first sync reads everything anyway
+        every = timedelta(hours=self.settings.sync.full_every_hours)
+        last = state.last_full_sync_at
+        return last is None or self.clock() - last >= every
+
+    @contextmanager
+    def _planning_lock(self) -> Iterator[bool]:
+        engine = self.ledger.engine
+        if engine.dialect.name != "postgresql":
+            yield True  # one worker per SQLite ledger (see single_worker_lock)
+            return
+        with engine.connect() as connection:
+            locked = connection.execute(
+                text("SELECT pg_try_advisory_lock(:key)"), {"key": PLANNING_LOCK}
+            ).scalar_one()
+            connection.commit()
+            try:
+                yield bool(locked)
+            finally:
+                if locked:
+                    connection.execute(
+                        text("SELECT pg_advisory_unlock(:key)"), {"key": PLANNING_LOCK}
+                    )
+                    connection.commit()
+
+    # -- forever -----------------------------------------------------------------------------
+    def run_forever(self) -> None:
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.blocking import BlockingScheduler
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        poll = self.settings.poll_seconds
+        scheduler = BlockingScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=1)}, timezone=UTC
+        )
+        scheduler.add_job(
+            self._guarded_cycle,
+            IntervalTrigger(seconds=poll, timezone=UTC),
+            id="cycle",
+            name="sync, enforce, remind, revoke, dispatch",
+            next_run_time=utcnow(),
+            max_instances=1,  # never two cycles at once in one process
+            coalesce=True,  # after a long cycle or a pause, run once, not once per missed tick
+            misfire_grace_time=poll,  # a tick late by less than a period still runs
+        )
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info("%s: finishing the item in hand, then stopping", signal.Signals(signum).name)
+            self.stop()
+            scheduler.shutdown(wait=False)
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        log.info("worker %s: a cycle every %d s", self.owner, poll)
+        scheduler.start()  # returns after shutdown; the running cycle's thread is joined at exit
+
+    def _guarded_cycle(self) -> None:
+        try:
+            self.cycle()
+        except LedgerError as exc:
+            log.error("cycle failed: %s", exc)
+        except Exception:
+            # A bug must not kill the scheduler: log it whole and try again next tick.
+            log.exception("cycle failed")
+
+
+@contextmanager
+def single_worker_lock(ledger: Ledger) -> Iterator[None]:
+    """On SQLite, hold ``<database>.worker.lock`` for the process's life (the kernel frees it)."""
+    engine = ledger.engine
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    path = Path(f"{database}.worker.lock")
+    handle: IO[str] = path.open("a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise WorkerLocked(
+                f"another worker ({holder}) already runs on the SQLite ledger {database}; "
+                "SQLite supports one worker: use PostgreSQL for several"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(worker_name())
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + "Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+JsonFormatter.converter = time.gmtime
