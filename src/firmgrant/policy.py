@@ -84,10 +84,11 @@ def reminder_schedule(
 ) -> list[tuple[timedelta, datetime]]:
     """``(offset, due)`` for each reminder this grant gets, earliest first.
 
-    A reminder due before the grant was made is skipped (a 1-day grant gets no 7-day one).
+    A reminder due before (or as) the grant was made is skipped: a 1-day grant gets neither
+    a 7-day nor a 1-day reminder.
     """
     ends = effective_expiry(facts, max_duration)
-    schedule = {ends - offset: offset for offset in offsets if ends - offset >= facts.granted_at}
+    schedule = {ends - offset: offset for offset in offsets if ends - offset > facts.granted_at}
     return sorted(((offset, due) for due, offset in schedule.items()), key=lambda item: item[1])
 
 

@@ -1,0 +1,143 @@
+"""A real worker against the sandbox org and a real SMTP server (aiosmtpd), time controlled."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from firmgrant.ledger import Ledger, verify_chain
+from firmgrant.ledger.queries import grant_events
+from firmgrant.sandbox import SandboxOrg
+from firmgrant.settings import Settings
+from firmgrant.timeutil import utcnow
+from firmgrant.worker import CycleResult, Worker
+from tests.sandboxing import sandbox_connection, vendor
+
+SUPPORT = "support@firmworks.example"
+ORG_ADMIN = "sf-admin@customer.example"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Mailbox:
+    """What the SMTP server accepted: each message once per delivery."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or envelope.content
+        assert isinstance(raw, bytes)
+        message = message_from_bytes(raw, policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        message["X-Envelope-To"] = ", ".join(envelope.rcpt_tos)
+        with self.lock:
+            self.messages.append(message)
+        return "250 Message accepted for delivery"
+
+    def of_kind(self, words: str) -> list[EmailMessage]:
+        return [m for m in self.messages if words in str(m["Subject"])]
+
+    def message_ids(self) -> list[str]:
+        return [str(m["Message-ID"]) for m in self.messages]
+
+
+class SmtpServer:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.mailbox = Mailbox()
+        self._controller: Controller | None = None
+
+    def start(self) -> None:
+        self._controller = Controller(
+            self.mailbox, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=True
+        )
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+
+@dataclass
+class FakeClock:
+    now: datetime = field(default_factory=utcnow)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+def worker_settings(org: SandboxOrg, smtp_port: int, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "connections": {"sandbox": sandbox_connection(org)},
+        "vendor": vendor(org).model_copy(update={"support_email": SUPPORT}),
+        "sync": {"api_floor": 0},
+        "mail": {
+            "backend": "smtp",
+            "smtp_host": "127.0.0.1",
+            "smtp_port": smtp_port,
+            "smtp_starttls": False,
+            "smtp_timeout_seconds": 5,
+            "from": f"FirmWorks Support <{SUPPORT}>",
+        },
+        "worker": {"retry_first_seconds": 60, "retry_max_seconds": 600},
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@dataclass
+class Harness:
+    org: SandboxOrg
+    ledger: Ledger
+    settings: Settings
+    clock: FakeClock
+    smtp: SmtpServer
+
+    def cycle(self) -> CycleResult:
+        """One cycle of a freshly started worker (as after a restart)."""
+        return Worker(self.settings, self.ledger, clock=self.clock).cycle()
+
+    @property
+    def mail(self) -> Mailbox:
+        return self.smtp.mailbox
+
+    def grant_id(self, source_id: str) -> int:
+        from sqlalchemy import select
+
+        from firmgrant.ledger.models import GrantRow
+
+        with self.ledger.sessions() as session:
+            return int(
+                session.execute(
+                    select(GrantRow.id).where(GrantRow.source_id == source_id)
+                ).scalar_one()
+            )
+
+    def events(self, source_id: str) -> list[tuple[str, str]]:
+        with self.ledger.sessions() as session:
+            return [(e.kind, e.actor) for e in grant_events(session, self.grant_id(source_id))]
+
+    def sf_status(self, source_id: str) -> str:
+        return str(self.org.store.records["login_access_grant__c"][source_id]["Status__c"])
+
+    def chain_ok(self) -> bool:
+        with self.ledger.sessions() as session:
+            return verify_chain(session).ok

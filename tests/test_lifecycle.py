@@ -1,0 +1,265 @@
+"""The worker's lifecycle through real cycles: sandbox over HTTPS, aiosmtpd on loopback.
+
+Time is the worker's injectable clock; grants are backdated in the sandbox where a test
+needs access that started in the past.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from firmgrant.ledger import Ledger
+from firmgrant.ledger.queries import grant_lifecycle, list_grants
+from firmgrant.sandbox import FaultPlan, SandboxOrg
+from firmgrant.settings import Settings
+from firmgrant.timeutil import parse_sf_datetime, utcnow
+from tests.lifecycling import (
+    ORG_ADMIN,
+    FakeClock,
+    Harness,
+    SmtpServer,
+    free_port,
+    worker_settings,
+)
+
+pytestmark = pytest.mark.ledger
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    server = SmtpServer(free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def harness(sandbox: SandboxOrg, ledger: Ledger, smtp: SmtpServer) -> Harness:
+    settings = worker_settings(sandbox, smtp.port)
+    return Harness(sandbox, ledger, settings, FakeClock(), smtp)
+
+
+def test_login_as_grant_is_rejected_revoked_once_and_explained(harness: Harness) -> None:
+    org = harness.org
+    org_id = "00D5e0000077777"
+    harness.settings = harness.settings.model_copy(
+        update={"orgs": Settings(orgs={org_id: {"admin_emails": [ORG_ADMIN]}}).orgs}
+    )
+    bad = org.customers.grant(
+        duration="1 Month",
+        org_id=org_id,
+        grantor="ana@acme.example",
+        login_as_user="bob@acme.example",
+    )
+    good = org.customers.grant(duration="1 Month")
+
+    first = harness.cycle()
+
+    assert first.enforce is not None and first.enforce.rejected == 1
+    assert harness.sf_status(bad["Id"]) == "Revoked"
+    assert harness.sf_status(good["Id"]) == "Active"
+    assert org.api.revocations[bad["Id"]] == 1
+    [email] = harness.mail.messages
+    assert "not accepted" in str(email["Subject"])
+    assert set(str(email["X-Envelope-To"]).split(", ")) == {"ana@acme.example", ORG_ADMIN}
+    text = email.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "cannot be granted while logged in as another user" in text
+    assert "bob@acme.example" in text
+    assert "must each grant their own access" in text
+    with harness.ledger.sessions() as session:
+        usable = {g.source_id for g in list_grants(session, now=utcnow())}
+    assert usable == {good["Id"]}
+    assert ("rejected", "system:firmgrant") in harness.events(bad["Id"])
+
+    second = harness.cycle()
+    assert second.api_calls == 1  # the sync; nothing to revoke or send
+    assert len(harness.mail.messages) == 1
+    assert org.api.revocations[bad["Id"]] == 1
+    assert harness.chain_ok()
+
+
+def test_each_reminder_offset_once_then_revocation_at_expiry(harness: Harness) -> None:
+    grant = harness.org.customers.grant(duration="1 Month")
+    expires = parse_sf_datetime(grant["Expires_At__c"])
+    sent_per_step = []
+    for moment in (
+        expires - timedelta(days=8),  # nothing due yet
+        expires - timedelta(days=7) + timedelta(minutes=1),
+        expires - timedelta(days=6),  # the 7-day one is not sent again
+        expires - DAY + timedelta(minutes=1),
+        expires - timedelta(minutes=59),
+        expires - timedelta(minutes=30),
+    ):
+        harness.clock.now = moment
+        harness.cycle()
+        sent_per_step.append(len(harness.mail.of_kind("ends in")))
+    assert sent_per_step == [0, 1, 1, 2, 3, 3]
+    words = [str(m["Subject"]) for m in harness.mail.of_kind("ends in")]
+    assert [w.rsplit("ends ", 1)[1] for w in words] == ["in 6 days", "in 23 hours", "in 59 minutes"]
+    assert harness.sf_status(grant["Id"]) == "Active"
+
+    harness.clock.now = expires + timedelta(minutes=1)
+    result = harness.cycle()
+    assert result.revokes[0].revoked == 1
+    assert harness.sf_status(grant["Id"]) == "Revoked"
+    [notice] = harness.mail.of_kind("has ended")
+    assert "access expired at" in notice.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    harness.clock.advance(timedelta(hours=1))
+    harness.cycle()
+    assert harness.org.api.revocations[grant["Id"]] == 1
+    assert len(harness.mail.messages) == 4
+    kinds = [kind for kind, _ in harness.events(grant["Id"])]
+    assert kinds.count("reminded") == 3
+    assert kinds[-3:] == ["expired", "revoked", "notified"]
+
+
+def test_short_grant_and_late_start_get_only_the_nearest_reminder(harness: Harness) -> None:
+    customers = harness.org.customers
+    now = harness.clock.now = utcnow().replace(microsecond=0)
+    one_day = customers.grant(duration="1 Day", at=now)
+    # Seen for the first time 30 minutes before it ends: 7 d, 1 d and 1 h have all passed.
+    customers.grant(duration="1 Week", at=now - timedelta(days=7) + timedelta(minutes=30))
+    harness.cycle()
+    [late] = harness.mail.messages
+    assert str(late["Subject"]).endswith("ends in 30 minutes")
+    # The 1-day grant: no 7-day and no 1-day reminder (both due before it was made) ...
+    harness.clock.now = now + DAY - timedelta(hours=2)
+    harness.cycle()
+    assert len(harness.mail.of_kind("ends in")) == 1
+    # ... but the 1-hour one.
+    harness.clock.now = now + DAY - timedelta(minutes=45)
+    harness.cycle()
+    assert str(harness.mail.of_kind("ends in")[-1]["Subject"]).endswith("ends in 45 minutes")
+    assert [k for k, _ in harness.events(one_day["Id"])] == [
+        "discovered",
+        "reminder_due",
+        "reminded",
+    ]
+
+
+def test_extension_cancels_the_unsent_reminder_and_reschedules(harness: Harness) -> None:
+    customers = harness.org.customers
+    grant = customers.grant(duration="1 Week", at=utcnow() - timedelta(days=6, hours=12))
+    harness.smtp.stop()  # the mail server is down: the 1-day reminder waits
+    harness.cycle()
+    [email] = grant_lifecycle_emails(harness, grant["Id"])
+    assert email[2] == "failed"
+    customers.extend(grant["Id"], "1 Month")
+    harness.smtp.start()
+    harness.clock.advance(timedelta(hours=1))
+    harness.cycle()
+    assert harness.mail.messages == []  # the old reminder no longer applies
+    assert [e[2] for e in grant_lifecycle_emails(harness, grant["Id"])] == ["cancelled"]
+    harness.clock.now = utcnow() + timedelta(days=23, hours=1)
+    harness.cycle()
+    [reminder] = harness.mail.messages
+    assert "ends in 6 days" in str(reminder["Subject"])
+    assert harness.sf_status(grant["Id"]) == "Active"
+
+
+def test_customer_revocation_is_recorded_and_needs_no_action(harness: Harness) -> None:
+    grant = harness.org.customers.grant(duration="1 Week")
+    harness.cycle()
+    harness.org.customers.revoke(grant["Id"])
+    harness.clock.now = utcnow() + timedelta(days=8)
+    result = harness.cycle()
+    assert result.revokes[0].revoked == 0
+    assert harness.org.api.revocations[grant["Id"]] == 0
+    assert [str(m["Subject"]) for m in harness.mail.messages] == []
+    kind, actor = harness.events(grant["Id"])[-1]
+    assert kind == "changed"
+    assert actor.startswith("salesforce")
+    with harness.ledger.sessions() as session:
+        [view] = list_grants(session, now=harness.clock.now, status="revoked")
+    assert view.source_id == grant["Id"]
+
+
+def test_grant_longer_than_the_vendor_cap_is_revoked_at_the_cap(harness: Harness) -> None:
+    harness.settings = harness.settings.model_copy(
+        update={"policy": Settings(policy={"max_duration": "30d"}).policy}
+    )
+    grant = harness.org.customers.grant(
+        duration="1 Year", at=utcnow() - timedelta(days=30, minutes=5)
+    )
+    harness.cycle()
+    assert harness.sf_status(grant["Id"]) == "Revoked"
+    record = harness.org.store.records["login_access_grant__c"][grant["Id"]]
+    assert "maximum of 30d" in record["Revoke_Reason__c"]
+    assert [k for k, _ in harness.events(grant["Id"])][-3:] == ["capped", "revoked", "notified"]
+
+
+def test_failing_record_is_retried_with_backoff_until_revoked(harness: Harness) -> None:
+    org = harness.org
+    stuck = org.customers.grant(duration="1 Day", at=utcnow() - timedelta(days=1, minutes=5))
+    fine = org.customers.grant(duration="1 Day", at=utcnow() - timedelta(days=1, minutes=5))
+    org.faults.plan = FaultPlan(fail_records=frozenset({stuck["Id"]}))
+    first = harness.cycle()
+    assert (first.revokes[0].revoked, first.revokes[0].failed) == (1, 1)
+    with harness.ledger.sessions() as session:
+        state = grant_lifecycle(session, harness.grant_id(stuck["Id"]))
+    assert state.revocation == "revoke_failed"
+    assert "UNABLE_TO_LOCK_ROW" in (state.revocation_error or "")
+    harness.cycle()  # before the backoff: not tried again
+    assert org.api.revocations[stuck["Id"]] == 0
+    org.faults.plan = FaultPlan()
+    harness.clock.advance(timedelta(minutes=2))
+    assert harness.cycle().revokes[0].revoked == 1
+    assert harness.sf_status(stuck["Id"]) == harness.sf_status(fine["Id"]) == "Revoked"
+    assert org.api.revocations[fine["Id"]] == org.api.revocations[stuck["Id"]] == 1
+
+
+def test_revocation_survives_session_expiry_and_503s(harness: Harness) -> None:
+    org = harness.org
+    grants = [
+        org.customers.grant(duration="1 Day", at=utcnow() - timedelta(days=2)) for _ in range(3)
+    ]
+    harness.cycle()  # already revoked by this first cycle, with no faults: undo that set-up
+    for g in grants:
+        assert harness.sf_status(g["Id"]) == "Revoked"
+    expired = [org.customers.grant(duration="1 Day", at=utcnow() - timedelta(days=2))]
+    org.faults.plan = FaultPlan(expire_every=2)
+    org.faults.inject_next("503", 2)
+    harness.cycle()
+    assert harness.sf_status(expired[0]["Id"]) == "Revoked"
+    assert org.api.revocations[expired[0]["Id"]] == 1
+
+
+def test_smtp_down_then_up_sends_each_email_once(harness: Harness) -> None:
+    harness.smtp.stop()
+    grant = harness.org.customers.grant(
+        duration="1 Day", at=utcnow() - timedelta(hours=23, minutes=30)
+    )
+    first = harness.cycle()
+    assert first.dispatch is not None and first.dispatch.failed == 1
+    harness.cycle()  # within the backoff: not retried, nothing logged twice
+    harness.smtp.start()
+    harness.clock.advance(timedelta(minutes=2))
+    harness.cycle()
+    harness.cycle()
+    [email] = harness.mail.messages
+    assert "ends in 28 minutes" in str(email["Subject"]) or "ends in 2" in str(email["Subject"])
+    kinds = [k for k, _ in harness.events(grant["Id"])]
+    assert kinds.count("email_failed") == 1
+    assert kinds.count("reminded") == 1
+
+
+def grant_lifecycle_emails(harness: Harness, source_id: str) -> list[tuple[object, ...]]:
+    with harness.ledger.sessions() as session:
+        return [tuple(e) for e in grant_lifecycle(session, harness.grant_id(source_id)).emails]
+
+
+def test_file_backend_writes_one_eml_per_email(harness: Harness, tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox"
+    harness.settings = harness.settings.model_copy(
+        update={"mail": Settings(mail={"backend": "file", "file_dir": str(outbox)}).mail}
+    )
+    harness.org.customers.grant(duration="1 Day", login_as_user="root@acme.example")
+    harness.cycle()
+    harness.cycle()
+    [eml] = list(outbox.glob("*.eml"))
+    assert b"Login-As" in eml.read_bytes()
