@@ -6,7 +6,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email import message_from_bytes, policy
+from email import message_from_string, policy
 from email.message import EmailMessage
 from typing import Any
 
@@ -41,7 +41,7 @@ class Mailbox:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or envelope.content
         assert isinstance(raw, bytes)
-        message = message_from_bytes(raw, policy=policy.default)
+        message = message_from_string(raw.decode("utf-8", errors="replace"), policy=policy.default)
         assert isinstance(message, EmailMessage)
         message["X-Envelope-To"] = ", ".join(envelope.rcpt_tos)
         with self.lock:
