@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -62,6 +63,9 @@ class SmtpServer:
         self._controller: Controller | None = None
 
     def start(self) -> None:
+        # aiosmtpd narrates every connection from its own thread, even after a test's
+        # captured stream is gone; its warnings are enough.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
         self._controller = Controller(
             self.mailbox, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=True
         )

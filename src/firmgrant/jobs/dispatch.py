@@ -255,6 +255,7 @@ def _record(
             result.sent += 1
             kind, reason = SENT_KIND[row.kind], note
             payload["to"] = json.loads(row.recipients)
+            log.debug("email sent: %s %s", row.kind, row.message_id)
         if kind != "email_failed" or not was_failing:  # one event per outage, not per retry
             append_events(
                 session,

@@ -110,6 +110,7 @@ def revoke(
             ]
         if not batch:
             break
+        log.debug("%s: revoking a batch of %d", connection, len(batch))
         try:
             outcomes = _call_salesforce(settings, connection, client, batch, now)
         except SalesforceError as exc:
