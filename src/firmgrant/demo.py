@@ -5,25 +5,28 @@ from __future__ import annotations
 import shutil
 import sys
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 from sqlalchemy import select
 
-from firmgrant.display import in_words
-from firmgrant.jobs.sync import SyncResult, sync_connection
 from firmgrant.ledger import Ledger, make_engine, upgrade, verify_chain
-from firmgrant.ledger.models import EventRow
+from firmgrant.ledger.models import EventRow, GrantRow, OutboxRow
 from firmgrant.ledger.queries import list_grants
 from firmgrant.sandbox import CONNECTION, VENDOR, SandboxOrg
-from firmgrant.settings import ConnectionSettings, Settings, SyncSettings, VendorSettings
-from firmgrant.timeutil import format_duration, utcnow
-
-# The demo brings its own org and ledger but reminds at the product's default offsets.
-REMINDERS: tuple[timedelta, ...] = Settings.model_fields["reminders"].default
+from firmgrant.settings import (
+    ConnectionSettings,
+    MailSettings,
+    Settings,
+    SyncSettings,
+    VendorSettings,
+)
+from firmgrant.timeutil import utcnow
+from firmgrant.worker import CycleResult, Worker
 
 
 def _connection(org: SandboxOrg) -> ConnectionSettings:
@@ -37,20 +40,41 @@ def _connection(org: SandboxOrg) -> ConnectionSettings:
     )
 
 
-def _cycle(console: Console, ledger: Ledger, org: SandboxOrg, title: str) -> SyncResult:
-    result = sync_connection(
-        ledger,
-        CONNECTION,
-        _connection(org),
-        VendorSettings(grantee_names=[VENDOR], publisher_org_id=org.app.org_id),
-        SyncSettings(),
+def _settings(org: SandboxOrg, base: Path) -> Settings:
+    # Everything the demo depends on is given here, so no FIRMGRANT_* variable of the
+    # user's (an smtp backend, say) can send the demo's emails anywhere.
+    return Settings(
+        database_url=SecretStr(f"sqlite:///{base / 'firmgrant.db'}"),
+        connections={CONNECTION: _connection(org)},
+        vendor=VendorSettings(
+            grantee_names=[VENDOR],
+            publisher_org_id=org.app.org_id,
+            support_email="support@firmworks.example",
+        ),
+        sync=SyncSettings(),
+        mail=MailSettings.model_validate(
+            {"backend": "file", "file_dir": base / "outbox", "from": "support@firmworks.example"}
+        ),
     )
+
+
+def _cycle(console: Console, worker: Worker, title: str) -> CycleResult:
+    result = worker.cycle()
+    sync = result.syncs[0]
     console.print(
-        f"[bold]{title}[/]: fetched {result.fetched}, new {result.inserted}, changed "
-        f"{result.updated}, deleted {result.deleted}, refused as malformed {result.invalid}, "
-        f"Login-As (rejected) {result.rejected} — {result.api_calls} API call"
-        f"{'s' if result.api_calls != 1 else ''}, {result.seconds:.2f} s"
+        f"[bold]{title}[/]: sync fetched {sync.fetched} (new {sync.inserted}, changed "
+        f"{sync.updated}, deleted {sync.deleted}, malformed {sync.invalid}) — "
+        f"{result.api_calls} API call{'s' if result.api_calls != 1 else ''}, "
+        f"{result.seconds:.2f} s"
     )
+    enforce, remind, dispatch = result.enforce, result.remind, result.dispatch
+    revoked = sum(r.revoked for r in result.revokes)
+    if enforce and remind and dispatch:
+        console.print(
+            f"    rejected (Login-As) {enforce.rejected}, to revoke {enforce.to_revoke}, "
+            f"revoked in Salesforce {revoked}, reminders due {remind.queued} "
+            f"(cancelled {remind.cancelled + dispatch.cancelled}), emails written {dispatch.sent}"
+        )
     return result
 
 
@@ -63,16 +87,30 @@ def _events_since(ledger: Ledger, after: int) -> list[EventRow]:
         )
 
 
+def _print_events(console: Console, ledger: Ledger, after: int) -> int:
+    events = _events_since(ledger, after)
+    for event in events:
+        console.print(
+            Text(
+                f"    ledger event #{event.id}: {event.kind} {event.source_id}"
+                f"{' — ' + event.reason if event.reason else ''}"
+            )
+        )
+    return events[-1].id if events else after
+
+
 def run_demo(base: Path) -> int:
     console = Console(highlight=False)
     if base.exists():
         shutil.rmtree(base)  # every demo tells the same story from the start
     base.mkdir(parents=True)
-    database = base / "firmgrant.db"
-    ledger = Ledger(make_engine(f"sqlite:///{database}"))
-    upgrade(ledger.engine)
     console.rule("firmgrant demo")
     with SandboxOrg(base / "sandbox", random_seed=2026, persist=False) as org:
+        settings = _settings(org, base)
+        ledger = Ledger(make_engine(settings.database_url.get_secret_value()))
+        upgrade(ledger.engine)
+        clock = _DemoClock(utcnow())
+        worker = Worker(settings, ledger, clock=clock)
         made = org.customers.seed(40, other_grantees=5, malformed=2)
         console.print(
             f"Sandbox org at {org.base_url} (HTTPS, its own certificate). Customers have made "
@@ -80,7 +118,7 @@ def run_demo(base: Path) -> int:
             f"as another user — plus {made['other_grantees']} to another vendor and "
             f"{made['malformed']} malformed records.\n"
         )
-        _cycle(console, ledger, org, "Cycle 1, first sync")
+        _cycle(console, worker, "Cycle 1, first sync")
         last = len(_events_since(ledger, 0))
 
         console.print("\nMeanwhile, in customers' orgs:")
@@ -95,7 +133,7 @@ def run_demo(base: Path) -> int:
             login_as_user="admin@obrien.example",
         )
         with ledger.sessions() as session:
-            usable = list(list_grants(session, now=utcnow()))
+            usable = list(list_grants(session, now=clock()))
         extended, revoked, deleted = usable[0], usable[1], usable[2]
         grants.extend(extended.source_id, "1 Month")
         grants.revoke(revoked.source_id)
@@ -110,33 +148,35 @@ def run_demo(base: Path) -> int:
         ):
             console.print(Text(line))
         console.print()
-        _cycle(console, ledger, org, "Cycle 2, incremental sync")
-        for event in _events_since(ledger, last):
-            console.print(
-                Text(
-                    f"    ledger event #{event.id}: {event.kind} {event.source_id}"
-                    f"{' — ' + event.reason if event.reason else ''}"
-                )
-            )
-        _cycle(console, ledger, org, "Cycle 3, nothing changed")
-        console.print(
-            "    (the last 5 minutes of changes are re-read on purpose, to catch late "
-            "commits; nothing new is written)"
-        )
-        _story_of_the_ledger(console, ledger)
-    with ledger.sessions() as session:
-        report = verify_chain(session)
+        _cycle(console, worker, "Cycle 2, incremental sync")
+        last = _print_events(console, ledger, last)
+        clock.now += timedelta(days=1)
+        console.print("\n[bold]A day passes[/] (the worker's clock moves on).")
+        _cycle(console, worker, "Cycle 3, a day later")
+        _print_events(console, ledger, last)
+        _cycle(console, worker, "Cycle 4, nothing to do")
+        _story_of_the_ledger(console, ledger, settings, clock())
+        with ledger.sessions() as session:
+            report = verify_chain(session)
+        ledger.engine.dispose()
     console.print(
         f"\nEvent log: {report.events} events, hash chain "
         f"{'intact' if report.ok else 'BROKEN'} (head {report.head_hash[:16]}…)."
     )
+    database = base / "firmgrant.db"
     console.print(
         f"\nFiles: ledger {database} — try `FIRMGRANT_DATABASE_URL=sqlite:///{database} "
-        f"{_command()} grants`; email outbox var/demo/outbox/ (sending arrives with the "
-        "reminder and revocation jobs)."
+        f"{_command()} grants` or `… show ID`; emails as .eml files in {base / 'outbox'}/."
     )
-    ledger.engine.dispose()
     return 0
+
+
+class _DemoClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
 
 
 def _command() -> str:
@@ -145,36 +185,32 @@ def _command() -> str:
     return str(here) if here.name == "firmgrant" and not shutil.which("firmgrant") else "firmgrant"
 
 
-def _story_of_the_ledger(console: Console, ledger: Ledger) -> None:
-    now = utcnow()
+def _story_of_the_ledger(
+    console: Console, ledger: Ledger, settings: Settings, now: datetime
+) -> None:
     with ledger.sessions() as session:
         every = list(list_grants(session, now=now, status="all"))
+        emails = session.execute(
+            select(OutboxRow.kind, OutboxRow.state, GrantRow.org_name, GrantRow.grantor_email)
+            .join(GrantRow, GrantRow.id == OutboxRow.grant_id)
+            .order_by(OutboxRow.id)
+        ).all()
     counts = Counter(grant.status for grant in every)
     console.print(
         "\nThe ledger now holds "
         + ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
-        + " grants."
+        + " grants (rejected Login-As grants are never listed as usable)."
     )
-    soon = [
-        g
-        for g in every
-        if g.status in ("active", "expiring") and g.expires_at - now <= max(REMINDERS)
-    ]
-    table = Table(title="What support may use, ending within 7 days", title_justify="left")
-    for column in ("Org", "Grantor", "Ends", "Reminder due"):
+    table = Table(title=f"Emails ({settings.mail.file_dir}/)", title_justify="left")
+    for column in ("Kind", "Org", "To", "State"):
         table.add_column(column)
-    for grant in soon[:12]:
-        left = grant.expires_at - now
-        due = min((o for o in REMINDERS if o >= left), default=None)
-        table.add_row(
-            Text(grant.org_name or grant.org_id),
-            Text(grant.grantor_username or ""),
-            in_words(left.total_seconds()),
-            f"{format_duration(due)} reminder" if due else "",
-        )
+    for kind, state, org_name, grantor_email in emails[:15]:
+        table.add_row(kind, Text(org_name or ""), Text(grantor_email or ""), state)
+    if len(emails) > 15:
+        table.add_row("…", f"{len(emails) - 15} more", "", "")
     console.print(table)
-    rejected = [g for g in every if g.status == "rejected"]
+    by_kind = Counter(kind for kind, state, *_ in emails if state == "sent")
     console.print(
-        f"Would be emailed: {len(soon)} expiry reminders and {len(rejected)} rejection "
-        "notices (Login-As grants are never listed as usable)."
+        f"Written: {by_kind['reminder']} reminders, {by_kind['revoked']} revocation notices, "
+        f"{by_kind['rejected']} rejections; the text of each is in its .eml file."
     )
