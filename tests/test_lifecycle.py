@@ -161,6 +161,29 @@ def test_extension_cancels_the_unsent_reminder_and_reschedules(harness: Harness)
     [reminder] = harness.mail.messages
     assert "ends in 6 days" in str(reminder["Subject"])
     assert harness.sf_status(grant["Id"]) == "Active"
+    harness.clock.now = utcnow() + timedelta(days=30, minutes=1)
+    harness.cycle()  # the revocation cancelled by the extension does not hide the new end
+    assert harness.sf_status(grant["Id"]) == "Revoked"
+
+
+def test_grant_extended_after_revocation_is_revoked_again_at_its_new_end(
+    harness: Harness,
+) -> None:
+    customers = harness.org.customers
+    grant = customers.grant(duration="1 Day", at=utcnow() - timedelta(days=1, minutes=1))
+    harness.cycle()
+    assert harness.sf_status(grant["Id"]) == "Revoked"
+    customers.extend(grant["Id"], "3 Days")  # the customer grants access again
+    harness.clock.now = utcnow()
+    harness.cycle()
+    assert harness.sf_status(grant["Id"]) == "Active"
+    with harness.ledger.sessions() as session:
+        assert [g.source_id for g in list_grants(session, now=harness.clock.now)] == [grant["Id"]]
+    harness.clock.now = utcnow() + timedelta(days=3, minutes=1)
+    harness.cycle()
+    assert harness.sf_status(grant["Id"]) == "Revoked"
+    assert harness.org.api.revocations[grant["Id"]] == 2  # once per end of access
+    assert len(harness.mail.of_kind("has ended")) == 2
 
 
 def test_customer_revocation_is_recorded_and_needs_no_action(harness: Harness) -> None:

@@ -126,11 +126,16 @@ def enforce(ledger: Ledger, settings: Settings, *, now: datetime) -> EnforceResu
     result = EnforceResult()
     with ledger.transaction() as session:
         events: list[NewEvent] = []
+        # A finished revocation does not shield a grant the customer made live again
+        # (re-activated after we revoked it, or extended and now ended once more).
         needing = session.execute(
-            select(GrantRow)
+            select(GrantRow, RevocationRow)
             .outerjoin(RevocationRow, RevocationRow.grant_id == GrantRow.id)
             .where(
-                RevocationRow.grant_id.is_(None),
+                or_(
+                    RevocationRow.grant_id.is_(None),
+                    RevocationRow.state.in_(("revoked", "cancelled")),
+                ),
                 GrantRow.sf_status == "Active",
                 GrantRow.deleted.is_(False),
                 or_(
@@ -140,23 +145,19 @@ def enforce(ledger: Ledger, settings: Settings, *, now: datetime) -> EnforceResu
                 ),
             )
             .order_by(GrantRow.id)
-        ).scalars()
-        for grant in needing:
+        )
+        for grant, earlier in needing:
             verdict = revocation_needed(facts(grant), now, cap)
             if verdict is None:
                 continue
-            session.add(
-                RevocationRow(
-                    grant_id=grant.id,
-                    cause=verdict.cause,
-                    reason=verdict.reason,
-                    actor=SYSTEM_ACTOR,
-                    state="pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
-                )
-            )
+            revocation = earlier or RevocationRow(grant_id=grant.id)
+            revocation.cause, revocation.reason = verdict.cause, verdict.reason
+            revocation.actor, revocation.state = SYSTEM_ACTOR, "pending"
+            revocation.attempts, revocation.next_attempt_at, revocation.created_at = 0, now, now
+            revocation.last_error = revocation.done_at = None
+            revocation.lease_owner = revocation.lease_until = None
+            if earlier is None:
+                session.add(revocation)
             result.to_revoke += 1
             kind = "rejected" if verdict.cause == LOGIN_AS else verdict.cause
             events.append(_event(kind, grant, now, verdict.reason, cause=verdict.cause))
