@@ -196,8 +196,8 @@ def test_customer_revocation_is_recorded_and_needs_no_action(harness: Harness) -
     assert harness.org.api.revocations[grant["Id"]] == 0
     assert [str(m["Subject"]) for m in harness.mail.messages] == []
     kind, actor = harness.events(grant["Id"])[-1]
-    assert kind == "changed"
-    assert actor.startswith("salesforce")
+    assert kind == "customer_revoked"
+    assert actor == f"customer:{grant['Org_Id__c']}"
     with harness.ledger.sessions() as session:
         [view] = list_grants(session, now=harness.clock.now, status="revoked")
     assert view.source_id == grant["Id"]

@@ -21,7 +21,7 @@ import pytest
 from firmgrant.cli import main
 from firmgrant.ledger import Ledger, make_engine
 from firmgrant.policy import GrantFacts, reminder_due, revocation_needed
-from firmgrant.sandbox import VENDOR, SandboxOrg, read_connection_env
+from firmgrant.sandbox import VENDOR, FaultPlan, SandboxOrg, read_connection_env
 from firmgrant.timeutil import parse_sf_datetime, utcnow
 from firmgrant.worker import single_worker_lock
 from tests.conftest import _postgres_schema_url
@@ -137,6 +137,10 @@ def test_sigkill_at_any_point_then_restart_loses_and_repeats_nothing(
     # Each kill lands after the worker has logged this line: after the sync, after planning,
     # during a revocation batch, and between two emails.
     for marker in ("sync sandbox", "remind:", "revoking a batch", "email sent"):
+        # A slow org keeps the revocation call in flight until the kill lands, however
+        # loaded the machine (the org applies the update after the worker is gone).
+        slow = marker == "revoking a batch"
+        sandbox.faults.plan = FaultPlan(slow_rate=1.0 if slow else 0.0, slow_seconds=1.0)
         process = subprocess.Popen(
             [*FIRMGRANT, "run", "--once"], env=env, stderr=subprocess.PIPE, text=True
         )
@@ -147,6 +151,7 @@ def test_sigkill_at_any_point_then_restart_loses_and_repeats_nothing(
                 break
         process.wait()
         process.stderr.close()
+    sandbox.faults.plan = FaultPlan()
     # Leases of killed workers must run out before a restart may take their rows over.
     with Ledger(make_engine(env["FIRMGRANT_DATABASE_URL"])).transaction() as session:
         from sqlalchemy import update
@@ -160,7 +165,7 @@ def test_sigkill_at_any_point_then_restart_loses_and_repeats_nothing(
                 .where(model.lease_until.is_not(None))
                 .values(lease_until=utcnow() - timedelta(seconds=1))  # as if waited out
             )
-            assert in_flight.rowcount > 0  # type: ignore[attr-defined]
+            assert in_flight.rowcount > 0, f"no {model.__tablename__} row in flight"  # type: ignore[attr-defined]
     run_once(env)
     final = run_once(env)
 

@@ -163,7 +163,12 @@ class Ledger:
                 else:
                     counts.updated += 1
                     counts.rejected += "via_login_as" in changes and record.via_login_as
-                    kind = "undeleted" if "deleted" in changes else "changed"
+                    if "deleted" in changes:
+                        kind = "undeleted"
+                    elif "sf_status" in changes and record.sf_status == "Revoked":
+                        kind = "customer_revoked"  # ours update the ledger as they happen
+                    else:
+                        kind = "changed"
                 changed.append((kind, record, grant_id, changes))
             if upserts:
                 self._upsert(session, connection, upserts, now)
@@ -323,9 +328,7 @@ class Ledger:
             connection=connection,
             source_id=record.source_id,
             grant_id=grant_id,
-            actor=f"salesforce:{record.grantor_username or record.grantor_id or 'unknown'}"
-            if kind == "discovered"
-            else "salesforce",
+            actor=_actor(kind, record),
             payload=payload,
         )
 
@@ -349,6 +352,14 @@ class Ledger:
             )
         )
         return True
+
+
+def _actor(kind: str, record: GrantRecord) -> str:
+    if kind == "discovered":  # the grantor made it
+        return f"salesforce:{record.grantor_username or record.grantor_id or 'unknown'}"
+    if kind == "customer_revoked":  # someone in the customer's org; the object names no one
+        return f"customer:{record.org_id}"
+    return "salesforce"
 
 
 def _jsonable(value: Any) -> Any:
