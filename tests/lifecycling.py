@@ -57,8 +57,9 @@ class Mailbox:
 
 
 class SmtpServer:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, smtputf8: bool = True) -> None:
         self.port = port
+        self.smtputf8 = smtputf8
         self.mailbox = Mailbox()
         self._controller: Controller | None = None
 
@@ -67,7 +68,7 @@ class SmtpServer:
         # captured stream is gone; its warnings are enough.
         logging.getLogger("mail.log").setLevel(logging.WARNING)
         self._controller = Controller(
-            self.mailbox, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=True
+            self.mailbox, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=self.smtputf8
         )
         self._controller.start()
 

@@ -286,3 +286,28 @@ def test_file_backend_writes_one_eml_per_email(harness: Harness, tmp_path: Path)
     harness.cycle()
     [eml] = list(outbox.glob("*.eml"))
     assert b"Login-As" in eml.read_bytes()
+
+
+def test_address_the_server_cannot_carry_is_undeliverable_and_the_rest_go_out(
+    harness: Harness,
+) -> None:
+    harness.smtp.stop()
+    harness.smtp = SmtpServer(harness.smtp.port, smtputf8=False)
+    harness.smtp.start()
+    try:
+        ended = utcnow() - timedelta(days=1, minutes=5)
+        accented = harness.org.customers.grant(
+            duration="1 Day", grantor="zoë@acme.example", at=ended
+        )
+        plain = harness.org.customers.grant(duration="1 Day", grantor="ana@acme.example", at=ended)
+        result = harness.cycle()
+        assert result.dispatch is not None
+        assert (result.dispatch.sent, result.dispatch.undeliverable) == (1, 1)
+        [email] = harness.mail.messages
+        assert str(email["X-Envelope-To"]) == "ana@acme.example"
+        [(kind, _, state, note)] = grant_lifecycle_emails(harness, accented["Id"])
+        assert (kind, state) == ("revoked", "undeliverable")
+        assert "SMTPUTF8" in str(note)
+        assert harness.sf_status(plain["Id"]) == "Revoked"
+    finally:
+        harness.smtp.stop()

@@ -27,6 +27,7 @@ from firmgrant.notify.render import context, render
 from firmgrant.notify.send import (
     Backend,
     FileBackend,
+    MailServerUnavailable,
     PermanentMailError,
     TemporaryMailError,
     build_message,
@@ -147,7 +148,7 @@ def _send_one(
             note = None if already else backend.send(message)
         except (TemporaryMailError, PermanentMailError) as exc:
             problem = exc
-    reachable = not isinstance(problem, TemporaryMailError)
+    reachable = not isinstance(problem, MailServerUnavailable)
     _record(ledger, settings, row_id, owner, obsolete, problem, note, clock(), result)
     return reachable
 

@@ -3,8 +3,9 @@
 Backends: ``smtp`` (one connection per dispatch run, STARTTLS, auth, timeouts), ``file``
 (one ``.eml`` per message, named after its Message-ID and written atomically: writing it
 again replaces it, so a retried send leaves one file) and ``console`` (stdout).
-Each send raises :class:`TemporaryMailError` (retry later) or :class:`PermanentMailError`
-(a 5xx: recorded, not retried).
+Each send raises :class:`TemporaryMailError` (retry this one later; its subclass
+:class:`MailServerUnavailable` means no message can go now) or :class:`PermanentMailError`
+(a 5xx, an address the server cannot carry: recorded, not retried).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class TemporaryMailError(MailError):
 
 class PermanentMailError(MailError):
     pass
+
+
+class MailServerUnavailable(TemporaryMailError):
+    """The server cannot be reached or logged into: no other message would fare better."""
 
 
 def parse_address(text: str) -> Address:
@@ -144,9 +149,9 @@ class SmtpBackend:
             if s.smtp_username and s.smtp_password:
                 smtp.login(s.smtp_username, s.smtp_password.get_secret_value())
         except smtplib.SMTPAuthenticationError as exc:
-            raise TemporaryMailError(f"SMTP login refused ({exc.smtp_code})") from None
+            raise MailServerUnavailable(f"SMTP login refused ({exc.smtp_code})") from None
         except (smtplib.SMTPException, OSError) as exc:
-            raise TemporaryMailError(
+            raise MailServerUnavailable(
                 f"SMTP server {s.smtp_host}:{s.smtp_port} unavailable: {_describe(exc)}"
             ) from None
         return smtp
@@ -158,15 +163,26 @@ class SmtpBackend:
             refused = self._smtp.send_message(message)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = {code for code, _ in exc.recipients.values()}
-            error = PermanentMailError if all(c >= 500 for c in codes) else TemporaryMailError
-            raise error(f"recipients refused: {_codes(exc.recipients)}") from None
+            refusal = PermanentMailError if all(c >= 500 for c in codes) else TemporaryMailError
+            raise refusal(f"recipients refused: {_codes(exc.recipients)}") from None
+        except smtplib.SMTPNotSupportedError:
+            # An address with accents needs SMTPUTF8; this server cannot carry it at all.
+            raise PermanentMailError(
+                "the mail server does not support SMTPUTF8, needed for "
+                f"{', '.join(str(a) for a in message['To'].addresses if not a.addr_spec.isascii())}"
+            ) from None
         except smtplib.SMTPResponseException as exc:
             self._drop()
-            error = PermanentMailError if exc.smtp_code >= 500 else TemporaryMailError
+            if exc.smtp_code >= 500:
+                error: type[MailError] = PermanentMailError
+            elif exc.smtp_code == 421:  # the server is closing the connection
+                error = MailServerUnavailable
+            else:
+                error = TemporaryMailError
             raise error(f"SMTP {exc.smtp_code}: {_text(exc.smtp_error)}") from None
         except (smtplib.SMTPException, OSError) as exc:
             self._drop()
-            raise TemporaryMailError(f"SMTP failed: {_describe(exc)}") from None
+            raise MailServerUnavailable(f"SMTP failed: {_describe(exc)}") from None
         if refused:  # the others accepted it: the message went out; say who did not get it
             return f"some recipients refused: {_codes(refused)}"
         return None
