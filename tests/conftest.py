@@ -20,6 +20,7 @@ from firmgrant.ledger.db import normalize_url
 from firmgrant.sandbox import SandboxOrg
 from firmgrant.sandbox.certs import ensure_material
 from tests.fakeorg import FakeOrg
+from tests.lifecycling import SmtpServer, free_port
 
 POSTGRES_URL = os.environ.get("FIRMGRANT_TEST_DATABASE_URL")
 REQUIRE_POSTGRES = os.environ.get("FIRMGRANT_TEST_REQUIRE_POSTGRES") == "1"
@@ -116,3 +117,12 @@ def sandbox(tmp_path: Path, sandbox_keys: Path) -> Iterator[SandboxOrg]:
     shutil.copytree(sandbox_keys, state)
     with SandboxOrg(state, random_seed=11, persist=False) as org:
         yield org
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd) on a loopback port; its mailbox keeps what it accepted."""
+    server = SmtpServer(free_port())
+    server.start()
+    yield server
+    server.stop()

@@ -6,7 +6,6 @@ needs access that started in the past.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,20 +21,11 @@ from tests.lifecycling import (
     FakeClock,
     Harness,
     SmtpServer,
-    free_port,
     worker_settings,
 )
 
 pytestmark = pytest.mark.ledger
 DAY = timedelta(days=1)
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer(free_port())
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

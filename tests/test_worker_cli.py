@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,19 +24,11 @@ from firmgrant.sandbox import VENDOR, FaultPlan, SandboxOrg, read_connection_env
 from firmgrant.timeutil import parse_sf_datetime, utcnow
 from firmgrant.worker import single_worker_lock
 from tests.conftest import _postgres_schema_url
-from tests.lifecycling import SUPPORT, SmtpServer, free_port
+from tests.lifecycling import SUPPORT, SmtpServer
 
 FIRMGRANT = [sys.executable, "-m", "firmgrant"]
 OFFSETS = (timedelta(days=7), timedelta(days=1), timedelta(hours=1))
 YEAR = timedelta(days=365)
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer(free_port())
-    server.start()
-    yield server
-    server.stop()
 
 
 def worker_env(org: SandboxOrg, database_url: str, **mail: str) -> dict[str, str]:
