@@ -143,6 +143,9 @@ def test_sigkill_at_any_point_then_restart_loses_and_repeats_nothing(
         process.wait()
         process.stderr.close()
     sandbox.faults.plan = FaultPlan()
+    # A lease outlives any request (300 s against a 30 s timeout): by the time another worker
+    # may take a row over, what the killed one had in flight has landed.
+    assert sandbox.api.wait_idle(timeout=30)
     # Leases of killed workers must run out before a restart may take their rows over.
     with Ledger(make_engine(env["FIRMGRANT_DATABASE_URL"])).transaction() as session:
         from sqlalchemy import update

@@ -133,22 +133,28 @@ def _call_salesforce(
 ) -> dict[int, tuple[str, str | None]]:
     source = settings.connections[connection].source
     fields = source.fields
+    limit = FIELD_LIMITS["revoke_reason"]
     outcomes: dict[int, tuple[str, str | None]] = {}
     unsure = [item for item in batch if item.unsure]
     if unsure:
         current = client.read_collection(
-            source.object_name, [item.source_id for item in unsure], [fields.id, fields.status]
+            source.object_name,
+            [item.source_id for item in unsure],
+            [fields.id, fields.status, fields.revoke_reason],
         )
         for item in unsure:
             record = current.get(item.source_id)
             if record is None:
                 outcomes[item.grant_id] = ("already", "the record is gone from Salesforce")
+            elif record.get(fields.status) == "Revoked" and (
+                record.get(fields.revoke_reason) == item.reason[:limit]
+            ):
+                outcomes[item.grant_id] = ("revoked", None)  # our lost attempt did land
             elif record.get(fields.status) != "Active":
                 outcomes[item.grant_id] = ("already", f"already {record.get(fields.status)}")
     to_update = [item for item in batch if item.grant_id not in outcomes]
     if not to_update:
         return outcomes
-    limit = FIELD_LIMITS["revoke_reason"]
     results = client.update_collection(
         source.object_name,
         [

@@ -71,6 +71,13 @@ class RestApi:
         # Updates through the API that set a grant's Status__c to Revoked, per record: what a
         # test reads to prove the worker revoked each grant once.
         self.revocations: Counter[str] = Counter()
+        self.in_flight = 0  # API requests being handled (their client may be gone)
+        self._idle = threading.Condition()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Until no API request is being handled: what a killed client left in flight lands."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self.in_flight == 0, timeout)
 
     def _updated(self, obj: Any, record: dict[str, Any], clean: dict[str, Any]) -> str:
         if obj.name == GRANT.name and clean.get("Status__c") == "Revoked":
@@ -100,7 +107,14 @@ class RestApi:
         token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not self.sessions.valid(token):
             return _error(401, "INVALID_SESSION_ID", "Session expired or invalid")
-        response = self._with_faults(request, match.group(1), match.group(2) or "/")
+        with self._idle:
+            self.in_flight += 1
+        try:
+            response = self._with_faults(request, match.group(1), match.group(2) or "/")
+        finally:
+            with self._idle:
+                self.in_flight -= 1
+                self._idle.notify_all()
         response.headers["Sforce-Limit-Info"] = (
             f"api-usage={self.api_used}/{self.faults.plan.daily_limit}"
         )
