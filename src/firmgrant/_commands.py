@@ -1,18 +1,28 @@
-"""The lifecycle commands behind the CLI: ``run`` and ``revoke`` (parsing stays in cli.py)."""
+"""Commands behind the CLI: ``run``, ``revoke``, ``export`` (parsing stays in cli.py)."""
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from rich.console import Console
+from rich.progress import Progress
 from rich.prompt import Confirm
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
+from firmgrant import export as exporting
 from firmgrant.errors import ConfigError
+from firmgrant.export import Filters, parse_when
 from firmgrant.jobs.revoke import request_revocation, revoke
 from firmgrant.ledger import Ledger
+from firmgrant.ledger.models import EventRow
 from firmgrant.ledger.queries import find_grant
 from firmgrant.settings import Settings
 from firmgrant.timeutil import utcnow
@@ -105,3 +115,62 @@ def revoke_by_hand(
         file=sys.stderr,
     )
     return 3
+
+
+def export(ledger: Ledger, args: argparse.Namespace) -> int:
+    now = utcnow()
+    try:
+        filters = Filters(
+            since=parse_when(args.since, now) if args.since else None,
+            until=parse_when(args.until, now) if args.until else None,
+            org_id=args.org,
+            connection=args.connection,
+        )
+    except ValueError as exc:
+        print(f"firmgrant export: {exc}", file=sys.stderr)
+        return 2
+    with ledger.sessions() as session:
+        if args.output is None:
+            result = exporting.write(session, filters, args.format, sys.stdout.buffer)
+            sys.stdout.flush()
+            return 0
+        temporary = args.output.with_name(args.output.name + ".partial")
+        with temporary.open("wb") as out, _progress(session, filters) as advance:
+            result = exporting.write(session, filters, args.format, out, advance)
+        temporary.replace(args.output)
+        record = exporting.manifest(session, filters, args.format, args.output, result)
+    exporting.manifest_path(args.output).write_text(json.dumps(record, indent=2) + "\n")
+    print(
+        f"{result.rows} events to {args.output} (sha256 {result.sha256[:16]}…); "
+        f"manifest {exporting.manifest_path(args.output)}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+@contextmanager
+def _progress(session: Session, filters: Filters) -> Iterator[Callable[[int], None]]:
+    """A progress bar on a terminal (stderr); nothing otherwise."""
+    if not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    total = session.execute(select(func.count()).select_from(EventRow)).scalar_one()
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("exporting events", total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def verify_export(path: Path) -> int:
+    if not path.is_file():
+        print(f"firmgrant verify: no such file: {path}", file=sys.stderr)
+        return 2
+    problem = exporting.check_file(path)
+    if problem:
+        print(f"TAMPERED: {problem}", file=sys.stderr)
+        return 1
+    record = json.loads(exporting.manifest_path(path).read_text(encoding="utf-8"))
+    print(
+        f"ok: {path} matches its manifest ({record['rows']} events, sha256 "
+        f"{record['sha256'][:16]}…, chain head {record['chain_head']['hash'][:16]}…)"
+    )
+    return 0

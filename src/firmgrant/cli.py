@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
@@ -99,7 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_commands.add_parser("upgrade", help="apply migrations")
 
-    commands.add_parser("verify", help="check the event log's hash chain")
+    export = commands.add_parser("export", help="compliance export of the event log")
+    export.add_argument("--since", metavar="D", help="2026-11-01, an ISO time, or an age: 30d")
+    export.add_argument("--until", metavar="D", help="same forms; exclusive")
+    export.add_argument("--org", help="only this Salesforce org id")
+    export.add_argument("--connection", help="only this connection")
+    export.add_argument("--format", choices=("csv", "json", "ndjson"), default="csv")
+    export.add_argument("--output", type=Path, metavar="FILE", help="default: stdout")
+
+    verify = commands.add_parser("verify", help="check the event log's hash chain")
+    verify.add_argument("--export", type=Path, metavar="FILE", help="check a file's manifest")
     commands.add_parser("check", help="validate settings, the ledger and each connection")
     _sandbox_parser(commands)
     demo = commands.add_parser("demo", help="sandbox + SQLite ledger: a few cycles, explained")
@@ -186,6 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `firmgrant export | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def entry() -> None:
@@ -214,7 +227,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command == "show":
         return _show(ledger, args.grant_id, settings.policy.max_duration)
     if command == "verify":
-        return _verify(ledger)
+        return _commands.verify_export(args.export) if args.export else _verify(ledger)
+    if command == "export":
+        return _commands.export(ledger, args)
     raise AssertionError(f"unhandled command {command}")
 
 

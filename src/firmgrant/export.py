@@ -1,0 +1,285 @@
+"""The compliance export: every event, oldest first, with the grant as it was at the time.
+
+Rows are read in keyset chunks (``id > last ORDER BY id LIMIT n``), so memory stays flat
+whatever the log's size. Events that carry no snapshot of the grant (reminders, revocations)
+take the grantor, org and dates from the newest snapshot before them. The file's SHA-256 is
+computed while it is written and goes, with the chain's head hash, into
+``FILE.manifest.json``: keep that head hash somewhere the database's writers cannot reach.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from firmgrant import __version__
+from firmgrant.display import safe_cell
+from firmgrant.ledger.models import ChainHead, EventRow, GrantRow
+from firmgrant.timeutil import iso_z, parse_duration
+
+COLUMNS = (
+    "event_id",
+    "event_at",
+    "kind",
+    "grant_id",
+    "connection",
+    "org_id",
+    "org_name",
+    "grantor_username",
+    "grantor_email",
+    "grantee",
+    "granted_at",
+    "expires_at",
+    "status_after",
+    "actor",
+    "reason",
+    "source_id",
+    "sf_modstamp",
+    "prev_hash",
+    "hash",
+)
+FORMATS = ("csv", "json", "ndjson")
+CHUNK = 5000
+_SNAPSHOT_FIELDS = ("org_id", "org_name", "grantor_username", "grantor_email", "grantee")
+_REVOKING = ("revoked", "customer_revoked")
+
+
+def parse_when(text: str, now: datetime) -> datetime:
+    """``2026-11-01`` (midnight UTC), a full ISO time, or ``30d`` / ``12h`` ago."""
+    if re.fullmatch(r"\d+\s*[smhdw]", text.strip(), re.IGNORECASE):
+        return now - parse_duration(text)
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a date (2026-11-01), an ISO time or an age (30d)"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Filters:
+    since: datetime | None = None
+    until: datetime | None = None
+    org_id: str | None = None
+    connection: str | None = None
+
+    def as_json(self) -> dict[str, str | None]:
+        return {
+            "since": iso_z(self.since),
+            "until": iso_z(self.until),
+            "org": self.org_id,
+            "connection": self.connection,
+        }
+
+
+def _status(grant: dict[str, Any], at: datetime) -> str:
+    """The grant's status after the event, by the rules of ``grants`` (rejected first)."""
+    if not grant:
+        return ""
+    if grant.get("deleted"):
+        return "deleted"
+    if grant.get("via_login_as"):
+        return "rejected"
+    if grant.get("sf_status") == "Revoked":
+        return "revoked"
+    expires = grant.get("expires_at")
+    if grant.get("sf_status") == "Expired" or (
+        expires and datetime.fromisoformat(expires.replace("Z", "+00:00")) <= at
+    ):
+        return "expired"
+    return "active"
+
+
+def _advance(grant: dict[str, Any] | None, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The grant after this event: its own snapshot, or the last one with what it changed."""
+    if "grant" in payload:
+        return dict(payload["grant"])
+    if grant is not None and kind in _REVOKING:
+        return {**grant, "sf_status": "Revoked"}
+    return grant or {}
+
+
+def _snapshots_before(
+    session: Session, grant_ids: set[int], before: int
+) -> dict[int, dict[str, Any]]:
+    """Each grant's state as of event ``before``, replayed from its earlier events."""
+    if not grant_ids:
+        return {}
+    earlier = (
+        select(EventRow.grant_id, EventRow.kind, EventRow.payload)
+        .where(EventRow.grant_id.in_(grant_ids), EventRow.id < before)
+        .where(
+            EventRow.payload.like('{"grant":%')
+            | EventRow.payload.like('{"changes":%')
+            | EventRow.kind.in_(_REVOKING)
+        )
+        .order_by(EventRow.id)
+    )
+    found: dict[int, dict[str, Any]] = {}
+    for grant_id, kind, payload in session.execute(earlier):
+        if grant_id is not None:
+            found[grant_id] = _advance(found.get(grant_id), kind, json.loads(payload))
+    return found
+
+
+def rows(session: Session, filters: Filters) -> Iterator[dict[str, Any]]:
+    """Export rows, oldest first, as raw values (the hashes are over these, not over cells)."""
+    query = select(EventRow, GrantRow.org_id).outerjoin(GrantRow, GrantRow.id == EventRow.grant_id)
+    if filters.since:
+        query = query.where(EventRow.at >= filters.since)
+    if filters.until:
+        query = query.where(EventRow.at < filters.until)
+    if filters.org_id:
+        query = query.where(GrantRow.org_id == filters.org_id)
+    if filters.connection:
+        query = query.where(EventRow.connection == filters.connection)
+    last = 0
+    known: dict[int, dict[str, Any]] = {}  # this chunk's grants only: memory stays flat
+    while True:
+        chunk = session.execute(
+            query.where(EventRow.id > last).order_by(EventRow.id).limit(CHUNK)
+        ).all()
+        if not chunk:
+            return
+        payloads = [json.loads(event.payload) for event, _ in chunk]
+        missing = {
+            event.grant_id
+            for (event, _), payload in zip(chunk, payloads, strict=True)
+            if event.grant_id is not None and "grant" not in payload
+        }
+        known = _snapshots_before(session, missing, chunk[0][0].id)
+        for (event, org_id), payload in zip(chunk, payloads, strict=True):
+            grant: dict[str, Any] = {}
+            if event.grant_id is not None:
+                grant = known[event.grant_id] = _advance(
+                    known.get(event.grant_id), event.kind, payload
+                )
+            yield {
+                "event_id": event.id,
+                "event_at": iso_z(event.at),
+                "kind": event.kind,
+                "grant_id": event.grant_id,
+                "connection": event.connection,
+                "org_id": grant.get("org_id") or org_id,
+                **{name: grant.get(name) for name in _SNAPSHOT_FIELDS[1:]},
+                "granted_at": grant.get("granted_at"),
+                "expires_at": grant.get("expires_at"),
+                "status_after": _status(grant, event.at),
+                "actor": event.actor,
+                "reason": event.reason,
+                "source_id": event.source_id,
+                "sf_modstamp": grant.get("modstamp"),
+                "prev_hash": event.prev_hash,
+                "hash": event.hash,
+            }
+        last = chunk[-1][0].id
+        session.expunge_all()
+
+
+class _HashingWriter:
+    """Text out, SHA-256 and byte count of exactly what was written."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out, self.sha256, self.bytes = out, hashlib.sha256(), 0
+
+    def write(self, text: str) -> int:
+        data = text.encode("utf-8")
+        self.sha256.update(data)
+        self.bytes += len(data)
+        self.out.write(data)
+        return len(text)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    rows: int
+    sha256: str
+    first: dict[str, Any] | None
+    last: dict[str, Any] | None
+
+
+def write(
+    session: Session,
+    filters: Filters,
+    fmt: str,
+    out: IO[bytes],
+    progress: Callable[[int], None] = lambda n: None,
+) -> ExportResult:
+    sink = _HashingWriter(out)
+    count, first, last = 0, None, None
+    writer = csv.writer(sink, lineterminator="\r\n")  # RFC 4180
+    if fmt == "csv":
+        writer.writerow(COLUMNS)
+    elif fmt == "json":
+        sink.write("[")
+    for row in rows(session, filters):
+        if fmt == "csv":
+            writer.writerow([safe_cell(row[name]) for name in COLUMNS])
+        elif fmt == "json":
+            sink.write(("," if count else "") + "\n" + json.dumps(row, ensure_ascii=False))
+        else:
+            sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+        count += 1
+        first = first or {"event_id": row["event_id"], "event_at": row["event_at"]}
+        last = row
+        if count % 1000 == 0:
+            progress(1000)
+    progress(count % 1000)
+    if fmt == "json":
+        sink.write("\n]\n" if count else "]\n")
+    tail = {"event_id": last["event_id"], "event_at": last["event_at"]} if last else None
+    return ExportResult(count, sink.sha256.hexdigest(), first, tail)
+
+
+def manifest(
+    session: Session, filters: Filters, fmt: str, path: Path, result: ExportResult
+) -> dict[str, Any]:
+    head = session.execute(select(ChainHead).where(ChainHead.id == 1)).scalar_one()
+    return {
+        "file": path.name,
+        "format": fmt,
+        "filters": filters.as_json(),
+        "rows": result.rows,
+        "first_event": result.first,
+        "last_event": result.last,
+        "chain_head": {"event_id": head.last_event_id, "hash": head.hash},
+        "sha256": result.sha256,
+        "firmgrant_version": __version__,
+        "generated_at": iso_z(datetime.now(UTC)),
+    }
+
+
+def manifest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".manifest.json")
+
+
+def check_file(path: Path) -> str | None:
+    """``None`` if the file matches its manifest, else what does not."""
+    record = manifest_path(path)
+    if not record.is_file():
+        return f"no manifest {record.name} next to {path.name}"
+    expected = json.loads(record.read_text(encoding="utf-8"))
+    digest = hashlib.sha256()
+    with path.open("rb") as data:
+        for block in iter(lambda: data.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected.get("sha256"):
+        return (
+            f"{path.name}: SHA-256 {digest.hexdigest()} differs from the manifest's "
+            f"{expected.get('sha256')} (the file was changed after export)"
+        )
+    return None
+
+
+__all__ = ["COLUMNS", "FORMATS", "Filters", "check_file", "manifest", "parse_when", "write"]

@@ -1,0 +1,164 @@
+"""The compliance export: what an auditor receives, and proof it was not edited."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from firmgrant import export as exporting
+from firmgrant.cli import main
+from firmgrant.export import Filters, parse_when
+from firmgrant.ledger import Ledger
+from firmgrant.sandbox import SandboxOrg
+from firmgrant.sandbox.schema import GRANT
+from firmgrant.timeutil import utcnow
+from firmgrant.worker import Worker
+from tests.lifecycling import worker_settings
+
+pytestmark = pytest.mark.ledger
+FORMULA = '=HYPERLINK("http://evil.example","click")'
+TRICKY = ["+1 Sales", "@SUM(A1)", "-2+3 Ltd", "\tTabbed", "\nNew line first", "\rCR first"]
+INNER_BREAK = 'Line\nbreak, "quoted" Café'
+
+
+def _history(org: SandboxOrg, ledger: Ledger, tmp_path: Path) -> dict[str, Any]:
+    settings = worker_settings(
+        org, 25, mail={"backend": "file", "file_dir": str(tmp_path / "outbox")}
+    )
+    rogue = org.customers.grant(
+        duration="1 Week", org_name=FORMULA, grantor="ana@acme.example", login_as_user="x@acme"
+    )
+    renamed = org.customers.grant(duration="1 Month", org_name="Müller & Söhne")
+    others = [
+        org.customers.grant(duration="1 Week", org_name=name) for name in [*TRICKY, INNER_BREAK]
+    ]
+    ended = org.customers.grant(duration="1 Day", at=utcnow() - timedelta(days=2))
+    Worker(settings, ledger).cycle()
+    org.store.update(GRANT, renamed["Id"], {"Org_Name__c": "Müller Holding"})
+    Worker(settings, ledger).cycle()
+    return {"rogue": rogue, "renamed": renamed, "others": others, "ended": ended}
+
+
+def _export(ledger: Ledger, fmt: str, filters: Filters | None = None) -> bytes:
+    filters = filters or Filters()
+    out = io.BytesIO()
+    with ledger.sessions() as session:
+        exporting.write(session, filters, fmt, out)
+    return out.getvalue()
+
+
+def test_each_format_holds_every_event_with_the_grant_as_it_was(
+    sandbox: SandboxOrg, ledger: Ledger, tmp_path: Path
+) -> None:
+    made = _history(sandbox, ledger, tmp_path)
+    rows = [json.loads(line) for line in _export(ledger, "ndjson").decode().splitlines()]
+    assert [r["event_id"] for r in rows] == list(range(1, len(rows) + 1))
+    assert json.loads(_export(ledger, "json")) == rows
+    table = list(csv.DictReader(io.StringIO(_export(ledger, "csv").decode(), newline="")))
+    assert [int(r["event_id"]) for r in table] == [r["event_id"] for r in rows]
+    assert list(table[0]) == list(exporting.COLUMNS)
+
+    rogue = [r for r in rows if r["source_id"] == made["rogue"]["Id"]]
+    assert [r["kind"] for r in rogue] == ["discovered", "rejected", "revoked", "notified"]
+    assert {r["status_after"] for r in rogue} == {"rejected"}  # never usable, as in `grants`
+    assert rogue[2]["actor"] == "system:firmgrant"
+    assert "logged in as another user" in rogue[2]["reason"]
+    assert {r["grantor_username"] for r in rogue} == {"ana@acme.example"}
+
+    renamed = [r for r in rows if r["source_id"] == made["renamed"]["Id"]]
+    assert [(r["kind"], r["org_name"]) for r in renamed] == [
+        ("discovered", "Müller & Söhne"),
+        ("changed", "Müller Holding"),
+    ]
+    assert renamed[0]["expires_at"][:19] == made["renamed"]["Expires_At__c"][:19]
+
+    ended = [r for r in rows if r["source_id"] == made["ended"]["Id"]]
+    assert [(r["kind"], r["status_after"]) for r in ended] == [
+        ("discovered", "expired"),
+        ("expired", "expired"),
+        ("revoked", "revoked"),
+        ("notified", "revoked"),
+    ]
+
+
+def test_csv_cells_cannot_become_formulas_and_hashes_stay_raw(
+    sandbox: SandboxOrg, ledger: Ledger, tmp_path: Path
+) -> None:
+    _history(sandbox, ledger, tmp_path)
+    raw = {r["hash"]: r for r in map(json.loads, _export(ledger, "ndjson").decode().splitlines())}
+    text = _export(ledger, "csv").decode()
+    assert "\r\n" in text  # RFC 4180 line ends
+    table = list(csv.DictReader(io.StringIO(text, newline="")))
+    names = {row["org_name"] for row in table}
+    assert "'" + FORMULA in names
+    assert INNER_BREAK in names  # quoted per RFC 4180, not altered
+    for tricky in TRICKY:
+        assert "'" + tricky in names
+        assert any(r["org_name"] == tricky for r in raw.values())  # the raw value, in JSON
+    for row in table:
+        assert not row["org_name"].startswith(("=", "+", "-", "@", "\t", "\r", "\n"))
+        assert row["hash"] in raw  # hashes and ids are exported untouched
+
+
+def test_filters_by_org_time_and_connection(
+    sandbox: SandboxOrg, ledger: Ledger, tmp_path: Path
+) -> None:
+    made = _history(sandbox, ledger, tmp_path)
+    org_id = made["renamed"]["Org_Id__c"]
+    only = [json.loads(x) for x in _export(ledger, "ndjson", Filters(org_id=org_id)).splitlines()]
+    assert {r["org_id"] for r in only} == {org_id}
+    assert len(only) == 2
+    future = Filters(since=utcnow() + timedelta(days=1))
+    assert _export(ledger, "ndjson", future) == b""
+    assert _export(ledger, "json", future) == b"[]\n"
+    assert _export(ledger, "ndjson", Filters(connection="elsewhere")) == b""
+    everything = _export(ledger, "ndjson", Filters(until=utcnow() + timedelta(seconds=5)))
+    assert everything == _export(ledger, "ndjson")
+
+
+def test_export_file_manifest_and_verify_catch_a_one_byte_edit(
+    sandbox: SandboxOrg,
+    ledger: Ledger,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _history(sandbox, ledger, tmp_path)
+    monkeypatch.setenv("FIRMGRANT_DATABASE_URL", str(ledger.engine.url.render_as_string(False)))
+    target = tmp_path / "history.csv"
+    assert main(["export", "--output", str(target), "--since", "1d"]) == 0
+    manifest = json.loads((tmp_path / "history.csv.manifest.json").read_text())
+    rows = list(csv.reader(io.StringIO(target.read_text(encoding="utf-8"), newline="")))
+    assert manifest["rows"] == len(rows) - 1
+    assert manifest["first_event"]["event_id"] == 1
+    assert manifest["chain_head"]["event_id"] == manifest["last_event"]["event_id"]
+    assert manifest["filters"]["since"] is not None
+    capsys.readouterr()
+    assert main(["verify", "--export", str(target)]) == 0
+    assert main(["verify"]) == 0
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    assert main(["verify", "--export", str(target)]) == 1
+    assert "TAMPERED" in capsys.readouterr().err
+
+
+def test_dates_accept_days_iso_times_and_ages() -> None:
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    assert parse_when("2026-11-01", now) == datetime(2026, 11, 1, tzinfo=UTC)
+    assert parse_when("2026-11-01T10:30:00+01:00", now) == datetime(2026, 11, 1, 9, 30, tzinfo=UTC)
+    assert parse_when("2026-11-01T10:30:00Z", now) == datetime(2026, 11, 1, 10, 30, tzinfo=UTC)
+    assert parse_when("30d", now) == now - timedelta(days=30)
+    with pytest.raises(ValueError, match="not a date"):
+        parse_when("last tuesday", now)
+
+
+def test_bad_export_date_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", "--since", "yesterday-ish"]) == 2
+    assert "not a date" in capsys.readouterr().err
