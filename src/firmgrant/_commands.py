@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import Progress
@@ -20,16 +21,19 @@ from sqlalchemy.orm import Session
 from firmgrant import export as exporting
 from firmgrant.errors import ConfigError
 from firmgrant.export import Filters, parse_when
-from firmgrant.jobs.revoke import request_revocation, revoke
 from firmgrant.ledger import Ledger
 from firmgrant.ledger.models import EventRow
 from firmgrant.ledger.queries import find_grant
 from firmgrant.settings import Settings
 from firmgrant.timeutil import utcnow
-from firmgrant.worker import CycleResult, JsonFormatter, Worker, single_worker_lock
+
+if TYPE_CHECKING:
+    from firmgrant.worker import CycleResult
 
 
 def use_json_logs() -> None:
+    from firmgrant.worker import JsonFormatter
+
     for handler in logging.getLogger().handlers:
         handler.setFormatter(JsonFormatter())
 
@@ -60,6 +64,8 @@ def run(ledger: Ledger, settings: Settings, *, once: bool, as_json: bool) -> int
     if not settings.connections:
         settings.connection()  # raises the "no connection configured" ConfigError
     _check_mail(settings)
+    from firmgrant.worker import Worker, single_worker_lock
+
     with single_worker_lock(ledger):
         worker = Worker(settings, ledger)
         if not once:
@@ -94,6 +100,9 @@ def revoke_by_hand(
         if not Confirm.ask(f"Revoke {what}?", default=False, console=Console()):
             print("not revoked")
             return 1
+    from firmgrant.jobs.revoke import request_revocation, revoke
+    from firmgrant.worker import Worker
+
     actor = f"cli:{getpass.getuser()}"
     if not request_revocation(ledger, grant.id, reason=reason, actor=actor, now=now):
         print(f"a revocation of grant {grant.id} is already under way; the worker retries it")

@@ -14,14 +14,12 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from firmgrant import __version__, _commands, display
-from firmgrant.demo import run_demo
 from firmgrant.errors import FirmgrantError, SalesforceError
-from firmgrant.jobs.sync import SyncResult, sync_connection
 from firmgrant.ledger import Ledger, make_engine, open_ledger, safe_url, upgrade, verify_chain
 from firmgrant.ledger.queries import (
     STATUS_CHOICES,
@@ -30,12 +28,15 @@ from firmgrant.ledger.queries import (
     grant_lifecycle,
     list_grants,
 )
-from firmgrant.salesforce.client import SalesforceClient
-from firmgrant.sandbox import runner
 from firmgrant.sandbox.schema import DURATIONS
 from firmgrant.settings import Settings, load_settings
 from firmgrant.timeutil import parse_duration, utcnow
 
+if TYPE_CHECKING:
+    from firmgrant.jobs.sync import SyncResult
+
+# Commands import what they need when they run: `grants`, `export` and `verify` start
+# without loading the Salesforce client, the worker or the sandbox.
 log = logging.getLogger("firmgrant")
 
 
@@ -187,7 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("sandbox", "demo"):
             # Neither needs the worker's settings: they bring their own org and ledger.
             _configure_logging(args.log_level or "WARNING")
-            return _sandbox(args) if args.command == "sandbox" else run_demo(args.dir)
+            if args.command == "sandbox":
+                return _sandbox(args)
+            from firmgrant.demo import run_demo
+
+            return run_demo(args.dir)
         settings = load_settings(args.config)
         _configure_logging(args.log_level or settings.log_level)
         return _dispatch(args, settings)
@@ -234,6 +239,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _sandbox(args: argparse.Namespace) -> int:
+    from firmgrant.sandbox import runner
+
     if args.sandbox_command == "act":
         values = {k: v for k, v in vars(args).items() if k not in ("command", "action")}
         return runner.act(args.act_state, args.action, values)
@@ -253,6 +260,8 @@ def _sync(
     targets = dict([settings.connection(only)]) if only else settings.connections
     if not targets:
         settings.connection()  # raises the "no connection configured" ConfigError
+    from firmgrant.jobs.sync import sync_connection
+
     results = [
         sync_connection(ledger, name, conn, settings.vendor, settings.sync, full=full)
         for name, conn in targets.items()
@@ -347,6 +356,8 @@ def _check(settings: Settings) -> int:
     if not settings.connections:
         report(False, "no Salesforce connection configured (FIRMGRANT_CONNECTIONS__<NAME>__…)")
     for name, conn in settings.connections.items():
+        from firmgrant.salesforce.client import SalesforceClient
+
         client = SalesforceClient(name, conn, settings.sync)
         try:
             described = client.describe(conn.source.object_name)

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, and_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,8 +16,10 @@ from firmgrant.grant import MIRRORED_FIELDS, GrantRecord
 from firmgrant.ledger._bulk import insert_rows, time_converter
 from firmgrant.ledger.chain import NewEvent, append_events
 from firmgrant.ledger.models import GrantRow, InvalidRecordRow, SyncStateRow
-from firmgrant.salesforce.records import InvalidRecord
 from firmgrant.timeutil import iso_z
+
+if TYPE_CHECKING:  # the ledger needs no Salesforce client loaded (export, verify, grants)
+    from firmgrant.salesforce.records import InvalidRecord
 
 # A modstamp-only difference (a touch with nothing we mirror changed) is not a change.
 COMPARED_FIELDS = tuple(f for f in MIRRORED_FIELDS if f != "modstamp")

@@ -1,0 +1,144 @@
+"""Benchmark: export and verify of N events (prints figures, asserts nothing).
+
+Builds a ledger of N/10 grants and N events (discoveries, changes with the grant's snapshot,
+reminders without one), then runs ``firmgrant export`` (CSV and NDJSON) and
+``firmgrant verify`` as separate processes: rows/s, seconds and each one's peak RSS.
+
+    .venv/bin/python bench/export.py 1000000
+    .venv/bin/python bench/export.py 1000000 --database postgresql://postgres@127.0.0.1/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from firmgrant.grant import GrantRecord
+from firmgrant.ledger import Ledger, NewEvent, append_events, make_engine, upgrade
+
+FIRMGRANT = str(Path(sys.executable).with_name("firmgrant"))
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def build(ledger: Ledger, events: int) -> None:
+    grants = max(events // 10, 1)
+    for start in range(0, grants, 2000):
+        page = [
+            GrantRecord(
+                source_id=f"a0B{i:015d}",
+                org_id=f"00D{i % 5000:012d}",
+                org_name=f"Société {i} «Ltd»" if i % 7 else f"=cmd|' /C calc'!A{i}",
+                grantor_id=f"005{i:015d}",
+                grantor_username=f"jürgen{i}@customer.example",
+                grantor_email=f"jurgen{i}@customer.example",
+                grantee="FirmWorks Support",
+                duration="1 Month",
+                granted_at=T0 + timedelta(minutes=i),
+                expires_at=T0 + timedelta(days=30, minutes=i),
+                via_login_as=i % 50 == 0,
+                login_as_user=None,
+                sf_status="Active",
+                revoked_at=None,
+                revoke_reason=None,
+                modstamp=T0 + timedelta(minutes=i),
+                deleted=False,
+            )
+            for i in range(start, min(start + 2000, grants))
+        ]
+        ledger.apply_page("bench", "object", page, [], now=T0 + timedelta(minutes=start))
+    left, n = events - grants, 0
+    while left > 0:
+        batch = []
+        for _ in range(min(10_000, left)):
+            grant_id = n % grants + 1
+            at = T0 + timedelta(days=1, seconds=n)
+            payload: dict[str, object]
+            if n % 3 == 0:
+                payload = {"due_at": at.isoformat(), "email": "reminder"}  # no snapshot
+                batch.append(NewEvent("reminded", at, payload, "bench", None, grant_id))
+            else:
+                payload = {
+                    "changes": {"org_name": ["a", "b"]},
+                    "grant": {"org_id": "00D1"},
+                }
+                batch.append(
+                    NewEvent("changed", at, payload, "bench", None, grant_id, "salesforce")
+                )
+            n += 1
+        with ledger.transaction() as session:
+            append_events(session, batch)
+        left -= len(batch)
+
+
+def measure(env: dict[str, str], *argv: str) -> tuple[float, float, str]:
+    """One ``firmgrant`` process: wall seconds, peak RSS in MiB, its last line of output."""
+    started = time.perf_counter()
+    child = subprocess.Popen(
+        [FIRMGRANT, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert child.stdout is not None
+    output = child.stdout.read().strip().splitlines()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    last = output[-1] if output else ""
+    if child.returncode not in (0, 1):
+        sys.exit(f"firmgrant {' '.join(argv)} failed with {child.returncode}: {last}")
+    return wall, usage.ru_maxrss / 1024, last
+
+
+def postgres_schema(url: str) -> tuple[str, str]:
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    subprocess.run(["psql", url, "-qc", f"CREATE SCHEMA {schema}"], check=True)
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options=-csearch_path%3D{schema}", schema
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("events", type=int, nargs="?", default=1_000_000)
+    parser.add_argument("--database", help="a PostgreSQL URL (default: a fresh SQLite file)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="firmgrant-bench-export-"))
+    database, schema = f"sqlite:///{work / 'ledger.db'}", None
+    if args.database:
+        database, schema = postgres_schema(args.database)
+    try:
+        engine = make_engine(database)
+        upgrade(engine)
+        started = time.perf_counter()
+        build(Ledger(engine), args.events)
+        print(
+            f"built {args.events:,} events in {time.perf_counter() - started:.0f} s "
+            f"({'PostgreSQL' if schema else 'SQLite'})"
+        )
+        env = {**os.environ, "FIRMGRANT_DATABASE_URL": database, "FIRMGRANT_LOG_LEVEL": "WARNING"}
+        for fmt in ("csv", "ndjson"):
+            target = work / f"export.{fmt}"
+            wall, rss, _ = measure(env, "export", "--format", fmt, "--output", str(target))
+            print(
+                f"export {fmt}: {args.events / wall:,.0f} rows/s ({wall:.1f} s, process), "
+                f"peak RSS {rss:.0f} MiB, {target.stat().st_size / 2**20:.0f} MiB file"
+            )
+        wall, rss, last = measure(env, "verify")
+        print(f"verify: {wall:.1f} s, peak RSS {rss:.0f} MiB — {last[:60]}")
+    finally:
+        if schema and args.database:
+            subprocess.run(
+                ["psql", args.database, "-qc", f"DROP SCHEMA {schema} CASCADE"],
+                check=False,
+                capture_output=True,
+            )
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
