@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from firmgrant import __version__
-from firmgrant.display import safe_cell
+from firmgrant.display import FORMULA_PREFIXES, safe_cell
 from firmgrant.ledger.models import ChainHead, EventRow, GrantRow
 from firmgrant.timeutil import iso_z, parse_duration
 
@@ -50,7 +50,7 @@ COLUMNS = (
 )
 FORMATS = ("csv", "json", "ndjson")
 CHUNK = 5000
-_SNAPSHOT_FIELDS = ("org_id", "org_name", "grantor_username", "grantor_email", "grantee")
+_FORMULA_STARTS = frozenset(FORMULA_PREFIXES)
 _REVOKING = ("revoked", "customer_revoked")
 
 
@@ -135,56 +135,66 @@ def _snapshots_before(
 
 def rows(session: Session, filters: Filters) -> Iterator[dict[str, Any]]:
     """Export rows, oldest first, as raw values (the hashes are over these, not over cells)."""
-    query = select(EventRow, GrantRow.org_id).outerjoin(GrantRow, GrantRow.id == EventRow.grant_id)
+    e = EventRow
+    query = select(
+        e.id, e.at, e.kind, e.grant_id, e.connection, e.source_id, e.actor, e.reason,
+        e.payload, e.prev_hash, e.hash, GrantRow.org_id,
+    ).outerjoin(GrantRow, GrantRow.id == e.grant_id)  # fmt: skip
     if filters.since:
-        query = query.where(EventRow.at >= filters.since)
+        query = query.where(e.at >= filters.since)
     if filters.until:
-        query = query.where(EventRow.at < filters.until)
+        query = query.where(e.at < filters.until)
     if filters.org_id:
         query = query.where(GrantRow.org_id == filters.org_id)
     if filters.connection:
-        query = query.where(EventRow.connection == filters.connection)
+        query = query.where(e.connection == filters.connection)
     last = 0
-    known: dict[int, dict[str, Any]] = {}  # this chunk's grants only: memory stays flat
     while True:
-        chunk = session.execute(
-            query.where(EventRow.id > last).order_by(EventRow.id).limit(CHUNK)
-        ).all()
+        chunk = session.execute(query.where(e.id > last).order_by(e.id).limit(CHUNK)).all()
         if not chunk:
             return
-        payloads = [json.loads(event.payload) for event, _ in chunk]
+        payloads = [json.loads(row.payload) for row in chunk]
         missing = {
-            event.grant_id
-            for (event, _), payload in zip(chunk, payloads, strict=True)
-            if event.grant_id is not None and "grant" not in payload
+            row.grant_id
+            for row, payload in zip(chunk, payloads, strict=True)
+            if row.grant_id is not None and "grant" not in payload
         }
-        known = _snapshots_before(session, missing, chunk[0][0].id)
-        for (event, org_id), payload in zip(chunk, payloads, strict=True):
+        # Only this chunk's grants are held: memory stays flat.
+        known = _snapshots_before(session, missing, chunk[0].id)
+        for row, payload in zip(chunk, payloads, strict=True):
             grant: dict[str, Any] = {}
-            if event.grant_id is not None:
-                grant = known[event.grant_id] = _advance(
-                    known.get(event.grant_id), event.kind, payload
-                )
+            if row.grant_id is not None:
+                grant = known[row.grant_id] = _advance(known.get(row.grant_id), row.kind, payload)
+            get = grant.get
             yield {
-                "event_id": event.id,
-                "event_at": iso_z(event.at),
-                "kind": event.kind,
-                "grant_id": event.grant_id,
-                "connection": event.connection,
-                "org_id": grant.get("org_id") or org_id,
-                **{name: grant.get(name) for name in _SNAPSHOT_FIELDS[1:]},
-                "granted_at": grant.get("granted_at"),
-                "expires_at": grant.get("expires_at"),
-                "status_after": _status(grant, event.at),
-                "actor": event.actor,
-                "reason": event.reason,
-                "source_id": event.source_id,
-                "sf_modstamp": grant.get("modstamp"),
-                "prev_hash": event.prev_hash,
-                "hash": event.hash,
+                "event_id": row.id,
+                "event_at": iso_z(row.at),
+                "kind": row.kind,
+                "grant_id": row.grant_id,
+                "connection": row.connection,
+                "org_id": get("org_id") or row.org_id,
+                "org_name": get("org_name"),
+                "grantor_username": get("grantor_username"),
+                "grantor_email": get("grantor_email"),
+                "grantee": get("grantee"),
+                "granted_at": get("granted_at"),
+                "expires_at": get("expires_at"),
+                "status_after": _status(grant, row.at),
+                "actor": row.actor,
+                "reason": row.reason,
+                "source_id": row.source_id,
+                "sf_modstamp": get("modstamp"),
+                "prev_hash": row.prev_hash,
+                "hash": row.hash,
             }
-        last = chunk[-1][0].id
-        session.expunge_all()
+        last = chunk[-1].id
+
+
+def _cell(value: Any) -> Any:
+    """What a CSV cell holds: text that could start a formula is neutralised (OWASP)."""
+    if value.__class__ is str:
+        return "'" + value if value[:1] in _FORMULA_STARTS and value else value
+    return "" if value is None else safe_cell(value)
 
 
 class _HashingWriter:
@@ -225,7 +235,7 @@ def write(
         sink.write("[")
     for row in rows(session, filters):
         if fmt == "csv":
-            writer.writerow([safe_cell(row[name]) for name in COLUMNS])
+            writer.writerow([_cell(value) for value in row.values()])
         elif fmt == "json":
             sink.write(("," if count else "") + "\n" + json.dumps(row, ensure_ascii=False))
         else:
