@@ -147,3 +147,18 @@ def test_demo_tells_the_story(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert any("ends in" in s for s in subjects)
     assert any("has ended" in s for s in subjects)
     assert any("not accepted" in s for s in subjects)
+
+
+def test_the_demo_ledger_exports_and_verifies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["demo", "--dir", str(tmp_path / "demo")]) == 0
+    monkeypatch.setenv("FIRMGRANT_DATABASE_URL", f"sqlite:///{tmp_path / 'demo' / 'firmgrant.db'}")
+    target = tmp_path / "history.ndjson"
+    assert main(["export", "--format", "ndjson", "--output", str(target)]) == 0
+    kinds = {json.loads(line)["kind"] for line in target.read_text().splitlines()}
+    assert {"discovered", "rejected", "revoked", "reminded", "notified"} <= kinds
+    capsys.readouterr()
+    assert main(["verify", "--export", str(target)]) == 0
+    assert main(["verify"]) == 0
+    assert capsys.readouterr().out.count("ok:") == 2
