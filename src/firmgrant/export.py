@@ -107,6 +107,8 @@ def _advance(grant: dict[str, Any] | None, kind: str, payload: dict[str, Any]) -
         return dict(payload["grant"])
     if grant is not None and kind in _REVOKING:
         return {**grant, "sf_status": "Revoked"}
+    if grant is not None and kind == "vanished":  # gone from the org without a record
+        return {**grant, "deleted": True}
     return grant or {}
 
 
@@ -122,7 +124,7 @@ def _snapshots_before(
         .where(
             EventRow.payload.like('{"grant":%')
             | EventRow.payload.like('{"changes":%')
-            | EventRow.kind.in_(_REVOKING)
+            | EventRow.kind.in_((*_REVOKING, "vanished"))
         )
         .order_by(EventRow.id)
     )
