@@ -13,18 +13,16 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from _processes import drop_schema, measure, postgres_schema
 
 from firmgrant.grant import GrantRecord
 from firmgrant.ledger import Ledger, NewEvent, append_events, make_engine, upgrade
 
-FIRMGRANT = str(Path(sys.executable).with_name("firmgrant"))
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -78,30 +76,6 @@ def build(ledger: Ledger, events: int) -> None:
         left -= len(batch)
 
 
-def measure(env: dict[str, str], *argv: str) -> tuple[float, float, str]:
-    """One ``firmgrant`` process: wall seconds, peak RSS in MiB, its last line of output."""
-    started = time.perf_counter()
-    child = subprocess.Popen(
-        [FIRMGRANT, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    assert child.stdout is not None
-    output = child.stdout.read().strip().splitlines()
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - started
-    last = output[-1] if output else ""
-    if child.returncode not in (0, 1):
-        sys.exit(f"firmgrant {' '.join(argv)} failed with {child.returncode}: {last}")
-    return wall, usage.ru_maxrss / 1024, last
-
-
-def postgres_schema(url: str) -> tuple[str, str]:
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    subprocess.run(["psql", url, "-qc", f"CREATE SCHEMA {schema}"], check=True)
-    separator = "&" if "?" in url else "?"
-    return f"{url}{separator}options=-csearch_path%3D{schema}", schema
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("events", type=int, nargs="?", default=1_000_000)
@@ -123,20 +97,17 @@ def main() -> None:
         env = {**os.environ, "FIRMGRANT_DATABASE_URL": database, "FIRMGRANT_LOG_LEVEL": "WARNING"}
         for fmt in ("csv", "ndjson"):
             target = work / f"export.{fmt}"
-            wall, rss, _ = measure(env, "export", "--format", fmt, "--output", str(target))
+            _, wall, rss = measure(env, "export", "--format", fmt, "--output", str(target))
             print(
                 f"export {fmt}: {args.events / wall:,.0f} rows/s ({wall:.1f} s, process), "
                 f"peak RSS {rss:.0f} MiB, {target.stat().st_size / 2**20:.0f} MiB file"
             )
-        wall, rss, last = measure(env, "verify")
+        output, wall, rss = measure(env, "verify", ok=(0, 1))
+        last = output.strip().splitlines()[-1] if output.strip() else ""
         print(f"verify: {wall:.1f} s, peak RSS {rss:.0f} MiB — {last[:60]}")
     finally:
         if schema and args.database:
-            subprocess.run(
-                ["psql", args.database, "-qc", f"DROP SCHEMA {schema} CASCADE"],
-                check=False,
-                capture_output=True,
-            )
+            drop_schema(args.database, schema)
         shutil.rmtree(work, ignore_errors=True)
 
 

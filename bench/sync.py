@@ -16,37 +16,20 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from firmgrant.sandbox import read_connection_env
+from _processes import FIRMGRANT, drop_schema, measure, postgres_schema
 
-FIRMGRANT = str(Path(sys.executable).with_name("firmgrant"))
+from firmgrant.sandbox import read_connection_env
 
 
 def run_worker(env: dict[str, str], *argv: str) -> tuple[dict[str, Any], float, float]:
     """One ``firmgrant`` run: its JSON output, wall seconds and peak RSS in MiB."""
-    started = time.perf_counter()
-    child = subprocess.Popen([FIRMGRANT, *argv], env=env, stdout=subprocess.PIPE)
-    assert child.stdout is not None
-    output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - started
-    if child.returncode != 0:
-        sys.exit(f"firmgrant {' '.join(argv)} failed with {child.returncode}")
-    return json.loads(output), wall, usage.ru_maxrss / 1024
-
-
-def postgres_schema(url: str) -> tuple[str, str]:
-    schema = f"bench_{uuid.uuid4().hex[:8]}"
-    subprocess.run(["psql", url, "-qc", f"CREATE SCHEMA {schema}"], check=True)
-    separator = "&" if "?" in url else "?"
-    return f"{url}{separator}options=-csearch_path%3D{schema}", schema
+    output, wall, rss = measure(env, *argv)
+    return json.loads(output), wall, rss
 
 
 def main() -> None:
@@ -91,9 +74,7 @@ def main() -> None:
         sandbox.send_signal(signal.SIGTERM)
         sandbox.wait()
         if schema and args.database:
-            subprocess.run(
-                ["psql", args.database, "-qc", f"DROP SCHEMA {schema} CASCADE"], check=False
-            )
+            drop_schema(args.database, schema)
         shutil.rmtree(work, ignore_errors=True)
 
     n = args.grants
