@@ -15,6 +15,7 @@ from firmgrant.cli import main
 from firmgrant.ledger import Ledger
 from firmgrant.ledger.queries import JSON_KEYS
 from tests.fakeorg import CLIENT_ID, CLIENT_SECRET, LOGIN_URL, FakeOrg, sf_time
+from tests.lifecycling import SmtpServer
 
 pytestmark = pytest.mark.ledger
 
@@ -209,6 +210,28 @@ def test_check_passes_against_a_well_configured_org(
     code, out, _ = run(capsys, "check")
     assert code == 0, out
     assert "ok   connection acme: Login_Access_Grant__c has every mapped field" in out
+
+
+def test_check_tries_the_mail_server(
+    configured: Ledger,
+    fake_org: FakeOrg,
+    smtp: SmtpServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FIRMGRANT_MAIL__BACKEND", "smtp")
+    monkeypatch.setenv("FIRMGRANT_MAIL__FROM", "support@firmworks.example")
+    monkeypatch.setenv("FIRMGRANT_MAIL__SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("FIRMGRANT_MAIL__SMTP_PORT", str(smtp.port))
+    monkeypatch.setenv("FIRMGRANT_MAIL__SMTP_STARTTLS", "false")
+    code, out, _ = run(capsys, "check")
+    assert code == 0, out
+    assert f"ok   mail: SMTP 127.0.0.1:{smtp.port} answered" in out
+    assert smtp.mailbox.messages == []  # nothing is sent
+    smtp.stop()
+    code, out, _ = run(capsys, "check")
+    assert code == 1
+    assert f"FAIL mail: SMTP server 127.0.0.1:{smtp.port} unavailable" in out
 
 
 def test_check_names_each_problem(

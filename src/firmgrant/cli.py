@@ -376,4 +376,35 @@ def _check(settings: Settings) -> int:
             + (f"lacks fields {', '.join(missing)}" if missing else "has every mapped field")
             + (f" (API {client.usage.used}/{client.usage.limit})" if client.usage else ""),
         )
+    mail_ok, mail_what = _check_mail(settings)
+    report(mail_ok, mail_what)
     return 1 if failures else 0
+
+
+def _check_mail(settings: Settings) -> tuple[bool, str]:
+    """Whether the worker could hand an email over right now (nothing is sent)."""
+    from firmgrant.notify.send import MailError, SmtpBackend
+
+    mail = settings.mail
+    if mail.backend == "console":
+        return True, "mail: console backend (emails are printed)"
+    if mail.backend == "file":
+        try:
+            mail.file_dir.mkdir(parents=True, exist_ok=True)
+            probe = mail.file_dir / ".firmgrant-check"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            return False, f"mail: cannot write to {mail.file_dir}: {exc.strerror}"
+        return True, f"mail: .eml files go to {mail.file_dir}"
+    if not (mail.from_ or settings.vendor.support_email):
+        return False, "mail: FIRMGRANT_MAIL__FROM (mail.from) is required with smtp"
+    backend = SmtpBackend(mail)
+    try:
+        backend.connect()
+    except MailError as exc:
+        return False, f"mail: {exc}"
+    finally:
+        backend.close()
+    login = " and logged in" if mail.smtp_username else ""
+    return True, f"mail: SMTP {mail.smtp_host}:{mail.smtp_port} answered{login}"

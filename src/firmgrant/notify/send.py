@@ -140,6 +140,11 @@ class SmtpBackend:
                 self._smtp.close()
             self._smtp = None
 
+    def connect(self) -> None:
+        """Open (and log in to) the connection now, as `firmgrant check` does."""
+        if self._smtp is None:
+            self._smtp = self._connect()
+
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
         try:
