@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from firmgrant import __version__
@@ -52,6 +52,8 @@ FORMATS = ("csv", "json", "ndjson")
 CHUNK = 5000
 _FORMULA_STARTS = frozenset(FORMULA_PREFIXES)
 _REVOKING = ("revoked", "customer_revoked")
+# Canonical JSON sorts keys, so a payload holding a snapshot starts with one of these.
+_SNAPSHOT_PREFIXES = ('{"changes":', '{"grant":')
 
 
 def parse_when(text: str, now: datetime) -> datetime:
@@ -115,21 +117,24 @@ def _advance(grant: dict[str, Any] | None, kind: str, payload: dict[str, Any]) -
 def _snapshots_before(
     session: Session, grant_ids: set[int], before: int
 ) -> dict[int, dict[str, Any]]:
-    """Each grant's state as of event ``before``, replayed from its earlier events."""
+    """Each grant's state as of event ``before``: its newest snapshot, and what ended it since.
+
+    Only the newest snapshot of each grant is decoded; events that carry none but end the
+    grant (revocations, vanishing) are replayed on top of it.
+    """
     if not grant_ids:
         return {}
-    earlier = (
-        select(EventRow.grant_id, EventRow.kind, EventRow.payload)
-        .where(EventRow.grant_id.in_(grant_ids), EventRow.id < before)
-        .where(
-            EventRow.payload.like('{"grant":%')
-            | EventRow.payload.like('{"changes":%')
-            | EventRow.kind.in_((*_REVOKING, "vanished"))
-        )
-        .order_by(EventRow.id)
+    e = EventRow
+    earlier = (e.grant_id.in_(grant_ids), e.id < before)
+    newest = (
+        select(func.max(e.id))
+        .where(*earlier, or_(*(e.payload.startswith(p) for p in _SNAPSHOT_PREFIXES)))
+        .group_by(e.grant_id)
     )
+    enders = select(e.id).where(*earlier, e.kind.in_((*_REVOKING, "vanished")))
     found: dict[int, dict[str, Any]] = {}
-    for grant_id, kind, payload in session.execute(earlier):
+    replay = select(e.grant_id, e.kind, e.payload).where(e.id.in_(newest.union(enders)))
+    for grant_id, kind, payload in session.execute(replay.order_by(e.id)):
         if grant_id is not None:
             found[grant_id] = _advance(found.get(grant_id), kind, json.loads(payload))
     return found
@@ -155,7 +160,11 @@ def rows(session: Session, filters: Filters) -> Iterator[dict[str, Any]]:
         chunk = session.execute(query.where(e.id > last).order_by(e.id).limit(CHUNK)).all()
         if not chunk:
             return
-        payloads = [json.loads(row.payload) for row in chunk]
+        # Only snapshots are decoded: the rest of a payload is not exported.
+        payloads = [
+            json.loads(row.payload) if row.payload.startswith(_SNAPSHOT_PREFIXES) else {}
+            for row in chunk
+        ]
         missing = {
             row.grant_id
             for row, payload in zip(chunk, payloads, strict=True)
