@@ -159,6 +159,11 @@ def test_dates_accept_days_iso_times_and_ages() -> None:
         parse_when("last tuesday", now)
 
 
-def test_bad_export_date_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_export_date_or_place_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["export", "--since", "yesterday-ish"]) == 2
     assert "not a date" in capsys.readouterr().err
+    assert main(["export", "--output", str(tmp_path / "no" / "such" / "dir.csv")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [tmp_path / "var"]  # the default SQLite ledger only

@@ -143,10 +143,17 @@ def export(ledger: Ledger, args: argparse.Namespace) -> int:
             result = exporting.write(session, filters, args.format, sys.stdout.buffer)
             sys.stdout.flush()
             return 0
+        # The file appears whole or not at all: an auditor never gets half an export.
         temporary = args.output.with_name(args.output.name + ".partial")
-        with temporary.open("wb") as out, _progress(session, filters) as advance:
-            result = exporting.write(session, filters, args.format, out, advance)
-        temporary.replace(args.output)
+        try:
+            with temporary.open("wb") as out, _progress(session, filters) as advance:
+                result = exporting.write(session, filters, args.format, out, advance)
+            temporary.replace(args.output)
+        except OSError as exc:
+            print(f"firmgrant export: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+            return 2
+        finally:
+            temporary.unlink(missing_ok=True)
         record = exporting.manifest(session, filters, args.format, args.output, result)
     exporting.manifest_path(args.output).write_text(json.dumps(record, indent=2) + "\n")
     print(
