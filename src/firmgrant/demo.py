@@ -166,7 +166,8 @@ def run_demo(base: Path) -> int:
     database = base / "firmgrant.db"
     console.print(
         f"\nFiles: ledger {database} — try `FIRMGRANT_DATABASE_URL=sqlite:///{database} "
-        f"{_command()} grants` or `… show ID`; emails as .eml files in {base / 'outbox'}/."
+        f"{_command()} grants` (or `… show ID`, `… export --output history.csv`); emails as "
+        f".eml files in {base / 'outbox'}/."
     )
     return 0
 
