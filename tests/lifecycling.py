@@ -13,8 +13,10 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlalchemy import select
 
 from firmgrant.ledger import Ledger, verify_chain
+from firmgrant.ledger.models import GrantRow
 from firmgrant.ledger.queries import grant_events
 from firmgrant.sandbox import SandboxOrg
 from firmgrant.settings import Settings
@@ -125,10 +127,6 @@ class Harness:
         return self.smtp.mailbox
 
     def grant_id(self, source_id: str) -> int:
-        from sqlalchemy import select
-
-        from firmgrant.ledger.models import GrantRow
-
         with self.ledger.sessions() as session:
             return int(
                 session.execute(

@@ -187,24 +187,37 @@ def test_second_worker_on_one_sqlite_ledger_refuses_to_start(
 def test_sigterm_finishes_the_cycle_in_hand_and_exits_0(
     sandbox: SandboxOrg, tmp_path: Path
 ) -> None:
-    sandbox.customers.seed(50)
-    env = worker_env(sandbox, f"sqlite:///{tmp_path / 'ledger.db'}", file_dir=str(tmp_path / "o"))
+    sandbox.customers.seed(300)
+    _, _, revocations = expected_work(sandbox)
+    # A slow org: the signal lands while the revocation batch is with Salesforce.
+    sandbox.faults.plan = FaultPlan(slow_rate=1.0, slow_seconds=0.5)
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    env = worker_env(sandbox, url, file_dir=str(tmp_path / "o"))
     env["FIRMGRANT_POLL_SECONDS"] = "3600"
     process = subprocess.Popen(
         [*FIRMGRANT, "run", "--json-logs"], env=env, stderr=subprocess.PIPE, text=True
     )
     assert process.stderr is not None
-    lines = []
     for line in process.stderr:
-        lines.append(json.loads(line))
-        if lines[-1]["message"].startswith("cycle:"):
+        if json.loads(line)["message"].startswith("remind:"):
             process.send_signal(signal.SIGTERM)
             break
     _, rest = process.communicate(timeout=60)
+    messages = [json.loads(line)["message"] for line in rest.splitlines()]
     assert process.returncode == 0
-    messages = [entry["message"] for entry in lines]
-    assert any(m.startswith("sync sandbox") for m in messages)
-    assert "SIGTERM" in rest
+    assert any("SIGTERM" in m for m in messages)
+    # The batch in hand was finished and recorded, then the cycle stopped before sending.
+    assert sum(sandbox.api.revocations.values()) == revocations
+    assert any(m.startswith("revoke:") and f"revoked={revocations}" in m for m in messages)
+    assert not any(m.startswith("dispatch:") for m in messages)
+    assert any(m.startswith("cycle:") and m.endswith("stopped") for m in messages)
+    with Ledger(make_engine(url)).sessions() as session:
+        from sqlalchemy import func, select
+
+        from firmgrant.ledger.models import RevocationRow
+
+        leased = select(func.count()).where(RevocationRow.lease_owner.is_not(None))
+        assert session.execute(leased).scalar_one() == 0
 
 
 @pytest.mark.ledger

@@ -38,15 +38,6 @@ def use_json_logs() -> None:
         handler.setFormatter(JsonFormatter())
 
 
-def _check_mail(settings: Settings) -> None:
-    mail = settings.mail
-    if mail.backend == "smtp" and not (mail.from_ or settings.vendor.support_email):
-        raise ConfigError(
-            "FIRMGRANT_MAIL__FROM (mail.from): required with the smtp backend "
-            "(or set FIRMGRANT_VENDOR__SUPPORT_EMAIL)"
-        )
-
-
 def cycle_json(result: CycleResult) -> dict[str, object]:
     return {
         "planned": result.planned,
@@ -63,7 +54,11 @@ def cycle_json(result: CycleResult) -> dict[str, object]:
 def run(ledger: Ledger, settings: Settings, *, once: bool, as_json: bool) -> int:
     if not settings.connections:
         settings.connection()  # raises the "no connection configured" ConfigError
-    _check_mail(settings)
+    from firmgrant.jobs.dispatch import sender_problem
+
+    problem = sender_problem(settings)
+    if problem:
+        raise ConfigError(problem)
     from firmgrant.worker import Worker, single_worker_lock
 
     with single_worker_lock(ledger):

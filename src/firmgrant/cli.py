@@ -397,8 +397,11 @@ def _check_mail(settings: Settings) -> tuple[bool, str]:
         except OSError as exc:
             return False, f"mail: cannot write to {mail.file_dir}: {exc.strerror}"
         return True, f"mail: .eml files go to {mail.file_dir}"
-    if not (mail.from_ or settings.vendor.support_email):
-        return False, "mail: FIRMGRANT_MAIL__FROM (mail.from) is required with smtp"
+    from firmgrant.jobs.dispatch import sender_problem
+
+    problem = sender_problem(settings)
+    if problem:
+        return False, f"mail: {problem}"
     backend = SmtpBackend(mail)
     try:
         backend.connect()

@@ -19,8 +19,8 @@ from email.message import EmailMessage
 
 from jinja2 import Environment, TemplateError
 
-from firmgrant.jobs.enforce import facts
-from firmgrant.ledger import Ledger, NewEvent, append_events
+from firmgrant.jobs.enforce import facts, grant_event
+from firmgrant.ledger import Ledger, append_events
 from firmgrant.ledger.models import GrantRow, OutboxRow, RevocationRow
 from firmgrant.ledger.work import claim, release
 from firmgrant.notify.render import context, render
@@ -53,6 +53,17 @@ class DispatchResult:
             f"dispatch: sent={self.sent} failed={self.failed} "
             f"undeliverable={self.undeliverable} cancelled={self.cancelled}"
         )
+
+
+def sender_problem(settings: Settings) -> str | None:
+    """Why SMTP could not send: it needs a real sender address."""
+    mail = settings.mail
+    if mail.backend == "smtp" and not (mail.from_ or settings.vendor.support_email):
+        return (
+            "FIRMGRANT_MAIL__FROM (mail.from): required with the smtp backend "
+            "(or set FIRMGRANT_VENDOR__SUPPORT_EMAIL)"
+        )
+    return None
 
 
 def sender(settings: Settings) -> str:
@@ -258,20 +269,7 @@ def _record(
             payload["to"] = json.loads(row.recipients)
             log.debug("email sent: %s %s", row.kind, row.message_id)
         if kind != "email_failed" or not was_failing:  # one event per outage, not per retry
-            append_events(
-                session,
-                [
-                    NewEvent(
-                        kind=kind,
-                        at=now,
-                        connection=grant.connection,
-                        source_id=grant.source_id,
-                        grant_id=grant.id,
-                        reason=reason,
-                        payload=payload,
-                    )
-                ],
-            )
+            append_events(session, [grant_event(kind, grant, now, reason, payload=payload)])
         if problem is not None:
             log.warning(
                 "email %s %s to grant %s: %s", row.kind, row.message_id, grant.source_id, problem

@@ -67,14 +67,21 @@ def enqueue(
     *,
     offset_seconds: int | None = None,
     admins: bool = True,
+    existing: set[tuple[int, str, datetime]] | None = None,
 ) -> bool:
-    """Add one email to the outbox unless that (grant, kind, due) is already there."""
-    exists = session.execute(
-        select(OutboxRow.id).where(
-            OutboxRow.grant_id == grant.id, OutboxRow.kind == kind, OutboxRow.due_at == due_at
-        )
-    ).first()
-    if exists:
+    """Add one email to the outbox unless that (grant, kind, due) is already there.
+
+    ``existing``: the keys already known to be in the outbox, read in one query by a caller
+    that enqueues many (without it, this one key is looked up).
+    """
+    if existing is None:
+        found = session.execute(
+            select(OutboxRow.id).where(
+                OutboxRow.grant_id == grant.id, OutboxRow.kind == kind, OutboxRow.due_at == due_at
+            )
+        ).first()
+        existing = {(grant.id, kind, due_at)} if found else set()
+    if (grant.id, kind, due_at) in existing:
         return False
     session.add(
         OutboxRow(
@@ -107,16 +114,26 @@ class EnforceResult:
         )
 
 
-def _event(kind: str, grant: GrantRow, now: datetime, reason: str, **payload: object) -> NewEvent:
+def grant_event(
+    kind: str,
+    grant: GrantRow,
+    now: datetime,
+    reason: str | None,
+    *,
+    actor: str = SYSTEM_ACTOR,
+    payload: dict[str, object] | None = None,
+    **fields: object,
+) -> NewEvent:
+    """An event of the lifecycle about one grant (the jobs' and the CLI's)."""
     return NewEvent(
         kind=kind,
         at=now,
         connection=grant.connection,
         source_id=grant.source_id,
         grant_id=grant.id,
-        actor=SYSTEM_ACTOR,
+        actor=actor,
         reason=reason,
-        payload=dict(payload),
+        payload={**(payload or {}), **fields},
     )
 
 
@@ -160,7 +177,7 @@ def enforce(ledger: Ledger, settings: Settings, *, now: datetime) -> EnforceResu
                 session.add(revocation)
             result.to_revoke += 1
             kind = "rejected" if verdict.cause == LOGIN_AS else verdict.cause
-            events.append(_event(kind, grant, now, verdict.reason, cause=verdict.cause))
+            events.append(grant_event(kind, grant, now, verdict.reason, cause=verdict.cause))
             if verdict.cause == LOGIN_AS:
                 result.rejected += 1
                 enqueue(session, settings, grant, "rejected", grant.granted_at, now)
@@ -184,7 +201,7 @@ def enforce(ledger: Ledger, settings: Settings, *, now: datetime) -> EnforceResu
                     + (" and deleted" if grant.deleted else "")
                 )
                 revocation.state, revocation.done_at = "revoked", now
-                events.append(_event("revocation_settled", grant, now, why))
+                events.append(grant_event("revocation_settled", grant, now, why))
                 result.settled += 1
             elif (
                 revocation.cause in ("expired", "capped")
@@ -192,7 +209,7 @@ def enforce(ledger: Ledger, settings: Settings, *, now: datetime) -> EnforceResu
             ):
                 revocation.state, revocation.done_at = "cancelled", now
                 events.append(
-                    _event(
+                    grant_event(
                         "revocation_cancelled",
                         grant,
                         now,
@@ -248,6 +265,14 @@ def remind(ledger: Ledger, settings: Settings, *, now: datetime) -> RemindResult
             )
         )
         grants.update((grant.id, grant) for _, grant in open_rows)
+        existing = {
+            (grant_id, "reminder", due_at)
+            for grant_id, due_at in session.execute(
+                select(OutboxRow.grant_id, OutboxRow.due_at).where(
+                    OutboxRow.kind == "reminder", OutboxRow.grant_id.in_(list(grants))
+                )
+            )
+        }
         wanted: dict[int, tuple[int, datetime] | None] = {}
         for grant_id, grant in grants.items():
             due = reminder_due(facts(grant), offsets, cap, now)
@@ -260,10 +285,11 @@ def remind(ledger: Ledger, settings: Settings, *, now: datetime) -> RemindResult
                 due[1],
                 now,
                 offset_seconds=int(due[0].total_seconds()),
+                existing=existing,
             ):
                 result.queued += 1
                 events.append(
-                    _event(
+                    grant_event(
                         "reminder_due",
                         grant,
                         now,
@@ -283,7 +309,9 @@ def remind(ledger: Ledger, settings: Settings, *, now: datetime) -> RemindResult
             )
             row.state, row.done_at = "cancelled", now
             row.last_error = why
-            events.append(_event("reminder_cancelled", grant, now, why, due_at=iso_z(row.due_at)))
+            events.append(
+                grant_event("reminder_cancelled", grant, now, why, due_at=iso_z(row.due_at))
+            )
             result.cancelled += 1
         append_events(session, events)
     return result

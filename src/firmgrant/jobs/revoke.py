@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from firmgrant.errors import SalesforceError
 from firmgrant.grant import FIELD_LIMITS
-from firmgrant.jobs.enforce import enqueue
+from firmgrant.jobs.enforce import enqueue, grant_event
 from firmgrant.ledger import Ledger, NewEvent, append_events
 from firmgrant.ledger.models import GrantRow, RevocationRow
 from firmgrant.ledger.work import claim, release
@@ -197,13 +197,22 @@ def _record(
         timedelta(seconds=worker.retry_first_seconds),
         timedelta(seconds=worker.retry_max_seconds),
     )
+    ids = [item.grant_id for item in batch]
     with ledger.transaction() as session:
         events: list[NewEvent] = []
+        # Two queries for the batch, not two per row.
+        rows = {
+            row.grant_id: row
+            for row in session.execute(
+                select(RevocationRow).where(RevocationRow.grant_id.in_(ids)).with_for_update()
+            ).scalars()
+        }
+        grants = {
+            grant.id: grant
+            for grant in session.execute(select(GrantRow).where(GrantRow.id.in_(ids))).scalars()
+        }
         for item in batch:
-            row = session.get(RevocationRow, item.grant_id, with_for_update=True)
-            grant = session.get(GrantRow, item.grant_id)
-            assert row is not None
-            assert grant is not None
+            row, grant = rows[item.grant_id], grants[item.grant_id]
             if row.lease_owner != owner:  # our lease ran out and another worker took over
                 log.warning(
                     "revoke %s: lease lost, outcome left to %s", grant.source_id, row.lease_owner
@@ -226,7 +235,10 @@ def _record(
                 grant.updated_at = now
                 events.append(_event("revoked", grant, row, now, row.reason))
                 if row.cause != LOGIN_AS:  # those were told why in the "rejected" email
-                    enqueue(session, settings, grant, "revoked", now, now, admins=False)
+                    # A revocation completes once: its notice's key is new (no lookup).
+                    enqueue(
+                        session, settings, grant, "revoked", now, now, admins=False, existing=set()
+                    )
             else:
                 result.already += 1
                 events.append(_event("revocation_settled", grant, row, now, detail))
@@ -236,15 +248,8 @@ def _record(
 def _event(
     kind: str, grant: GrantRow, row: RevocationRow, now: datetime, reason: str | None
 ) -> NewEvent:
-    return NewEvent(
-        kind=kind,
-        at=now,
-        connection=grant.connection,
-        source_id=grant.source_id,
-        grant_id=grant.id,
-        actor=row.actor,
-        reason=reason,
-        payload={"cause": row.cause, "attempt": row.attempts},
+    return grant_event(
+        kind, grant, now, reason, actor=row.actor, cause=row.cause, attempt=row.attempts
     )
 
 
@@ -270,17 +275,6 @@ def request_revocation(
         row.last_error = row.lease_owner = row.lease_until = row.done_at = None
         append_events(
             session,
-            [
-                NewEvent(
-                    kind="revoke_requested",
-                    at=now,
-                    connection=grant.connection,
-                    source_id=grant.source_id,
-                    grant_id=grant.id,
-                    actor=actor,
-                    reason=reason,
-                    payload={"cause": MANUAL},
-                )
-            ],
+            [grant_event("revoke_requested", grant, now, reason, actor=actor, cause=MANUAL)],
         )
         return True
