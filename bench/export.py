@@ -22,35 +22,42 @@ from _processes import drop_schema, measure, postgres_schema
 
 from firmgrant.grant import GrantRecord
 from firmgrant.ledger import Ledger, NewEvent, append_events, make_engine, upgrade
+from firmgrant.timeutil import iso_z
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+def _record(i: int) -> GrantRecord:
+    return GrantRecord(
+        source_id=f"a0B{i:015d}",
+        org_id=f"00D{i % 5000:012d}",
+        org_name=f"Société {i} «Ltd»" if i % 7 else f"=cmd|' /C calc'!A{i}",
+        grantor_id=f"005{i:015d}",
+        grantor_username=f"jürgen{i}@customer.example",
+        grantor_email=f"jurgen{i}@customer.example",
+        grantee="FirmWorks Support",
+        duration="1 Month",
+        granted_at=T0 + timedelta(minutes=i),
+        expires_at=T0 + timedelta(days=30, minutes=i),
+        via_login_as=i % 50 == 0,
+        login_as_user=None,
+        sf_status="Active",
+        revoked_at=None,
+        revoke_reason=None,
+        modstamp=T0 + timedelta(minutes=i),
+        deleted=False,
+    )
+
+
 def build(ledger: Ledger, events: int) -> None:
+    """N/10 grants discovered, then a third reminders and two thirds changes.
+
+    A change carries the grant's whole snapshot, as the sync writes it, so the export
+    decodes what it would decode from a real ledger.
+    """
     grants = max(events // 10, 1)
     for start in range(0, grants, 2000):
-        page = [
-            GrantRecord(
-                source_id=f"a0B{i:015d}",
-                org_id=f"00D{i % 5000:012d}",
-                org_name=f"Société {i} «Ltd»" if i % 7 else f"=cmd|' /C calc'!A{i}",
-                grantor_id=f"005{i:015d}",
-                grantor_username=f"jürgen{i}@customer.example",
-                grantor_email=f"jurgen{i}@customer.example",
-                grantee="FirmWorks Support",
-                duration="1 Month",
-                granted_at=T0 + timedelta(minutes=i),
-                expires_at=T0 + timedelta(days=30, minutes=i),
-                via_login_as=i % 50 == 0,
-                login_as_user=None,
-                sf_status="Active",
-                revoked_at=None,
-                revoke_reason=None,
-                modstamp=T0 + timedelta(minutes=i),
-                deleted=False,
-            )
-            for i in range(start, min(start + 2000, grants))
-        ]
+        page = [_record(i) for i in range(start, min(start + 2000, grants))]
         ledger.apply_page("bench", "object", page, [], now=T0 + timedelta(minutes=start))
     left, n = events - grants, 0
     while left > 0:
@@ -63,13 +70,14 @@ def build(ledger: Ledger, events: int) -> None:
                 payload = {"due_at": at.isoformat(), "email": "reminder"}  # no snapshot
                 batch.append(NewEvent("reminded", at, payload, "bench", None, grant_id))
             else:
-                payload = {
-                    "changes": {"org_name": ["a", "b"]},
-                    "grant": {"org_id": "00D1"},
-                }
+                snapshot = _record(grant_id - 1).snapshot()
+                old, snapshot["expires_at"] = snapshot["expires_at"], iso_z(at + timedelta(days=30))
+                payload = {"changes": {"expires_at": [old, snapshot["expires_at"]]}}
+                payload["grant"] = snapshot
                 batch.append(
-                    NewEvent("changed", at, payload, "bench", None, grant_id, "salesforce")
-                )
+                    NewEvent("changed", at, payload, "bench", snapshot["source_id"], grant_id,
+                             "salesforce")
+                )  # fmt: skip
             n += 1
         with ledger.transaction() as session:
             append_events(session, batch)

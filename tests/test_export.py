@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from firmgrant import export as exporting
 from firmgrant.cli import main
 from firmgrant.export import Filters, parse_when
-from firmgrant.ledger import Ledger
+from firmgrant.jobs.enforce import grant_event
+from firmgrant.ledger import Ledger, append_events, verify_chain
+from firmgrant.ledger.models import GrantRow
 from firmgrant.sandbox import SandboxOrg
 from firmgrant.sandbox.schema import GRANT
 from firmgrant.timeutil import utcnow
@@ -45,11 +48,11 @@ def _history(org: SandboxOrg, ledger: Ledger, tmp_path: Path) -> dict[str, Any]:
     return {"rogue": rogue, "renamed": renamed, "others": others, "ended": ended}
 
 
-def _export(ledger: Ledger, fmt: str, filters: Filters | None = None) -> bytes:
+def _export(ledger: Ledger, fmt: str, filters: Filters | None = None, **split: int) -> bytes:
     filters = filters or Filters()
     out = io.BytesIO()
     with ledger.sessions() as session:
-        exporting.write(session, filters, fmt, out)
+        exporting.write(session, filters, fmt, out, **split)
     return out.getvalue()
 
 
@@ -120,6 +123,52 @@ def test_filters_by_org_time_and_connection(
     assert _export(ledger, "ndjson", Filters(connection="elsewhere")) == b""
     everything = _export(ledger, "ndjson", Filters(until=utcnow() + timedelta(seconds=5)))
     assert everything == _export(ledger, "ndjson")
+
+
+@pytest.mark.parametrize("fmt", exporting.FORMATS)
+def test_the_file_is_the_same_however_many_processes_read_the_log(
+    sandbox: SandboxOrg, ledger: Ledger, tmp_path: Path, fmt: str
+) -> None:
+    """Ranges of 3 ids: grants whose snapshot lies in an earlier range, empty ranges."""
+    made = _history(sandbox, ledger, tmp_path)
+    alone = _export(ledger, fmt)
+    assert _export(ledger, fmt, jobs=2, chunk=3) == alone
+    assert _export(ledger, fmt, jobs=1, chunk=3) == alone
+    only = Filters(org_id=made["ended"]["Org_Id__c"])
+    assert _export(ledger, fmt, only, jobs=2, chunk=3) == _export(ledger, fmt, only)
+
+
+def test_the_csv_fast_path_sends_every_formula_start_to_the_careful_writer() -> None:
+    from firmgrant.display import FORMULA_PREFIXES
+
+    row = ["1", "2026-11-01T00:00:00Z", *["x"] * (len(exporting.COLUMNS) - 2)]
+    assert exporting._plain(",".join(row))
+    for start in FORMULA_PREFIXES:
+        for position in (0, 6, len(row) - 1):
+            tricky = [*row[:position], start + "SUM(A1)", *row[position + 1 :]]
+            assert not exporting._plain(",".join(tricky)), (start, position)
+
+
+def test_an_export_ends_at_the_chain_head_it_read_while_a_worker_appends(
+    sandbox: SandboxOrg, ledger: Ledger, tmp_path: Path
+) -> None:
+    _history(sandbox, ledger, tmp_path)
+    with ledger.sessions() as session:
+        grant = session.execute(select(GrantRow).limit(1)).scalar_one()
+        session.expunge(grant)
+
+    def worker_appends(done: int, total: int) -> None:  # between two ranges of the export
+        with ledger.transaction() as session:
+            append_events(session, [grant_event("reminded", grant, utcnow(), None)])
+
+    out = io.BytesIO()
+    with ledger.sessions() as session:
+        result = exporting.write(session, Filters(), "ndjson", out, worker_appends, chunk=4)
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert result.rows == len(rows) == result.chain_head["event_id"]
+    assert rows[-1]["hash"] == result.chain_head["hash"]
+    with ledger.sessions() as session:  # the appends happened, and after the exported head
+        assert verify_chain(session).events > result.rows
 
 
 def test_export_file_manifest_and_verify_catch_a_one_byte_edit(

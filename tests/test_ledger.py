@@ -11,7 +11,7 @@ from sqlalchemy.exc import StatementError
 from firmgrant.errors import SchemaOutOfDate
 from firmgrant.ledger import Ledger, NewEvent, append_events, ensure_schema, make_engine, upgrade
 from firmgrant.ledger.chain import verify_chain
-from firmgrant.ledger.db import current_revision, head_revision
+from firmgrant.ledger.db import HEAD_REVISION, current_revision, head_revision
 from firmgrant.ledger.models import EventRow, SyncStateRow
 
 pytestmark = pytest.mark.ledger
@@ -23,6 +23,7 @@ def test_migrations_create_the_schema_once(database_url: str) -> None:
     with pytest.raises(SchemaOutOfDate, match="firmgrant db upgrade"):
         ensure_schema(engine, auto_upgrade=False)
 
+    assert head_revision() == HEAD_REVISION  # the read-only commands' shortcut is current
     assert upgrade(engine) == (None, head_revision())
     assert upgrade(engine) == (head_revision(), head_revision())
     assert current_revision(engine) == head_revision()
@@ -69,8 +70,16 @@ def _history(ledger: Ledger, count: int = 5) -> None:
 
 
 def _verify(ledger: Ledger) -> tuple[bool, int | None]:
+    """The verdict, which must not depend on how the log is split between processes."""
     with ledger.sessions() as session:
         report = verify_chain(session)
+    with ledger.sessions() as session:  # ranges of 2 ids: every boundary case is crossed
+        split = verify_chain(session, chunk=2, jobs=2)
+    assert (split.ok, split.first_bad_id, split.events) == (
+        report.ok,
+        report.first_bad_id,
+        report.events,
+    )
     return report.ok, report.first_bad_id
 
 

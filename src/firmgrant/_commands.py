@@ -15,15 +15,13 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.progress import Progress
 from rich.prompt import Confirm
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from firmgrant import export as exporting
 from firmgrant.errors import ConfigError
 from firmgrant.export import Filters, parse_when
 from firmgrant.ledger import Ledger
-from firmgrant.ledger.models import EventRow
 from firmgrant.ledger.queries import find_grant
+from firmgrant.ledger.ranges import default_jobs
 from firmgrant.settings import Settings
 from firmgrant.timeutil import utcnow
 
@@ -133,23 +131,24 @@ def export(ledger: Ledger, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"firmgrant export: {exc}", file=sys.stderr)
         return 2
+    jobs = args.jobs or default_jobs()
     with ledger.sessions() as session:
         if args.output is None:
-            result = exporting.write(session, filters, args.format, sys.stdout.buffer)
+            exporting.write(session, filters, args.format, sys.stdout.buffer, jobs=jobs)
             sys.stdout.flush()
             return 0
         # The file appears whole or not at all: an auditor never gets half an export.
         temporary = args.output.with_name(args.output.name + ".partial")
         try:
-            with temporary.open("wb") as out, _progress(session, filters) as advance:
-                result = exporting.write(session, filters, args.format, out, advance)
+            with temporary.open("wb") as out, _progress() as advance:
+                result = exporting.write(session, filters, args.format, out, advance, jobs=jobs)
             temporary.replace(args.output)
         except OSError as exc:
             print(f"firmgrant export: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
             return 2
         finally:
             temporary.unlink(missing_ok=True)
-        record = exporting.manifest(session, filters, args.format, args.output, result)
+    record = exporting.manifest(filters, args.format, args.output, result)
     exporting.manifest_path(args.output).write_text(json.dumps(record, indent=2) + "\n")
     print(
         f"{result.rows} events to {args.output} (sha256 {result.sha256[:16]}…); "
@@ -160,15 +159,14 @@ def export(ledger: Ledger, args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _progress(session: Session, filters: Filters) -> Iterator[Callable[[int], None]]:
-    """A progress bar on a terminal (stderr); nothing otherwise."""
+def _progress() -> Iterator[Callable[[int, int], None]]:
+    """A progress bar through the log on a terminal (stderr); nothing otherwise."""
     if not sys.stderr.isatty():
-        yield lambda n: None
+        yield lambda done, total: None
         return
-    total = session.execute(select(func.count()).select_from(EventRow)).scalar_one()
     with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("exporting events", total=total)
-        yield lambda n: bar.advance(task, n)
+        task = bar.add_task("exporting events", total=None)
+        yield lambda done, total: bar.update(task, advance=done, total=total)
 
 
 def verify_export(path: Path) -> int:

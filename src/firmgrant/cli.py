@@ -47,6 +47,12 @@ def _duration(text: str) -> object:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _jobs(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of processes from 1 to 64")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="firmgrant",
@@ -108,9 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--connection", help="only this connection")
     export.add_argument("--format", choices=("csv", "json", "ndjson"), default="csv")
     export.add_argument("--output", type=Path, metavar="FILE", help="default: stdout")
+    export.add_argument(
+        "--jobs", type=_jobs, metavar="N", help="processes reading the log (default: one per core)"
+    )
 
     verify = commands.add_parser("verify", help="check the event log's hash chain")
     verify.add_argument("--export", type=Path, metavar="FILE", help="check a file's manifest")
+    verify.add_argument(
+        "--jobs", type=_jobs, metavar="N", help="processes reading the log (default: one per core)"
+    )
     commands.add_parser("check", help="validate settings, the ledger and each connection")
     _sandbox_parser(commands)
     demo = commands.add_parser("demo", help="sandbox + SQLite ledger: a few cycles, explained")
@@ -232,7 +244,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command == "show":
         return _show(ledger, args.grant_id, settings.policy.max_duration)
     if command == "verify":
-        return _commands.verify_export(args.export) if args.export else _verify(ledger)
+        return _commands.verify_export(args.export) if args.export else _verify(ledger, args.jobs)
     if command == "export":
         return _commands.export(ledger, args)
     raise AssertionError(f"unhandled command {command}")
@@ -316,9 +328,11 @@ def _show(ledger: Ledger, grant_ref: str, cap: timedelta) -> int:
     return 0
 
 
-def _verify(ledger: Ledger) -> int:
+def _verify(ledger: Ledger, jobs: int | None) -> int:
+    from firmgrant.ledger.ranges import default_jobs
+
     with ledger.sessions() as session:
-        report = verify_chain(session)
+        report = verify_chain(session, jobs=jobs or default_jobs())
     if report.ok:
         print(f"ok: {report.events} events, chain head {report.head_hash}")
         return 0

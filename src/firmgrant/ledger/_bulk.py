@@ -15,6 +15,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from firmgrant.timeutil import iso_z
+
 _PLACEHOLDER = {"sqlite": "?", "postgresql": "%s"}
 
 
@@ -25,6 +27,19 @@ def sqlite_time(value: datetime) -> str:
             raise ValueError("naive datetime given to the ledger; use aware UTC datetimes")
         value = value.astimezone(UTC)
     return value.isoformat(sep=" ", timespec="microseconds")[:26]  # drop "+00:00"
+
+
+def iso_from_db(value: str | datetime) -> str:
+    """A stored time as :func:`~firmgrant.timeutil.iso_z` writes it, without parsing.
+
+    SQLite hands back :func:`sqlite_time` text, PostgreSQL a datetime.
+    """
+    if isinstance(value, str):
+        if len(value) == 26 and value[10] == " ":
+            fraction = "" if value.endswith(".000000") else value[19:]
+            return f"{value[:10]}T{value[11:19]}{fraction}Z"
+        value = datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return iso_z(value)
 
 
 def _postgres_time(value: datetime) -> datetime:

@@ -110,7 +110,10 @@ class EventRow(Base):
     __tablename__ = "events"
     __table_args__ = (Index("ix_events_grant_id", "grant_id"), Index("ix_events_at", "at"))
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    # On SQLite the rowid itself (migration 0003): one B-tree fewer to write and to read.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False
+    )
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     kind: Mapped[str] = mapped_column(String(32))
     grant_id: Mapped[int | None] = mapped_column(ForeignKey("grants.id"))
