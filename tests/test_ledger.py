@@ -179,3 +179,20 @@ def test_the_hash_is_sha256_of_prev_hash_and_the_canonical_row() -> None:
         ensure_ascii=False,
     )
     assert event_hash("ab" * 32, row) == hashlib.sha256(("ab" * 32 + obvious).encode()).hexdigest()
+
+
+def test_canonical_json_is_the_stdlib_canonical_form_for_awkward_text() -> None:
+    """The fast encoder writes what an auditor's `json.dumps(..., sort_keys=True)` writes."""
+    import json
+
+    from firmgrant.ledger.chain import canonical_json
+
+    awkward = "".join(map(chr, range(0x80))) + "\u2028\u2029\ufeff é «» 😀 \x7f\x80\x9f"
+    value = {
+        "z": [awkward, 1, -2, 2**62, True, False, None],
+        "ä": {"b": awkward, "B": 2, "é": {}, "e": []},
+        "big": 2**70,  # past orjson's integers: the stdlib writes it
+    }
+    assert canonical_json(value) == json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )

@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+import orjson
 import requests
 from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceError as SimpleSalesforceError
@@ -71,6 +72,17 @@ class _Session(requests.Session):
         if verify is None and isinstance(self.verify, str):
             merged["verify"] = self.verify
         return merged
+
+
+class _Salesforce(Salesforce):
+    """simple-salesforce with responses decoded by orjson.
+
+    A page is 2,000 records; the stdlib decoder (and simple-salesforce's default
+    OrderedDict) took a third of the sync's time, in the thread that fetches ahead.
+    """
+
+    def parse_result_to_json(self, result: requests.Response) -> Any:
+        return orjson.loads(result.content)
 
 
 def make_session(settings: ConnectionSettings) -> requests.Session:
@@ -131,12 +143,11 @@ class SalesforceClient:
     def _salesforce(self) -> Salesforce:
         if self._sf is None:
             token = self.authenticator.authenticate()
-            self._sf = Salesforce(
+            self._sf = _Salesforce(
                 instance_url=token.instance_url,
                 session_id=token.access_token.get_secret_value(),
                 session=self.session,
                 version=self.settings.api_version,
-                object_pairs_hook=None,  # plain dicts: faster than OrderedDict
             )
         return self._sf
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+import orjson
+
 from firmgrant.sandbox.faults import FaultInjector
 from firmgrant.sandbox.oauth import ConnectedApp, Sessions, token_request
 from firmgrant.sandbox.schema import GRANT, OBJECTS
@@ -47,7 +49,7 @@ class Response:
     def encoded(self) -> bytes:
         if self.body is None:
             return b""
-        return json.dumps(self.body, separators=(",", ":"), ensure_ascii=False).encode()
+        return orjson.dumps(self.body)  # compact UTF-8, as Salesforce sends it
 
 
 class RestApi:
