@@ -2,7 +2,7 @@
 
 The sandbox runs as its own process (the org is never the worker), the worker as another,
 exactly as a user runs them: ``firmgrant sandbox`` and ``firmgrant sync --json``. The
-worker's peak RSS is the kernel's accounting for that one child (``os.wait4``).
+worker's peak RSS is its high-water mark (``VmHWM``), see ``_processes.measure``.
 
     .venv/bin/python bench/sync.py 100000
     .venv/bin/python bench/sync.py 1000000 --database postgresql://postgres@127.0.0.1/test

@@ -165,18 +165,32 @@ def _snapshots_before(
     if not grant_ids:
         return {}
     ids = sorted(grant_ids)
-    wanted = ", ".join("(?)" for _ in ids)
-    # Walking each grant's events back from `before` to its newest snapshot reads a row or
-    # two; `max(id) … GROUP BY` would read all of a grant's earlier events.
-    sql = (
-        f"WITH wanted(grant_id) AS (VALUES {wanted}), newest AS ("
-        "SELECT w.grant_id, (SELECT e.id FROM events e WHERE e.grant_id = w.grant_id "
-        "AND e.id < ? AND (e.payload LIKE ? OR e.payload LIKE ?) ORDER BY e.id DESC LIMIT 1) "
-        f"AS id FROM wanted w) SELECT e.grant_id, e.kind, {_snapshot_sql(reader)} "
-        "FROM newest n JOIN events e ON e.grant_id = n.grant_id AND e.id >= n.id AND e.id < ? "
-        "AND (e.id = n.id OR e.kind IN (?, ?, ?)) ORDER BY e.id"
-    )
-    params = (*ids, before, *_HAS_SNAPSHOT, *_HAS_SNAPSHOT, before, *_ENDING)
+    snapshot = _snapshot_sql(reader)
+    if reader.dialect == "sqlite":
+        # Walking each grant's events back from `before` to its newest snapshot reads a
+        # row or two; `max(id) … GROUP BY` would read all of a grant's earlier events.
+        wanted = ", ".join("(?)" for _ in ids)
+        sql = (
+            f"WITH wanted(grant_id) AS (VALUES {wanted}), newest AS ("
+            "SELECT w.grant_id, (SELECT e.id FROM events e WHERE e.grant_id = w.grant_id "
+            "AND e.id < ? AND (e.payload LIKE ? OR e.payload LIKE ?) ORDER BY e.id DESC "
+            f"LIMIT 1) AS id FROM wanted w) SELECT e.grant_id, e.kind, {snapshot} "
+            "FROM newest n JOIN events e ON e.grant_id = n.grant_id AND e.id >= n.id "
+            "AND e.id < ? AND (e.id = n.id OR e.kind IN (?, ?, ?)) ORDER BY e.id"
+        )
+        params = (*ids, before, *_HAS_SNAPSHOT, *_HAS_SNAPSHOT, before, *_ENDING)
+    else:
+        # PostgreSQL plans that walk as a backward scan of the whole primary key filtered
+        # by grant (seconds a range); the newest per grant over its index it plans well.
+        marks = ", ".join("?" for _ in ids)
+        earlier = f"grant_id IN ({marks}) AND id < ?"
+        sql = (
+            f"SELECT e.grant_id, e.kind, {snapshot} FROM events e WHERE e.id IN ("
+            f"SELECT max(id) FROM events WHERE {earlier} AND (payload LIKE ? OR payload LIKE ?) "
+            f"GROUP BY grant_id UNION SELECT id FROM events WHERE {earlier} AND kind IN (?, ?, ?)"
+            ") ORDER BY e.id"
+        )
+        params = (*_HAS_SNAPSHOT, *ids, before, *_HAS_SNAPSHOT, *ids, before, *_ENDING)
     found: dict[int, Snapshot | None] = {}
     for grant_id, kind, extracted in reader.rows(sql, params):
         found[grant_id] = _snapshot(extracted) or _ended(found.get(grant_id), kind)
