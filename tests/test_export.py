@@ -48,11 +48,18 @@ def _history(org: SandboxOrg, ledger: Ledger, tmp_path: Path) -> dict[str, Any]:
     return {"rogue": rogue, "renamed": renamed, "others": others, "ended": ended}
 
 
-def _export(ledger: Ledger, fmt: str, filters: Filters | None = None, **split: int) -> bytes:
+def _export(
+    ledger: Ledger,
+    fmt: str,
+    filters: Filters | None = None,
+    *,
+    jobs: int = 1,
+    chunk: int = exporting.CHUNK,
+) -> bytes:
     filters = filters or Filters()
     out = io.BytesIO()
     with ledger.sessions() as session:
-        exporting.write(session, filters, fmt, out, **split)
+        exporting.write(session, filters, fmt, out, jobs=jobs, chunk=chunk)
     return out.getvalue()
 
 

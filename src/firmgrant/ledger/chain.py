@@ -223,9 +223,11 @@ def verify_chain(session: Session, chunk: int = 5000, *, jobs: int = 1) -> Chain
         return ChainReport(False, count, prev, head_id, problem)
     beyond = session.execute(select(func.min(EventRow.id)).where(EventRow.id > head_id)).scalar()
     if beyond is not None:
-        # A worker may have appended since the start; its head moved with its events.
-        session.commit()  # a fresh snapshot (PostgreSQL) to read the head again
-        now = session.execute(select(ChainHead.last_event_id).where(ChainHead.id == 1)).scalar_one()
+        # A worker may have appended since the start; its head moved with its events. A new
+        # connection sees its commits (the session's PostgreSQL snapshot may predate them).
+        with session.connection().engine.connect() as fresh:
+            head_now = select(ChainHead.last_event_id).where(ChainHead.id == 1)
+            now = fresh.execute(head_now).scalar_one()
         if beyond > now:
             problem = f"event {beyond} lies beyond the chain head ({now}): inserted, not chained"
             return ChainReport(False, count, prev, beyond, problem)
