@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 FIRMGRANT = str(Path(sys.executable).with_name("firmgrant"))
@@ -67,6 +71,22 @@ def measure(
     if code not in ok:
         sys.exit(f"firmgrant {' '.join(argv)} failed with {code}: {output.strip()[-300:]}")
     return output, wall, max(peaks.values(), default=0) / 1024
+
+
+@contextmanager
+def scratch_ledger(prefix: str, postgres: str | None) -> Iterator[tuple[Path, str]]:
+    """A scratch directory and a ledger URL in it (SQLite) or in a fresh schema on
+    ``postgres``; both gone afterwards."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    database, schema = f"sqlite:///{work / 'ledger.db'}", None
+    if postgres:
+        database, schema = postgres_schema(postgres)
+    try:
+        yield work, database
+    finally:
+        if postgres and schema:
+            drop_schema(postgres, schema)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def postgres_schema(url: str) -> tuple[str, str]:

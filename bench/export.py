@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from _processes import drop_schema, measure, postgres_schema
+from _processes import measure, scratch_ledger
 
 from firmgrant.grant import GrantRecord
 from firmgrant.ledger import Ledger, NewEvent, append_events, make_engine, upgrade
@@ -89,18 +86,14 @@ def main() -> None:
     parser.add_argument("events", type=int, nargs="?", default=1_000_000)
     parser.add_argument("--database", help="a PostgreSQL URL (default: a fresh SQLite file)")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="firmgrant-bench-export-"))
-    database, schema = f"sqlite:///{work / 'ledger.db'}", None
-    if args.database:
-        database, schema = postgres_schema(args.database)
-    try:
+    with scratch_ledger("firmgrant-bench-export-", args.database) as (work, database):
         engine = make_engine(database)
         upgrade(engine)
         started = time.perf_counter()
         build(Ledger(engine), args.events)
         print(
             f"built {args.events:,} events in {time.perf_counter() - started:.0f} s "
-            f"({'PostgreSQL' if schema else 'SQLite'})"
+            f"({'PostgreSQL' if args.database else 'SQLite'})"
         )
         env = {**os.environ, "FIRMGRANT_DATABASE_URL": database, "FIRMGRANT_LOG_LEVEL": "WARNING"}
         for fmt in ("csv", "ndjson"):
@@ -113,10 +106,6 @@ def main() -> None:
         output, wall, rss = measure(env, "verify", ok=(0, 1))
         last = output.strip().splitlines()[-1] if output.strip() else ""
         print(f"verify: {wall:.1f} s, peak RSS {rss:.0f} MiB — {last[:60]}")
-    finally:
-        if schema and args.database:
-            drop_schema(args.database, schema)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -13,15 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from _processes import FIRMGRANT, drop_schema, measure, postgres_schema
+from _processes import FIRMGRANT, measure, scratch_ledger
 
 from firmgrant.sandbox import read_connection_env
 
@@ -38,48 +35,42 @@ def main() -> None:
     parser.add_argument("--database", help="a PostgreSQL URL (default: a fresh SQLite file)")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="firmgrant-bench-"))
-    database, schema = f"sqlite:///{work / 'ledger.db'}", None
-    if args.database:
-        database, schema = postgres_schema(args.database)
-    started = time.perf_counter()
-    sandbox = subprocess.Popen(
-        [
-            FIRMGRANT,
-            "sandbox",
-            "--state",
-            str(work / "org"),
-            "--seed",
-            str(args.grants),
-            "--random-seed",
-            "1",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert sandbox.stdout is not None
-        base_url = sandbox.stdout.readline().strip()
-        seeded = time.perf_counter() - started
-        env = {
-            **os.environ,
-            **read_connection_env(work / "org" / "connection.env"),
-            "FIRMGRANT_DATABASE_URL": database,
-            "FIRMGRANT_LOG_LEVEL": "WARNING",
-        }
-        subprocess.run([FIRMGRANT, "db", "upgrade"], env=env, check=True, capture_output=True)
-        first, first_wall, first_rss = run_worker(env, "sync", "--json")
-        idle, idle_wall, idle_rss = run_worker(env, "sync", "--json")
-    finally:
-        sandbox.send_signal(signal.SIGTERM)
-        sandbox.wait()
-        if schema and args.database:
-            drop_schema(args.database, schema)
-        shutil.rmtree(work, ignore_errors=True)
+    with scratch_ledger("firmgrant-bench-", args.database) as (work, database):
+        started = time.perf_counter()
+        sandbox = subprocess.Popen(
+            [
+                FIRMGRANT,
+                "sandbox",
+                "--state",
+                str(work / "org"),
+                "--seed",
+                str(args.grants),
+                "--random-seed",
+                "1",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert sandbox.stdout is not None
+            base_url = sandbox.stdout.readline().strip()
+            seeded = time.perf_counter() - started
+            env = {
+                **os.environ,
+                **read_connection_env(work / "org" / "connection.env"),
+                "FIRMGRANT_DATABASE_URL": database,
+                "FIRMGRANT_LOG_LEVEL": "WARNING",
+            }
+            subprocess.run([FIRMGRANT, "db", "upgrade"], env=env, check=True, capture_output=True)
+            first, first_wall, first_rss = run_worker(env, "sync", "--json")
+            idle, idle_wall, idle_rss = run_worker(env, "sync", "--json")
+        finally:
+            sandbox.send_signal(signal.SIGTERM)
+            sandbox.wait()
 
     n = args.grants
     print(f"sandbox {base_url}: seeded {n:,} grants in {seeded:.1f} s")
-    print(f"ledger: {'PostgreSQL' if schema else 'SQLite'}")
+    print(f"ledger: {'PostgreSQL' if args.database else 'SQLite'}")
     print(
         f"initial sync: {first['inserted']:,} inserted in {first['seconds']:.2f} s "
         f"= {first['inserted'] / first['seconds']:,.0f} records/s "

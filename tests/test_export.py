@@ -147,13 +147,14 @@ def test_the_file_is_the_same_however_many_processes_read_the_log(
 
 def test_the_csv_fast_path_sends_every_formula_start_to_the_careful_writer() -> None:
     from firmgrant.display import FORMULA_PREFIXES
+    from firmgrant.export.rows import _plain
 
     row = ["1", "2026-11-01T00:00:00Z", *["x"] * (len(exporting.COLUMNS) - 2)]
-    assert exporting._plain(",".join(row))
+    assert _plain(",".join(row))
     for start in FORMULA_PREFIXES:
         for position in (0, 6, len(row) - 1):
             tricky = [*row[:position], start + "SUM(A1)", *row[position + 1 :]]
-            assert not exporting._plain(",".join(tricky)), (start, position)
+            assert not _plain(",".join(tricky)), (start, position)
 
 
 def test_an_export_ends_at_the_chain_head_it_read_while_a_worker_appends(
@@ -220,6 +221,11 @@ def test_bad_export_date_or_place_is_a_usage_error(
 ) -> None:
     assert main(["export", "--since", "yesterday-ish"]) == 2
     assert "not a date" in capsys.readouterr().err
+    for command in ("export", "verify"):
+        with pytest.raises(SystemExit) as usage:
+            main([command, "--jobs", "0"])
+        assert usage.value.code == 2
+        assert "number of processes" in capsys.readouterr().err
     assert main(["export", "--output", str(tmp_path / "no" / "such" / "dir.csv")]) == 2
     assert "cannot write" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == [tmp_path / "var"]  # the default SQLite ledger only

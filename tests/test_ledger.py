@@ -30,6 +30,32 @@ def test_migrations_create_the_schema_once(database_url: str) -> None:
     engine.dispose()
 
 
+def test_upgrading_a_filled_ledger_to_0003_keeps_every_event_and_its_chain(
+    database_url: str,
+) -> None:
+    from alembic import command
+
+    from firmgrant.ledger.db import _config
+
+    engine = make_engine(database_url)
+    command.upgrade(_config(engine), "0002")
+    ledger = Ledger(engine)
+    _history(ledger, 4)
+    with ledger.sessions() as session:
+        before = session.execute(text("SELECT id, hash FROM events ORDER BY id")).all()
+    assert upgrade(engine) == ("0002", HEAD_REVISION)
+    with ledger.sessions() as session:
+        assert session.execute(text("SELECT id, hash FROM events ORDER BY id")).all() == before
+        assert verify_chain(session).ok
+    _history(ledger, 2)  # appending goes on where it stopped
+    with ledger.sessions() as session:
+        assert verify_chain(session).events == 6
+        if engine.dialect.name == "sqlite":  # the id is the rowid: no index of its own
+            indexes = session.execute(text("PRAGMA index_list('events')")).all()
+            assert not [index for index in indexes if index[3] == "pk"]
+    engine.dispose()
+
+
 def test_times_come_back_aware_utc(ledger: Ledger) -> None:
     paris = datetime(2026, 11, 1, 10, 30, 15, 123000, tzinfo=timezone(timedelta(hours=2)))
     with ledger.transaction() as session:

@@ -1,35 +1,23 @@
-"""The compliance export: every event, oldest first, with the grant as it was at the time.
+"""Export rows: each event with the grant as it was then, formatted for one file format.
 
-Events are read in ranges of ids, by one process per core
-(:mod:`~firmgrant.ledger.ranges`), and written in order, so memory stays flat whatever the
-log's size. Events that carry no snapshot of the grant (reminders, revocations) take the
-grantor, org and dates from the newest snapshot before them. The file's SHA-256 is computed
-while it is written and goes, with the chain's head hash, into
-``FILE.manifest.json``: keep that head hash somewhere the database's writers cannot reach.
+One call reads one range of event ids (in whichever process :mod:`~firmgrant.ledger.ranges`
+gives it). Events that carry no snapshot of the grant (reminders, revocations) take the
+grantor, org and dates from the newest snapshot before them.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
-import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
-from firmgrant import __version__
 from firmgrant.display import FORMULA_PREFIXES
 from firmgrant.ledger._bulk import iso_from_db, sqlite_time
-from firmgrant.ledger.models import ChainHead, EventRow
-from firmgrant.ledger.ranges import Reader, map_ranges, spans
-from firmgrant.timeutil import iso_z, parse_duration
+from firmgrant.ledger.ranges import Reader
+from firmgrant.timeutil import iso_z
 
 COLUMNS = (
     "event_id",
@@ -59,19 +47,6 @@ _REVOKING = ("revoked", "customer_revoked")
 _ENDING = (*_REVOKING, "vanished")
 # Canonical JSON sorts keys, so a payload holding a snapshot starts with one of these.
 _SNAPSHOT_PREFIXES = ('{"changes":', '{"grant":')
-
-
-def parse_when(text: str, now: datetime) -> datetime:
-    """``2026-11-01`` (midnight UTC), a full ISO time, or ``30d`` / ``12h`` ago."""
-    if re.fullmatch(r"\d+\s*[smhdw]", text.strip(), re.IGNORECASE):
-        return now - parse_duration(text)
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is not a date (2026-11-01), an ISO time or an age (30d)"
-        ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -271,7 +246,7 @@ def rows(
 
 
 @dataclass(frozen=True, slots=True)
-class _Piece:
+class Piece:
     """One range of the file, written by whichever process read it."""
 
     data: bytes
@@ -285,7 +260,7 @@ def _edge(row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 # A CSV line as csv.writer would write it when no field needs quoting or neutralising;
-# the rare line that trips _CAREFUL goes through csv.writer itself.
+# the rare line _plain turns down goes through csv.writer itself.
 _LINE = ",".join("%s" for _ in COLUMNS)
 
 
@@ -328,7 +303,7 @@ class _Lines:
         self.write = lines.append
 
 
-def _piece(reader: Reader, lo: int, hi: int, filters: Filters, fmt: str) -> _Piece:
+def read_piece(reader: Reader, lo: int, hi: int, filters: Filters, fmt: str) -> Piece:
     if fmt == "csv":
         found = rows(reader, lo, hi, filters, blank="")
         data = _csv_lines(found).encode()
@@ -339,119 +314,8 @@ def _piece(reader: Reader, lo: int, hi: int, filters: Filters, fmt: str) -> _Pie
             b"\n" + line if fmt == "json" else line + b"\n" for line in lines
         )
     if not found:
-        return _Piece(b"", 0, None, None)
-    return _Piece(data, len(found), _edge(found[0]), _edge(found[-1]))
+        return Piece(b"", 0, None, None)
+    return Piece(data, len(found), _edge(found[0]), _edge(found[-1]))
 
 
-class _HashingWriter:
-    """Bytes out, SHA-256 and byte count of exactly what was written."""
-
-    def __init__(self, out: IO[bytes]) -> None:
-        self.out, self.sha256, self.bytes = out, hashlib.sha256(), 0
-
-    def write(self, data: bytes) -> None:
-        self.sha256.update(data)
-        self.bytes += len(data)
-        self.out.write(data)
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    rows: int
-    sha256: str
-    first: dict[str, Any] | None
-    last: dict[str, Any] | None
-    chain_head: dict[str, Any]
-
-
-def _bounds(session: Session, filters: Filters, head_id: int) -> tuple[int | None, int | None]:
-    """The first and last event id worth reading: up to the head, within the times asked."""
-    e = EventRow
-    query = select(func.min(e.id), func.max(e.id)).where(e.id <= head_id)
-    if filters.since:
-        query = query.where(e.at >= filters.since)
-    if filters.until:
-        query = query.where(e.at < filters.until)
-    first, last = session.execute(query).one()
-    return first, last
-
-
-def write(
-    session: Session,
-    filters: Filters,
-    fmt: str,
-    out: IO[bytes],
-    progress: Callable[[int, int], None] = lambda done, total: None,
-    *,
-    jobs: int = 1,
-    chunk: int = CHUNK,
-) -> ExportResult:
-    """Write the export; ``progress(ids read, ids in all)`` after each range.
-
-    The events are those up to the chain head read first (a worker appending meanwhile
-    does not make the file disagree with its manifest), read in ranges of ``chunk`` ids
-    by ``jobs`` processes and written in order.
-    """
-    head = session.execute(select(ChainHead).where(ChainHead.id == 1)).scalar_one()
-    chain_head = {"event_id": head.last_event_id, "hash": head.hash}
-    ranges = spans(*_bounds(session, filters, head.last_event_id), chunk)
-    total = sum(hi - lo + 1 for lo, hi in ranges)
-    sink = _HashingWriter(out)
-    count, first, last = 0, None, None
-    if fmt == "csv":
-        sink.write((",".join(COLUMNS) + "\r\n").encode())
-    elif fmt == "json":
-        sink.write(b"[")
-    progress(0, total)
-    with map_ranges(session, _piece, ranges, (filters, fmt), jobs=jobs) as pieces:
-        for (lo, hi), piece in zip(ranges, pieces, strict=True):
-            if piece.rows:
-                if fmt == "json" and count:
-                    sink.write(b",")
-                sink.write(piece.data)
-                count += piece.rows
-                first, last = first or piece.first, piece.last
-            progress(hi - lo + 1, total)
-    if fmt == "json":
-        sink.write(b"\n]\n" if count else b"]\n")
-    return ExportResult(count, sink.sha256.hexdigest(), first, last, chain_head)
-
-
-def manifest(filters: Filters, fmt: str, path: Path, result: ExportResult) -> dict[str, Any]:
-    return {
-        "file": path.name,
-        "format": fmt,
-        "filters": filters.as_json(),
-        "rows": result.rows,
-        "first_event": result.first,
-        "last_event": result.last,
-        "chain_head": result.chain_head,
-        "sha256": result.sha256,
-        "firmgrant_version": __version__,
-        "generated_at": iso_z(datetime.now(UTC)),
-    }
-
-
-def manifest_path(path: Path) -> Path:
-    return path.with_name(path.name + ".manifest.json")
-
-
-def check_file(path: Path) -> str | None:
-    """``None`` if the file matches its manifest, else what does not."""
-    record = manifest_path(path)
-    if not record.is_file():
-        return f"no manifest {record.name} next to {path.name}"
-    expected = json.loads(record.read_text(encoding="utf-8"))
-    digest = hashlib.sha256()
-    with path.open("rb") as data:
-        for block in iter(lambda: data.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != expected.get("sha256"):
-        return (
-            f"{path.name}: SHA-256 {digest.hexdigest()} differs from the manifest's "
-            f"{expected.get('sha256')} (the file was changed after export)"
-        )
-    return None
-
-
-__all__ = ["COLUMNS", "FORMATS", "Filters", "check_file", "manifest", "parse_when", "write"]
+__all__ = ["CHUNK", "COLUMNS", "FORMATS", "Filters", "read_piece", "rows"]
