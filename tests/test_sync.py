@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -205,8 +206,10 @@ def test_503_that_persists_ends_the_run_with_an_error_and_loses_nothing(
         fake_org.fail_next("more", 503, [{"message": "down", "errorCode": "SERVER_UNAVAILABLE"}])
 
     broken = sync(ledger, batch_size=200)
+    collector_after_failure = gc.isenabled()  # the sync pauses it while pages are written
     healed = sync(ledger, batch_size=200)
 
+    assert collector_after_failure and gc.isenabled(), "a sync must leave the collector on"
     assert broken.error_kind == "SalesforceUnavailable"
     assert broken.inserted == 200, "the first page was committed with its watermark"
     assert (healed.error, healed.inserted) == (None, 100)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from operator import attrgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 from firmgrant.timeutil import iso_z
 
@@ -44,9 +42,12 @@ class Status(StrEnum):
 USABLE = (Status.ACTIVE, Status.EXPIRING)
 
 
-@dataclass(frozen=True, slots=True)
-class GrantRecord:
-    """One grant as the source reports it (the mirrored fields, nothing of ours)."""
+class GrantRecord(NamedTuple):
+    """One grant as the source reports it (the mirrored fields, nothing of ours).
+
+    A named tuple rather than a frozen dataclass: the sync builds one per record, and a
+    frozen dataclass sets each of its 17 fields through ``object.__setattr__`` (3x slower).
+    """
 
     source_id: str
     org_id: str
@@ -66,22 +67,13 @@ class GrantRecord:
     modstamp: datetime
     deleted: bool
 
-    # Built by hand: dataclasses.asdict deep-copies every value and costs more than the sync.
-    def as_row(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in MIRRORED_FIELDS}
-
-    def as_tuple(self) -> tuple[Any, ...]:
-        """The values in ``MIRRORED_FIELDS`` order."""
-        return _values(self)
-
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready copy for the event log (times as ISO ``Z`` strings)."""
-        snapshot = {}
-        for name in MIRRORED_FIELDS:
-            value = getattr(self, name)
-            snapshot[name] = iso_z(value) if isinstance(value, datetime) else value
+        snapshot: dict[str, Any] = dict(zip(MIRRORED_FIELDS, self, strict=True))
+        for name in TIME_FIELDS:
+            snapshot[name] = iso_z(snapshot[name])
         return snapshot
 
 
-MIRRORED_FIELDS = tuple(GrantRecord.__dataclass_fields__)
-_values = attrgetter(*MIRRORED_FIELDS)
+MIRRORED_FIELDS = GrantRecord._fields
+TIME_FIELDS = ("granted_at", "expires_at", "revoked_at", "modstamp")

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from firmgrant.timeutil import iso_z
+from firmgrant.timeutil import iso_z, microseconds_text, utc_seconds_text
 
 _PLACEHOLDER = {"sqlite": "?", "postgresql": "%s"}
 
@@ -26,7 +26,7 @@ def sqlite_time(value: datetime) -> str:
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the ledger; use aware UTC datetimes")
         value = value.astimezone(UTC)
-    return value.isoformat(sep=" ", timespec="microseconds")[:26]  # drop "+00:00"
+    return f"{utc_seconds_text(value, ' ')}.{microseconds_text(value)}"
 
 
 def iso_from_db(value: str | datetime) -> str:

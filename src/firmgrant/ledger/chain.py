@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import func, select
@@ -81,8 +81,9 @@ def _hash(
     return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class NewEvent:
+class NewEvent(NamedTuple):
+    """An event to append. (A named tuple: the sync makes one per record it mirrors.)"""
+
     kind: str
     at: datetime
     payload: dict[str, Any]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,23 @@ def safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return "(unparseable URL)"
+
+
+def _bind_none(value: None) -> None:
+    return None
+
+
+def _register_sqlite_adapters() -> None:
+    """Make sqlite3 bind ``None`` and booleans without a failed lookup each time.
+
+    For any value but an exact int, float or str, sqlite3 looks for an adapter, and when
+    none is registered it asks its protocol type for ``__adapt__``, an AttributeError
+    formatted and thrown away: 0.4 µs per ``None`` or boolean bound, a tenth of the
+    sync's inserts. Registered, these bind exactly what sqlite3 binds anyway (NULL, 0, 1).
+    Process-wide, as sqlite3's adapters are; neither changes what any value stores.
+    """
+    sqlite3.register_adapter(type(None), _bind_none)
+    sqlite3.register_adapter(bool, int)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
@@ -71,6 +89,7 @@ def make_engine(url: str, **options: Any) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        _register_sqlite_adapters()
         engine = create_engine(url, connect_args={"timeout": 30}, **options)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, and_, select, update
+import orjson
+from sqlalchemy import ARRAY, ColumnElement, Engine, String, any_, bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from firmgrant.grant import MIRRORED_FIELDS, GrantRecord
+from firmgrant.grant import MIRRORED_FIELDS, TIME_FIELDS, GrantRecord
 from firmgrant.ledger._bulk import insert_rows, time_converter
 from firmgrant.ledger.chain import NewEvent, append_events
 from firmgrant.ledger.models import GrantRow, InvalidRecordRow, SyncStateRow
@@ -23,11 +24,7 @@ if TYPE_CHECKING:  # the ledger needs no Salesforce client loaded (export, verif
 
 # A modstamp-only difference (a touch with nothing we mirror changed) is not a change.
 COMPARED_FIELDS = tuple(f for f in MIRRORED_FIELDS if f != "modstamp")
-_TIME_POSITIONS = frozenset(
-    i
-    for i, name in enumerate(MIRRORED_FIELDS)
-    if name in ("granted_at", "expires_at", "revoked_at", "modstamp")
-)
+_TIME_POSITIONS = tuple(MIRRORED_FIELDS.index(name) for name in TIME_FIELDS)
 
 
 @dataclass
@@ -207,7 +204,7 @@ class Ledger:
                     update(GrantRow)
                     .where(
                         GrantRow.connection == connection,
-                        GrantRow.source_id.in_([*by_id, *bad_ids]),
+                        _source_id_in(session, [*by_id, *bad_ids]),
                     )
                     .values(seen_run=seen_run)
                 )
@@ -263,7 +260,7 @@ class Ledger:
         columns = [getattr(GrantRow, field) for field in MIRRORED_FIELDS]
         rows = session.execute(
             select(GrantRow.id, *columns).where(
-                and_(GrantRow.connection == connection, GrantRow.source_id.in_(source_ids))
+                GrantRow.connection == connection, _source_id_in(session, source_ids)
             )
         )
         return {
@@ -277,10 +274,10 @@ class Ledger:
             return {}
         rows = session.execute(
             select(GrantRow.source_id, GrantRow.id).where(
-                GrantRow.connection == connection, GrantRow.source_id.in_(source_ids)
+                GrantRow.connection == connection, _source_id_in(session, source_ids)
             )
         )
-        return {row.source_id: row.id for row in rows}
+        return dict(rows.all())  # rows are (source_id, id) tuples
 
     @staticmethod
     def _upsert(
@@ -298,7 +295,7 @@ class Ledger:
         now_db = to_db(now)
         rows = []
         for record in records:
-            values = [*record.as_tuple(), connection, now_db, now_db]
+            values = [*record, connection, now_db, now_db]
             for i in _TIME_POSITIONS:
                 if values[i] is not None:
                     values[i] = to_db(values[i])
@@ -354,6 +351,20 @@ class Ledger:
             )
         )
         return True
+
+
+def _source_id_in(session: Session, source_ids: list[str]) -> ColumnElement[bool]:
+    """``grants.source_id IN (…)`` with the page's Ids bound as one value.
+
+    A plain ``in_`` binds 2,000 values that SQLAlchemy expands into the statement and the
+    database parses again, every page. One JSON array (SQLite's ``json_each``) or one
+    array (PostgreSQL's ``= ANY``) keeps the statement cached; both still use the
+    (connection, source_id) index.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        ids = func.json_each(orjson.dumps(source_ids).decode()).table_valued("value")
+        return GrantRow.source_id.in_(select(ids.c.value))
+    return GrantRow.source_id == any_(bindparam("source_ids", source_ids, ARRAY(String)))
 
 
 def _actor(kind: str, record: GrantRecord) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -76,53 +77,89 @@ def _flag(record: dict[str, Any], api_name: str) -> bool:
     return value
 
 
+def record_parser(fields: FieldMap) -> Callable[[dict[str, Any]], GrantRecord | InvalidRecord]:
+    """A parser for records named by ``fields``: their API names read once, not per record
+    (an attribute of a pydantic model costs a Python-level ``__getattr__`` hook)."""
+    id_name, modstamp_name, is_deleted = fields.id, fields.modstamp, fields.is_deleted
+    org_id, org_name, grantee, status = (
+        fields.org_id,
+        fields.org_name,
+        fields.grantee,
+        fields.status,
+    )
+    grantor_id, grantor_username, grantor_email = (
+        fields.grantor_id,
+        fields.grantor_username,
+        fields.grantor_email,
+    )
+    granted_at_name, expires_at_name, revoked_at, revoke_reason = (
+        fields.granted_at,
+        fields.expires_at,
+        fields.revoked_at,
+        fields.revoke_reason,
+    )
+    duration_name, via_login_as, login_as_user = (
+        fields.duration,
+        fields.via_login_as,
+        fields.login_as_user,
+    )
+
+    def parse(record: dict[str, Any]) -> GrantRecord | InvalidRecord:
+        source_id: str | None = None
+        modstamp: datetime | None = None
+        try:
+            source_id = _required_text(record, id_name, "source_id")
+            if len(source_id) not in (15, 18) or not source_id.isalnum():
+                raise _Invalid(f"{id_name} {source_id!r} is not a Salesforce Id")
+            modstamp = _required_time(record, modstamp_name)
+            granted_at = _required_time(record, granted_at_name)
+            expires_at = _required_time(record, expires_at_name)
+            if expires_at <= granted_at:
+                raise _Invalid(f"{expires_at_name} is not after {granted_at_name}")
+            duration = _text(record, duration_name, "duration", required=False)
+            if duration is not None:
+                normalized = " ".join(duration.lower().split())
+                if normalized not in _DURATION_KEYS:
+                    raise _Invalid(f"{duration_name} {duration!r} is not a Salesforce duration")
+                duration = _DURATION_KEYS[normalized]
+            sf_status = _required_text(record, status, "sf_status")
+            if sf_status not in SALESFORCE_STATUSES:
+                raise _Invalid(f"{status} {sf_status!r} is not one of {SALESFORCE_STATUSES}")
+            org = _required_text(record, org_id, "org_id")
+            grantee_name = _required_text(record, grantee, "grantee")
+            return GrantRecord(
+                source_id=source_id,
+                org_id=org,
+                org_name=_text(record, org_name, "org_name", required=False),
+                grantor_id=_text(record, grantor_id, "grantor_id", required=False),
+                grantor_username=_text(
+                    record, grantor_username, "grantor_username", required=False
+                ),
+                grantor_email=_text(record, grantor_email, "grantor_email", required=False),
+                grantee=grantee_name,
+                duration=duration,
+                granted_at=granted_at,
+                expires_at=expires_at,
+                via_login_as=_flag(record, via_login_as),
+                login_as_user=_text(record, login_as_user, "login_as_user", required=False),
+                sf_status=sf_status,
+                revoked_at=_time(record, revoked_at, required=False),
+                revoke_reason=_text(record, revoke_reason, "revoke_reason", required=False),
+                modstamp=modstamp,
+                deleted=_flag(record, is_deleted),
+            )
+        except _Invalid as problem:
+            key = source_id if source_id is not None else _digest(record)
+            return InvalidRecord(
+                key=key, source_id=source_id, modstamp=modstamp, reason=str(problem)
+            )
+
+    return parse
+
+
 def parse_record(record: dict[str, Any], fields: FieldMap) -> GrantRecord | InvalidRecord:
-    source_id: str | None = None
-    modstamp: datetime | None = None
-    try:
-        source_id = _required_text(record, fields.id, "source_id")
-        if len(source_id) not in (15, 18) or not source_id.isalnum():
-            raise _Invalid(f"{fields.id} {source_id!r} is not a Salesforce Id")
-        modstamp = _required_time(record, fields.modstamp)
-        granted_at = _required_time(record, fields.granted_at)
-        expires_at = _required_time(record, fields.expires_at)
-        if expires_at <= granted_at:
-            raise _Invalid(f"{fields.expires_at} is not after {fields.granted_at}")
-        duration = _text(record, fields.duration, "duration", required=False)
-        if duration is not None:
-            normalized = " ".join(duration.lower().split())
-            if normalized not in _DURATION_KEYS:
-                raise _Invalid(f"{fields.duration} {duration!r} is not a Salesforce duration")
-            duration = _DURATION_KEYS[normalized]
-        status = _required_text(record, fields.status, "sf_status")
-        if status not in SALESFORCE_STATUSES:
-            raise _Invalid(f"{fields.status} {status!r} is not one of {SALESFORCE_STATUSES}")
-        org_id = _required_text(record, fields.org_id, "org_id")
-        grantee = _required_text(record, fields.grantee, "grantee")
-        return GrantRecord(
-            source_id=source_id,
-            org_id=org_id,
-            org_name=_text(record, fields.org_name, "org_name", required=False),
-            grantor_id=_text(record, fields.grantor_id, "grantor_id", required=False),
-            grantor_username=_text(
-                record, fields.grantor_username, "grantor_username", required=False
-            ),
-            grantor_email=_text(record, fields.grantor_email, "grantor_email", required=False),
-            grantee=grantee,
-            duration=duration,
-            granted_at=granted_at,
-            expires_at=expires_at,
-            via_login_as=_flag(record, fields.via_login_as),
-            login_as_user=_text(record, fields.login_as_user, "login_as_user", required=False),
-            sf_status=status,
-            revoked_at=_time(record, fields.revoked_at, required=False),
-            revoke_reason=_text(record, fields.revoke_reason, "revoke_reason", required=False),
-            modstamp=modstamp,
-            deleted=_flag(record, fields.is_deleted),
-        )
-    except _Invalid as problem:
-        key = source_id if source_id is not None else _digest(record)
-        return InvalidRecord(key=key, source_id=source_id, modstamp=modstamp, reason=str(problem))
+    """One record; a page goes through one :func:`record_parser`."""
+    return record_parser(fields)(record)
 
 
 def _digest(record: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from simple_salesforce.format import format_soql
 
 from firmgrant.grant import GrantRecord
 from firmgrant.salesforce.client import SalesforceClient
-from firmgrant.salesforce.records import InvalidRecord, parse_record
+from firmgrant.salesforce.records import InvalidRecord, record_parser
 from firmgrant.settings import SourceSettings, VendorSettings
 
 Page = tuple[list[GrantRecord], list[InvalidRecord]]
@@ -29,6 +29,7 @@ class ObjectSource:
     def __init__(self, settings: SourceSettings, vendor: VendorSettings) -> None:
         self.settings = settings
         self.vendor = vendor
+        self._parse_record = record_parser(settings.fields)
 
     def soql(self, since: datetime | None) -> str:
         fields = self.settings.fields
@@ -61,7 +62,7 @@ class ObjectSource:
         good: list[GrantRecord] = []
         bad: list[InvalidRecord] = []
         for record in raw:
-            parsed = parse_record(record, self.settings.fields)
+            parsed = self._parse_record(record)
             (good if isinstance(parsed, GrantRecord) else bad).append(parsed)  # type: ignore[arg-type]
         return good, bad
 

@@ -1,0 +1,42 @@
+"""The hand-written time formats equal what the standard library writes, for every shape."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta, timezone
+
+from firmgrant.ledger._bulk import sqlite_time
+from firmgrant.timeutil import iso_z
+
+
+def _times() -> list[datetime]:
+    edges = [
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1000, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+        datetime(2026, 5, 20, 20, 49, 32, tzinfo=UTC),
+        datetime(2026, 5, 20, 20, 49, 32, 68000, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        # Not UTC: both convert first (a Salesforce offset, a local zone).
+        datetime(2026, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+        datetime(2026, 12, 31, 23, 0, 0, 5, tzinfo=timezone(timedelta(hours=-8))),
+        datetime(2026, 6, 1, 0, 0, 0, 999999, tzinfo=timezone(timedelta(microseconds=1))),
+    ]
+    rng = random.Random(7)
+    start = datetime(1970, 1, 1, tzinfo=UTC)
+    spread = [start + timedelta(microseconds=rng.randrange(10**17)) for _ in range(2000)]
+    whole = [t.replace(microsecond=0) for t in spread[:500]]
+    return edges + spread + whole
+
+
+def test_iso_z_is_isoformat_in_utc_with_z() -> None:
+    for value in _times():
+        assert iso_z(value) == value.astimezone(UTC).isoformat()[:-6] + "Z", value
+
+
+def test_sqlite_time_is_fixed_width_utc_text_that_sorts_like_the_time() -> None:
+    times = _times()
+    for value in times:
+        expected = value.astimezone(UTC).isoformat(sep=" ", timespec="microseconds")[:26]
+        assert sqlite_time(value) == expected, value
+    assert sorted(times, key=sqlite_time) == sorted(times)
