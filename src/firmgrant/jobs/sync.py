@@ -64,18 +64,20 @@ def _known_usage(ledger: Ledger, name: str, policy: SyncSettings, clock: Clock) 
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Hold off the cyclic garbage collector while pages are mirrored.
+def _collector_per_page() -> Iterator[Callable[[], object]]:
+    """Run the cyclic garbage collector once per page, on the young generation only.
 
-    Every page allocates tens of thousands of short-lived containers (records, rows,
-    payloads) that reference counting frees on its own, yet they trigger the collector's
-    passes, and its full passes walk the whole heap: a tenth of an initial sync. The few
-    cycles a page leaves (SQLAlchemy's transaction objects) wait until the sync is over.
+    A page allocates tens of thousands of short-lived containers that reference counting
+    frees by itself, yet every 700 of them set off a collection, and every tenth of those
+    a pass over the older generations: a tenth of an initial sync went to passes that
+    found nothing. The cycles a page does leave (SQLAlchemy's execution contexts, which
+    hold the page's bound Ids) are young once the page is written: one young collection
+    then frees them, and memory stays flat (it grew 50 bytes a record without it).
     """
     enabled = gc.isenabled()
     gc.disable()
     try:
-        yield
+        yield lambda: gc.collect(0)
     finally:
         if enabled:
             gc.enable()
@@ -110,7 +112,7 @@ def sync_connection(
     calls_before = client.api_calls
     stopped = False
     try:
-        with _collector_paused():
+        with _collector_per_page() as collect_page_garbage:
             for records, invalid in source.pages(client, since):
                 if stop():  # the watermark is per page: the next sync goes on from here
                     log.info("%s: sync stopped early on request", name)
@@ -124,6 +126,7 @@ def sync_connection(
                 for problem in page.new_invalid:  # re-reads of a known bad record stay quiet
                     log.warning("%s: skipped record %s: %s", name, problem.key, problem.reason)
                 counts += page
+                collect_page_garbage()
         if seen_run is not None:
             counts.deleted += ledger.mark_vanished(name, seen_run, clock())
     except SalesforceError as exc:
