@@ -209,7 +209,8 @@ def test_503_that_persists_ends_the_run_with_an_error_and_loses_nothing(
     collector_after_failure = gc.isenabled()  # the sync pauses it while pages are written
     healed = sync(ledger, batch_size=200)
 
-    assert collector_after_failure and gc.isenabled(), "a sync must leave the collector on"
+    assert collector_after_failure, "a failed sync must leave the garbage collector on"
+    assert gc.isenabled()
     assert broken.error_kind == "SalesforceUnavailable"
     assert broken.inserted == 200, "the first page was committed with its watermark"
     assert (healed.error, healed.inserted) == (None, 100)
