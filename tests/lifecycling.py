@@ -91,6 +91,14 @@ class FakeClock:
         self.now += delta
 
 
+class TickingClock(FakeClock):
+    """Each reading a second after the last: a second always turns between two readings."""
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
 def worker_settings(org: SandboxOrg, smtp_port: int, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "connections": {"sandbox": sandbox_connection(org)},

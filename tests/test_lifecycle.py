@@ -21,6 +21,7 @@ from tests.lifecycling import (
     FakeClock,
     Harness,
     SmtpServer,
+    TickingClock,
     worker_settings,
 )
 
@@ -72,6 +73,19 @@ def test_login_as_grant_is_rejected_revoked_once_and_explained(harness: Harness)
     assert len(harness.mail.messages) == 1
     assert org.api.revocations[bad["Id"]] == 1
     assert harness.chain_ok()
+
+
+def test_our_revocation_read_back_is_no_change_though_a_second_turned(harness: Harness) -> None:
+    # The ledger must hold the revocation time that was sent, not when the reply came.
+    harness.clock = TickingClock()
+    bad = harness.org.customers.grant(duration="1 Month", login_as_user="bob@acme.example")
+
+    harness.cycle()
+    harness.cycle()
+
+    kinds = [kind for kind, _ in harness.events(bad["Id"])]
+    assert kinds.count("revoked") == 1
+    assert "changed" not in kinds, "the next sync saw our own revocation as a change"
 
 
 def test_each_reminder_offset_once_then_revocation_at_expiry(harness: Harness) -> None:

@@ -117,7 +117,7 @@ def revoke(
             # The whole call failed after the client's own retries: every row waits its turn.
             outcomes = {item.grant_id: ("failed", str(exc)) for item in batch}
             result.error = type(exc).__name__
-        _record(ledger, settings, batch, outcomes, clock(), result, owner)
+        _record(ledger, settings, batch, outcomes, clock(), result, owner, sent_at=now)
         if result.error:
             break
     result.api_calls = client.api_calls - calls_before
@@ -191,6 +191,8 @@ def _record(
     now: datetime,
     result: RevokeResult,
     owner: str,
+    *,
+    sent_at: datetime,
 ) -> None:
     worker = settings.worker
     first, ceiling = (
@@ -229,8 +231,9 @@ def _record(
             release(row, state="revoked", done_at=now, last_error=None)
             if outcome == "revoked":
                 result.revoked += 1
-                # What Salesforce now holds, so the next sync sees no change of ours.
-                grant.sf_status, grant.revoked_at = "Revoked", now.replace(microsecond=0)
+                # What Salesforce now holds (the time we sent, not the time we got back:
+                # a second may have turned since), so the next sync sees no change of ours.
+                grant.sf_status, grant.revoked_at = "Revoked", sent_at.replace(microsecond=0)
                 grant.revoke_reason = row.reason[: FIELD_LIMITS["revoke_reason"]]
                 grant.updated_at = now
                 events.append(_event("revoked", grant, row, now, row.reason))
