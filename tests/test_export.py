@@ -20,7 +20,7 @@ from firmgrant.ledger import Ledger, append_events, verify_chain
 from firmgrant.ledger.models import GrantRow
 from firmgrant.sandbox import SandboxOrg
 from firmgrant.sandbox.schema import GRANT
-from firmgrant.timeutil import utcnow
+from firmgrant.timeutil import iso_z, utcnow
 from firmgrant.worker import Worker
 from tests.lifecycling import worker_settings
 
@@ -229,3 +229,19 @@ def test_bad_export_date_or_place_is_a_usage_error(
     assert main(["export", "--output", str(tmp_path / "no" / "such" / "dir.csv")]) == 2
     assert "cannot write" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == [tmp_path / "var"]  # the default SQLite ledger only
+
+
+def test_status_after_compares_expiry_and_event_time_exactly_whatever_their_shape() -> None:
+    # iso_z drops a zero fraction, so the two texts may differ in shape; the export's
+    # status must be what comparing the times says, at the boundary too.
+    from firmgrant.export.rows import _status
+
+    base = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+    offsets = [timedelta(0), timedelta(microseconds=1), timedelta(seconds=1)]
+    times = [base + d for d in offsets] + [base - d for d in offsets[1:]]
+    for expires in times:
+        for at in times:
+            grant = ["00D", "n", "u", "e", "g", "2026-01-01T00:00:00Z", iso_z(expires), "m",
+                     "Active", False, False]  # fmt: skip
+            expected = "expired" if expires <= at else "active"
+            assert _status(grant, iso_z(at), at) == expected, (expires, at)

@@ -111,8 +111,9 @@ def _ended(grant: Snapshot | None, kind: str) -> Snapshot | None:
     return grant
 
 
-def _status(grant: Snapshot | None, at: datetime) -> str:
-    """The grant's status after the event (at ``at``), by the rules of ``grants``."""
+def _status(grant: Snapshot | None, at_text: str, at: datetime) -> str:
+    """The grant's status after the event (at ``at``, ``at_text`` as ``iso_z`` wrote it),
+    by the rules of ``grants``."""
     if grant is None:
         return ""
     *_, expires_at, _, sf_status, deleted, via_login_as = grant
@@ -124,9 +125,12 @@ def _status(grant: Snapshot | None, at: datetime) -> str:
         return "revoked"
     if sf_status == "Expired":
         return "expired"
-    if expires_at and datetime.fromisoformat(expires_at) <= at:
-        return "expired"
-    return "active"
+    if not expires_at:
+        return "active"
+    if len(expires_at) == len(at_text) and expires_at[10] == "T" and expires_at[-1] == "Z":
+        # Both as iso_z writes them, in the same shape: text order is time order.
+        return "expired" if expires_at <= at_text else "active"
+    return "expired" if datetime.fromisoformat(expires_at) <= at else "active"
 
 
 def _snapshots_before(
@@ -231,13 +235,15 @@ def rows(
             at_time = datetime.fromisoformat(at_text)
         fields = grant[:8] if grant is not None else [orgs.get(grant_id), *unknown]
         org, name, username, email, grantee, granted, expires, modstamp = (
-            fields if blank is None else [blank if value is None else value for value in fields]
+            fields
+            if blank is None or None not in fields
+            else [blank if value is None else value for value in fields]
         )
         out.append(
             (
                 id_, at_text, kind, blank if grant_id is None else grant_id,
                 blank if connection is None else connection, org, name, username, email,
-                grantee, granted, expires, _status(grant, at_time), actor,
+                grantee, granted, expires, _status(grant, at_text, at_time), actor,
                 blank if reason is None else reason, blank if source_id is None else source_id,
                 modstamp, prev, hash_,
             )
