@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 from firmgrant.grant import DURATIONS, FIELD_LIMITS, SALESFORCE_STATUSES, GrantRecord
@@ -78,75 +79,56 @@ def _flag(record: dict[str, Any], api_name: str) -> bool:
 
 
 def record_parser(fields: FieldMap) -> Callable[[dict[str, Any]], GrantRecord | InvalidRecord]:
-    """A parser for records named by ``fields``: their API names read once, not per record
-    (an attribute of a pydantic model costs a Python-level ``__getattr__`` hook)."""
-    id_name, modstamp_name, is_deleted = fields.id, fields.modstamp, fields.is_deleted
-    org_id, org_name, grantee, status = (
-        fields.org_id,
-        fields.org_name,
-        fields.grantee,
-        fields.status,
-    )
-    grantor_id, grantor_username, grantor_email = (
-        fields.grantor_id,
-        fields.grantor_username,
-        fields.grantor_email,
-    )
-    granted_at_name, expires_at_name, revoked_at, revoke_reason = (
-        fields.granted_at,
-        fields.expires_at,
-        fields.revoked_at,
-        fields.revoke_reason,
-    )
-    duration_name, via_login_as, login_as_user = (
-        fields.duration,
-        fields.via_login_as,
-        fields.login_as_user,
-    )
+    """A parser for records named by ``fields``.
+
+    The API names are copied into a plain namespace once: every attribute of a pydantic
+    model goes through a Python-level ``__getattr__`` hook, 17 times a record.
+    """
+    names = SimpleNamespace(**fields.model_dump())
 
     def parse(record: dict[str, Any]) -> GrantRecord | InvalidRecord:
         source_id: str | None = None
         modstamp: datetime | None = None
         try:
-            source_id = _required_text(record, id_name, "source_id")
+            source_id = _required_text(record, names.id, "source_id")
             if len(source_id) not in (15, 18) or not source_id.isalnum():
-                raise _Invalid(f"{id_name} {source_id!r} is not a Salesforce Id")
-            modstamp = _required_time(record, modstamp_name)
-            granted_at = _required_time(record, granted_at_name)
-            expires_at = _required_time(record, expires_at_name)
+                raise _Invalid(f"{names.id} {source_id!r} is not a Salesforce Id")
+            modstamp = _required_time(record, names.modstamp)
+            granted_at = _required_time(record, names.granted_at)
+            expires_at = _required_time(record, names.expires_at)
             if expires_at <= granted_at:
-                raise _Invalid(f"{expires_at_name} is not after {granted_at_name}")
-            duration = _text(record, duration_name, "duration", required=False)
+                raise _Invalid(f"{names.expires_at} is not after {names.granted_at}")
+            duration = _text(record, names.duration, "duration", required=False)
             if duration is not None:
                 normalized = " ".join(duration.lower().split())
                 if normalized not in _DURATION_KEYS:
-                    raise _Invalid(f"{duration_name} {duration!r} is not a Salesforce duration")
+                    raise _Invalid(f"{names.duration} {duration!r} is not a Salesforce duration")
                 duration = _DURATION_KEYS[normalized]
-            sf_status = _required_text(record, status, "sf_status")
-            if sf_status not in SALESFORCE_STATUSES:
-                raise _Invalid(f"{status} {sf_status!r} is not one of {SALESFORCE_STATUSES}")
-            org = _required_text(record, org_id, "org_id")
-            grantee_name = _required_text(record, grantee, "grantee")
+            status = _required_text(record, names.status, "sf_status")
+            if status not in SALESFORCE_STATUSES:
+                raise _Invalid(f"{names.status} {status!r} is not one of {SALESFORCE_STATUSES}")
+            org_id = _required_text(record, names.org_id, "org_id")
+            grantee = _required_text(record, names.grantee, "grantee")
             return GrantRecord(
                 source_id=source_id,
-                org_id=org,
-                org_name=_text(record, org_name, "org_name", required=False),
-                grantor_id=_text(record, grantor_id, "grantor_id", required=False),
+                org_id=org_id,
+                org_name=_text(record, names.org_name, "org_name", required=False),
+                grantor_id=_text(record, names.grantor_id, "grantor_id", required=False),
                 grantor_username=_text(
-                    record, grantor_username, "grantor_username", required=False
+                    record, names.grantor_username, "grantor_username", required=False
                 ),
-                grantor_email=_text(record, grantor_email, "grantor_email", required=False),
-                grantee=grantee_name,
+                grantor_email=_text(record, names.grantor_email, "grantor_email", required=False),
+                grantee=grantee,
                 duration=duration,
                 granted_at=granted_at,
                 expires_at=expires_at,
-                via_login_as=_flag(record, via_login_as),
-                login_as_user=_text(record, login_as_user, "login_as_user", required=False),
-                sf_status=sf_status,
-                revoked_at=_time(record, revoked_at, required=False),
-                revoke_reason=_text(record, revoke_reason, "revoke_reason", required=False),
+                via_login_as=_flag(record, names.via_login_as),
+                login_as_user=_text(record, names.login_as_user, "login_as_user", required=False),
+                sf_status=status,
+                revoked_at=_time(record, names.revoked_at, required=False),
+                revoke_reason=_text(record, names.revoke_reason, "revoke_reason", required=False),
                 modstamp=modstamp,
-                deleted=_flag(record, is_deleted),
+                deleted=_flag(record, names.is_deleted),
             )
         except _Invalid as problem:
             key = source_id if source_id is not None else _digest(record)
