@@ -179,32 +179,42 @@ def test_ids_are_gap_free_across_transactions(ledger: Ledger) -> None:
     assert ids == [1, 2, 3, 4]
 
 
-def test_the_hash_is_sha256_of_prev_hash_and_the_canonical_row() -> None:
-    """The documented definition, computed the slow obvious way, matches the fast one."""
+def test_the_stored_hash_is_sha256_of_prev_hash_and_the_canonical_row(ledger: Ledger) -> None:
+    """What an auditor recomputes the slow obvious way matches what the ledger stored."""
     import hashlib
     import json
 
-    from firmgrant.ledger.chain import canonical_json, event_hash
-
     payload = {"grant": {"org_name": 'Zoë "Q" <b>', "n": 1}, "changes": {"x": [None, True]}}
-    row = {
-        "id": 7,
-        "at": T0,
-        "kind": "changed",
-        "grant_id": 3,
-        "connection": "acme",
-        "source_id": "a0B000000000001AAA",
-        "actor": "salesforce",
-        "reason": None,
-        "payload": canonical_json(payload),
-    }
-    obvious = json.dumps(
-        {**row, "at": "2026-11-01T09:30:00Z", "payload": payload},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-    assert event_hash("ab" * 32, row) == hashlib.sha256(("ab" * 32 + obvious).encode()).hexdigest()
+    events = [
+        NewEvent("changed", T0, payload, "acme", "a0B000000000001AAA", None, "salesforce"),
+        NewEvent("reminded", T0 + timedelta(microseconds=5), {"due": "x"}, reason="ünï ✓"),
+    ]
+    with ledger.transaction() as session:
+        append_events(session, events)
+    with ledger.sessions() as session:
+        stored = session.execute(select(EventRow).order_by(EventRow.id)).scalars().all()
+
+    prev = "0" * 64
+    for row, event in zip(stored, events, strict=True):
+        obvious = json.dumps(
+            {
+                "id": row.id,
+                "at": event.at.isoformat().replace("+00:00", "Z"),
+                "kind": event.kind,
+                "grant_id": event.grant_id,
+                "connection": event.connection,
+                "source_id": event.source_id,
+                "actor": event.actor,
+                "reason": event.reason,
+                "payload": event.payload,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        assert row.prev_hash == prev
+        assert row.hash == hashlib.sha256((prev + obvious).encode()).hexdigest()
+        prev = row.hash
 
 
 def test_canonical_json_is_the_stdlib_canonical_form_for_awkward_text() -> None:

@@ -50,16 +50,6 @@ def _dump(value: str | int | None) -> str:
     return _text(value) if isinstance(value, str) else str(value)
 
 
-def event_hash(prev_hash: str, row: dict[str, Any]) -> str:
-    """``sha256(prev_hash + canonical_json(row))``, the payload inside as a JSON object.
-
-    ``row["payload"]`` is the stored text, already ``canonical_json(payload)``, so the
-    canonical row is assembled around it instead of re-encoding it (the keys below are in
-    sorted order). This equals ``canonical_json({..., "payload": json.loads(payload)})``.
-    """
-    return _hash(prev_hash, row["id"], _text(iso_z(row["at"])), *(row[key] for key in HASHED[2:]))
-
-
 def _hash(
     prev_hash: str,
     id_: int,
@@ -72,6 +62,12 @@ def _hash(
     reason: str | None,
     payload: str,
 ) -> str:
+    """``sha256(prev_hash + canonical_json(row))``, the payload inside as a JSON object.
+
+    ``payload`` is the stored text, already ``canonical_json(payload)``, so the canonical
+    row is assembled around it instead of re-encoding it (the keys below are in sorted
+    order): this equals ``canonical_json({..., "payload": json.loads(payload)})``.
+    """
     canonical = (
         f'{{"actor":{_dump(actor)},"at":{at_json},'
         f'"connection":{_dump(connection)},"grant_id":{_dump(grant_id)},'
