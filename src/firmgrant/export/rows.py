@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from firmgrant.display import FORMULA_PREFIXES
-from firmgrant.ledger._bulk import iso_from_db, sqlite_time
+from firmgrant.ledger._bulk import iso_from_db, time_converter
 from firmgrant.ledger.ranges import Reader
 from firmgrant.timeutil import iso_z
 
@@ -184,7 +184,7 @@ def _select(reader: Reader, filters: Filters) -> tuple[str, tuple[Any, ...]]:
         f"{_snapshot_sql(reader)}, e.prev_hash, e.hash FROM events e WHERE e.id BETWEEN ? AND ?"
     )
     params: list[Any] = []
-    to_db = sqlite_time if reader.dialect == "sqlite" else (lambda value: value)
+    to_db = time_converter(reader.dialect)
     if filters.since:
         sql, params = sql + " AND e.at >= ?", [*params, to_db(filters.since)]
     if filters.until:

@@ -48,9 +48,9 @@ def _postgres_time(value: datetime) -> datetime:
     return value
 
 
-def time_converter(session: Session) -> Callable[[datetime], Any]:
-    """How this session's database wants a time bound (non-``None`` values only)."""
-    return sqlite_time if session.get_bind().dialect.name == "sqlite" else _postgres_time
+def time_converter(dialect: str) -> Callable[[datetime], Any]:
+    """How a database of this dialect wants a time bound (non-``None`` values only)."""
+    return sqlite_time if dialect == "sqlite" else _postgres_time
 
 
 def insert_rows(

@@ -102,7 +102,7 @@ def append_events(session: Session, events: Sequence[NewEvent]) -> None:
         select(ChainHead).where(ChainHead.id == 1).with_for_update()
     ).scalar_one()
     prev, last_id = head.hash, head.last_event_id
-    to_db = time_converter(session)
+    to_db = time_converter(session.get_bind().dialect.name)
     rows: list[tuple[Any, ...]] = []
     at: datetime | None = None
     for event in events:

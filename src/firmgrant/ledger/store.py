@@ -291,7 +291,7 @@ class Ledger:
         psycopg parses client-side (0.5 s a page); plain executemany is pipelined, and one
         indexed SELECT finds the new ids.
         """
-        to_db = time_converter(session)
+        to_db = time_converter(session.get_bind().dialect.name)
         now_db = to_db(now)
         rows = []
         for record in records:
