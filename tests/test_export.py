@@ -145,16 +145,45 @@ def test_the_file_is_the_same_however_many_processes_read_the_log(
     assert _export(ledger, fmt, only, jobs=2, chunk=3) == _export(ledger, fmt, only)
 
 
-def test_the_csv_fast_path_sends_every_formula_start_to_the_careful_writer() -> None:
+def _as_csv_writer_writes(rows: list[tuple[Any, ...]]) -> str:
+    """The slow, obvious CSV: every cell through csv.writer, formula starts neutralised."""
     from firmgrant.display import FORMULA_PREFIXES
-    from firmgrant.export.rows import _plain
 
-    row = ["1", "2026-11-01T00:00:00Z", *["x"] * (len(exporting.COLUMNS) - 2)]
-    assert _plain(",".join(row))
-    for start in FORMULA_PREFIXES:
-        for position in (0, 6, len(row) - 1):
-            tricky = [*row[:position], start + "SUM(A1)", *row[position + 1 :]]
-            assert not _plain(",".join(tricky)), (start, position)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    for row in rows:
+        cells = [str(value) for value in row]
+        writer.writerow(["'" + c if c.startswith(FORMULA_PREFIXES) else c for c in cells])
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("starts", ["=+-@\t", "=+-@\t\r\n"])
+@pytest.mark.parametrize("companion", [None, 'a "quote"', "a\rCR", "a\nLF", "a, comma"])
+def test_csv_lines_are_what_csv_writer_writes_for_every_awkward_cell(
+    starts: str, companion: str | None
+) -> None:
+    """Formula starts at every position, ints among them, first or later in a range whose
+    other cells need no quoting (checked as one text) or one does (checked line by line)."""
+    from firmgrant.display import FORMULA_PREFIXES
+    from firmgrant.export.rows import _csv_text
+
+    plain: tuple[Any, ...] = (7, "2026-11-01T00:00:00Z", *["x"] * (len(exporting.COLUMNS) - 2))
+    tricky = [
+        (*plain[:position], start + "SUM(A1)", *plain[position + 1 :])
+        for start in starts
+        for position in (0, 1, 6, len(plain) - 1)
+    ]
+    tricky += [(-5, *plain[1:]), (*plain[:3], -2, *plain[4:])]
+    for cell in ("Café «Ltd»", companion):
+        if cell is not None:
+            tricky.append((*plain[:6], cell, *plain[7:]))
+    for rows in ([plain, *tricky, plain], tricky, tricky[::-1]):
+        assert _csv_text(rows) == _as_csv_writer_writes(rows)
+        parsed = list(csv.reader(io.StringIO(_csv_text(rows), newline="")))
+        assert len(parsed) == len(rows)
+        for row in parsed:
+            assert not any(cell.startswith(FORMULA_PREFIXES) for cell in row), row
+    assert _csv_text([]) == ""
 
 
 def test_an_export_ends_at_the_chain_head_it_read_while_a_worker_appends(

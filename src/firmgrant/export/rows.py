@@ -266,23 +266,21 @@ def _edge(row: tuple[Any, ...]) -> dict[str, Any]:
     return {"event_id": row[0], "event_at": row[1]}
 
 
-# A CSV line as csv.writer would write it when no field needs quoting or neutralising;
-# the rare line _plain turns down goes through csv.writer itself.
+# A CSV line as csv.writer would write it when no field needs quoting or neutralising.
 _LINE = ",".join("%s" for _ in COLUMNS)
-
-
-# A field after the first starts right after a comma. One compiled pattern finds ",=" and
-# its kin: its literal ',' makes the regex engine jump from comma to comma, where five
-# two-character substring tests cost 2.5 times as much.
-_FORMULA_AFTER_COMMA = re.compile(
-    "," + "[" + "".join(re.escape(prefix) for prefix in FORMULA_PREFIXES) + "]"
-)
+_COMMAS = len(COLUMNS) - 1
+# A cell that could start a formula: at a line start, or right after a comma. Patterns
+# that start with one literal let the regex engine jump between candidates (testing
+# every character for a class of starts costs several times as much).
+_FORMULA_CELL = "[" + "".join(re.escape(prefix) for prefix in FORMULA_PREFIXES) + "]"
+_FORMULA_AFTER_COMMA = re.compile(f",({_FORMULA_CELL})")
+_FORMULA_AFTER_NEWLINE = re.compile(f"\n({_FORMULA_CELL})")
 
 
 def _plain(line: str) -> bool:
     """No field needs quoting or neutralising (RFC 4180, OWASP)."""
     return not (
-        line.count(",") != len(COLUMNS) - 1
+        line.count(",") != _COMMAS
         or line[:1] in _FORMULA_STARTS
         or '"' in line
         or "\r" in line
@@ -291,22 +289,34 @@ def _plain(line: str) -> bool:
     )
 
 
-def _csv_lines(found: list[tuple[Any, ...]]) -> str:
-    lines: list[str] = []
-    careful = csv.writer(_Lines(lines), lineterminator="\r\n")  # RFC 4180
+def _csv_text(found: list[tuple[Any, ...]]) -> str:
+    """The rows as CSV lines, each ending in CRLF (RFC 4180); every cell that could start
+    a formula is neutralised with a leading ``'`` (OWASP)."""
+    lines = [_LINE % row for row in found]
+    text = "\n".join(lines)
+    if (
+        text.count("\n") == len(lines) - 1
+        and text.count(",") == _COMMAS * len(lines)
+        and '"' not in text
+        and "\r" not in text
+    ):
+        # Each comma ends a cell and each "\n" a line, and no cell needs quoting: the
+        # formula starts are neutralised in the whole range's text at once.
+        text = _FORMULA_AFTER_COMMA.sub(",'\\1", text)
+        text = _FORMULA_AFTER_NEWLINE.sub("\n'\\1", text)
+        if text[:1] in _FORMULA_STARTS:
+            text = "'" + text
+        return text.replace("\n", "\r\n") + "\r\n" if lines else ""
+    written: list[str] = []
+    careful = csv.writer(_Lines(written), lineterminator="\r\n")
     starts = _FORMULA_STARTS
-    for row in found:
-        line = _LINE % row
+    for line, row in zip(lines, found, strict=True):
         if _plain(line):
-            lines.append(line + "\r\n")
-        else:  # text that could start a formula is neutralised (OWASP), the rest quoted
-            careful.writerow(
-                [
-                    "'" + value if value.__class__ is str and value[:1] in starts else value
-                    for value in row
-                ]
-            )
-    return "".join(lines)
+            written.append(line + "\r\n")
+        else:  # quoted where needed by csv.writer, neutralised as above
+            cells = [str(value) for value in row]
+            careful.writerow(["'" + cell if cell[:1] in starts else cell for cell in cells])
+    return "".join(written)
 
 
 class _Lines:
@@ -317,7 +327,7 @@ class _Lines:
 def read_piece(reader: Reader, lo: int, hi: int, filters: Filters, fmt: str) -> Piece:
     if fmt == "csv":
         found = rows(reader, lo, hi, filters, blank="")
-        data = _csv_lines(found).encode()
+        data = _csv_text(found).encode()
     else:
         found = rows(reader, lo, hi, filters)
         lines = [orjson.dumps(dict(zip(COLUMNS, row, strict=True))) for row in found]
