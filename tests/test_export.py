@@ -274,3 +274,19 @@ def test_status_after_compares_expiry_and_event_time_exactly_whatever_their_shap
                      "Active", False, False]  # fmt: skip
             expected = "expired" if expires <= at else "active"
             assert _status(grant, iso_z(at), at) == expected, (expires, at)
+
+
+def _failing_range(reader: Any, lo: int, hi: int) -> None:
+    raise RuntimeError(f"range {lo}..{hi} unreadable")
+
+
+def test_a_range_that_fails_leaves_the_garbage_collector_on(ledger: Ledger) -> None:
+    """Ranges are read with automatic collection paused; a failure must not keep it so."""
+    import gc
+
+    from firmgrant.ledger.ranges import map_ranges
+
+    with ledger.sessions() as session, map_ranges(session, _failing_range, [(1, 2)]) as results:
+        with pytest.raises(RuntimeError, match="unreadable"):
+            next(results)
+    assert gc.isenabled()

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
+from firmgrant._collector import collector_per_batch
 from firmgrant.errors import ApiLimitExceeded, SalesforceError
 from firmgrant.ledger import Ledger, PageCounts
 from firmgrant.salesforce.client import ApiUsage, SalesforceClient
@@ -63,26 +62,6 @@ def _known_usage(ledger: Ledger, name: str, policy: SyncSettings, clock: Clock) 
     return ApiUsage(state.api_used, state.api_limit, state.api_seen_at)
 
 
-@contextmanager
-def _collector_per_page() -> Iterator[Callable[[], object]]:
-    """Run the cyclic garbage collector once per page, on the young generation only.
-
-    A page allocates tens of thousands of short-lived containers that reference counting
-    frees by itself, yet every 700 of them set off a collection, and every tenth of those
-    a pass over the older generations: a tenth of an initial sync went to passes that
-    found nothing. The cycles a page does leave (SQLAlchemy's execution contexts, which
-    hold the page's bound Ids) are young once the page is written: one young collection
-    then frees them, and memory stays flat (it grew 50 bytes a record without it).
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield lambda: gc.collect(0)
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def sync_connection(
     ledger: Ledger,
     name: str,
@@ -112,7 +91,7 @@ def sync_connection(
     calls_before = client.api_calls
     stopped = False
     try:
-        with _collector_per_page() as collect_page_garbage:
+        with collector_per_batch() as collect_page_garbage:
             for records, invalid in source.pages(client, since):
                 if stop():  # the watermark is per page: the next sync goes on from here
                     log.info("%s: sync stopped early on request", name)

@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
+from firmgrant._collector import collector_per_batch
+
 T = TypeVar("T")
 
 
@@ -100,9 +102,18 @@ def _open(url: str) -> None:
     _reader = Reader(_pooled.driver_connection, engine.dialect.name)
 
 
+def _collected(
+    task: Callable[..., T], reader: Reader, lo: int, hi: int, args: tuple[Any, ...]
+) -> T:
+    with collector_per_batch() as collect_range_garbage:
+        result = task(reader, lo, hi, *args)
+        collect_range_garbage()
+    return result
+
+
 def _run(task: Callable[..., T], lo: int, hi: int, args: tuple[Any, ...]) -> T:
     assert _reader is not None, "worker started without a connection"
-    return task(_reader, lo, hi, *args)
+    return _collected(task, _reader, lo, hi, args)
 
 
 @contextmanager
@@ -123,7 +134,7 @@ def map_ranges(
     url = _shareable_url(session)
     if jobs <= 1 or len(ranges) < 2 or url is None:
         reader = session_reader(session)
-        yield (task(reader, lo, hi, *args) for lo, hi in ranges)
+        yield (_collected(task, reader, lo, hi, args) for lo, hi in ranges)
         return
     # A pool that notices a worker dying (BrokenProcessPool) rather than waiting forever.
     with ProcessPoolExecutor(
