@@ -286,7 +286,10 @@ def test_a_range_that_fails_leaves_the_garbage_collector_on(ledger: Ledger) -> N
 
     from firmgrant.ledger.ranges import map_ranges
 
-    with ledger.sessions() as session, map_ranges(session, _failing_range, [(1, 2)]) as results:
-        with pytest.raises(RuntimeError, match="unreadable"):
-            next(results)
+    with (
+        ledger.sessions() as session,
+        map_ranges(session, _failing_range, [(1, 2)]) as results,
+        pytest.raises(RuntimeError, match="unreadable"),
+    ):
+        next(results)
     assert gc.isenabled()
