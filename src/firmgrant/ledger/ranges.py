@@ -35,8 +35,9 @@ class Reader:
     dialect: str
 
     def sql(self, text: str) -> str:
-        """``text`` with its ``?`` placeholders as this driver wants them."""
-        return text if self.dialect == "sqlite" else text.replace("?", "%s")
+        """``text`` with its ``?`` placeholders as this driver wants them (psycopg's
+        ``%s``, and a literal ``%`` doubled)."""
+        return text if self.dialect == "sqlite" else text.replace("%", "%%").replace("?", "%s")
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cursor = self.connection.cursor()
