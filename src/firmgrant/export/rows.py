@@ -11,7 +11,7 @@ import csv
 import re
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -122,9 +122,9 @@ def _ended(grant: Snapshot | None, kind: str) -> Snapshot | None:
     return grant
 
 
-def _status(grant: Snapshot | None, at_text: str, at: datetime) -> str:
-    """The grant's status after the event (at ``at``, ``at_text`` as ``iso_z`` wrote it),
-    by the rules of ``grants``."""
+def _status(grant: Snapshot | None, at_text: str) -> str:
+    """The grant's status after the event (at ``at_text``, as ``iso_z`` writes it), by the
+    rules of ``grants``."""
     if grant is None:
         return ""
     *_, expires_at, _, sf_status, deleted, via_login_as = grant
@@ -141,7 +141,8 @@ def _status(grant: Snapshot | None, at_text: str, at: datetime) -> str:
     if len(expires_at) == len(at_text) and expires_at[10] == "T" and expires_at[-1] == "Z":
         # Both as iso_z writes them, in the same shape: text order is time order.
         return "expired" if expires_at <= at_text else "active"
-    return "expired" if datetime.fromisoformat(expires_at) <= at else "active"
+    expired = datetime.fromisoformat(expires_at) <= datetime.fromisoformat(at_text)
+    return "expired" if expired else "active"
 
 
 # SQLite before 3.35 (still some LTS systems' own) neither needs nor knows the hint.
@@ -224,33 +225,38 @@ def _orgs(reader: Reader, grant_ids: set[int]) -> dict[int, str]:
 
 
 def rows(
-    reader: Reader, lo: int, hi: int, filters: Filters, blank: str | None = None
+    reader: Reader, lo: int, hi: int, filters: Filters, *, text: bool = False
 ) -> list[tuple[Any, ...]]:
-    """Export rows of events ``lo..hi``, raw values in ``COLUMNS`` order, ``blank`` for null."""
+    """Export rows of events ``lo..hi``, values in ``COLUMNS`` order: as stored, or with
+    ``text`` ids as text and ``""`` for null (what a CSV cell holds)."""
     sql, params = _select(reader, filters)
     events = reader.rows(sql, (lo, hi, *params))
     if not events:
         return []
-    snapshots = [_snapshot(event[8]) for event in events]
+    loads = orjson.loads
+    snapshots = [loads(event[8]) if event[8] else None for event in events]
     missing = {
         event[3]
         for event, snapshot in zip(events, snapshots, strict=True)
-        if snapshot is None and event[3] is not None
+        if (snapshot is None or snapshot[0] is None) and event[3] is not None
     }
     # Only this range's grants are held: memory stays flat.
     known = _snapshots_before(reader, missing, events[0][0])
     orgs = _orgs(reader, {grant for grant in missing if known.get(grant) is None})
     unknown = [None] * 7
+    blank = "" if text else None
     out = []
-    at_seen, at_text, at_time = None, "", datetime.min.replace(tzinfo=UTC)
-    for event, snapshot in zip(events, snapshots, strict=True):
+    at_seen, at_text = None, ""
+    for event, grant in zip(events, snapshots, strict=True):
         id_, at, kind, grant_id, connection, source_id, actor, reason, _, prev, hash_ = event
-        grant = snapshot
+        if grant is not None and grant[0] is None:  # every snapshot names its org
+            grant = None
         if grant_id is not None:
-            grant = known[grant_id] = snapshot or _ended(known.get(grant_id), kind)
+            if grant is None:
+                grant = _ended(known.get(grant_id), kind)
+            known[grant_id] = grant
         if at != at_seen:  # a page's events share their time
             at_seen, at_text = at, iso_from_db(at)
-            at_time = datetime.fromisoformat(at_text)
         fields = grant[:8] if grant is not None else [orgs.get(grant_id), *unknown]
         org, name, username, email, grantee, granted, expires, modstamp = (
             fields
@@ -259,9 +265,10 @@ def rows(
         )
         out.append(
             (
-                id_, at_text, kind, blank if grant_id is None else grant_id,
+                str(id_) if text else id_, at_text, kind,
+                blank if grant_id is None else str(grant_id) if text else grant_id,
                 blank if connection is None else connection, org, name, username, email,
-                grantee, granted, expires, _status(grant, at_text, at_time), actor,
+                grantee, granted, expires, _status(grant, at_text), actor,
                 blank if reason is None else reason, blank if source_id is None else source_id,
                 modstamp, prev, hash_,
             )
@@ -280,11 +287,9 @@ class Piece:
 
 
 def _edge(row: tuple[Any, ...]) -> dict[str, Any]:
-    return {"event_id": row[0], "event_at": row[1]}
+    return {"event_id": int(row[0]), "event_at": row[1]}
 
 
-# A CSV line as csv.writer would write it when no field needs quoting or neutralising.
-_LINE = ",".join("%s" for _ in COLUMNS)
 _COMMAS = len(COLUMNS) - 1
 # A cell that could start a formula: at a line start, or right after a comma. Patterns
 # that start with one literal let the regex engine jump between candidates (testing
@@ -307,9 +312,16 @@ def _plain(line: str) -> bool:
 
 
 def _csv_text(found: list[tuple[Any, ...]]) -> str:
-    """The rows as CSV lines, each ending in CRLF (RFC 4180); every cell that could start
-    a formula is neutralised with a leading ``'`` (OWASP)."""
-    lines = [_LINE % row for row in found]
+    """The rows (as ``rows(text=True)`` gives them) as CSV lines, each ending in CRLF
+    (RFC 4180); every cell that could start a formula is neutralised with a ``'`` (OWASP).
+
+    Lines are joined cells, checked and neutralised as one text; csv.writer writes them
+    only in a range where some cell needs quoting.
+    """
+    try:  # joining text is a third of what %-formatting the cells costs
+        lines = [",".join(row) for row in found]
+    except TypeError:  # a snapshot that holds a number
+        lines = [",".join(map(str, row)) for row in found]
     text = "\n".join(lines)
     if (
         text.count("\n") == len(lines) - 1
@@ -343,7 +355,7 @@ class _Lines:
 
 def read_piece(reader: Reader, lo: int, hi: int, filters: Filters, fmt: str) -> Piece:
     if fmt == "csv":
-        found = rows(reader, lo, hi, filters, blank="")
+        found = rows(reader, lo, hi, filters, text=True)
         data = _csv_text(found).encode()
     else:
         found = rows(reader, lo, hi, filters)
