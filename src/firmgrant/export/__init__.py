@@ -64,12 +64,15 @@ class ExportResult:
 def _bounds(session: Session, filters: Filters, head_id: int) -> tuple[int | None, int | None]:
     """The first and last event id worth reading: up to the head, within the times asked."""
     e = EventRow
-    query = select(func.min(e.id), func.max(e.id)).where(e.id <= head_id)
+    wanted = [e.id <= head_id]
     if filters.since:
-        query = query.where(e.at >= filters.since)
+        wanted.append(e.at >= filters.since)
     if filters.until:
-        query = query.where(e.at < filters.until)
-    first, last = session.execute(query).one()
+        wanted.append(e.at < filters.until)
+    # Each on its own: SQLite finds a lone min() or max() with one seek, but both in
+    # one query read every row (a fifth of a second for a million events).
+    first = session.execute(select(func.min(e.id)).where(*wanted)).scalar()
+    last = session.execute(select(func.max(e.id)).where(*wanted)).scalar()
     return first, last
 
 
