@@ -117,6 +117,23 @@ def _run(task: Callable[..., T], lo: int, hi: int, args: tuple[Any, ...]) -> T:
     return _collected(task, _reader, lo, hi, args)
 
 
+def _widen_result_pipe(pool: ProcessPoolExecutor) -> None:
+    """Let a whole range's result (a few hundred KB) through the pool's result pipe at once.
+
+    Through Linux's default 64 KB, every result crossed in a dozen writes and wake-ups:
+    a tenth of an export's CPU time. Only Linux can; the pipe is the pool's own (private),
+    so anything unexpected leaves it as it was.
+    """
+    queue = getattr(pool, "_result_queue", None)
+    reader = getattr(queue, "_reader", None)
+    try:
+        import fcntl
+
+        fcntl.fcntl(reader.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)  # type: ignore[union-attr]
+    except (ImportError, AttributeError, OSError):
+        pass
+
+
 @contextmanager
 def map_ranges(
     session: Session,
@@ -141,6 +158,7 @@ def map_ranges(
     with ProcessPoolExecutor(
         min(jobs, len(ranges)), mp_context=_context(task), initializer=_open, initargs=(url,)
     ) as pool:
+        _widen_result_pipe(pool)
         try:
 
             def in_order() -> Iterator[T]:
