@@ -294,3 +294,16 @@ def test_a_range_that_fails_leaves_the_garbage_collector_on(ledger: Ledger) -> N
     ):
         next(results)
     assert gc.isenabled()
+
+
+def test_a_snapshot_missing_fields_exports_them_blank_and_one_without_org_is_none() -> None:
+    """Payloads are the ledger's own, but a snapshot written before a field existed, or a
+    payload with changes and no grant, must not stop an export."""
+    from firmgrant.export.rows import _snapshot
+
+    assert _snapshot(b'{"grant":{"org_id":"00D1","org_name":"Acme"}}') == [
+        "00D1", "Acme", None, None, None, None, None, None, None, None, None,
+    ]  # fmt: skip
+    assert _snapshot('{"changes":{"org_name":["a","b"]}}') is None
+    assert _snapshot(b'{"grant":{"org_id":null,"org_name":"x"}}') is None
+    assert _snapshot(None) is None

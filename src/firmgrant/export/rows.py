@@ -8,6 +8,7 @@ grantor, org and dates from the newest snapshot before them.
 from __future__ import annotations
 
 import csv
+import operator
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -67,12 +68,13 @@ class Filters:
         }
 
 
-# What the export takes from a snapshot, in this order; the database extracts them.
+# What the export takes from a snapshot, in this order.
 _SNAPSHOT_FIELDS = (
     "org_id", "org_name", "grantor_username", "grantor_email", "grantee", "granted_at",
     "expires_at", "modstamp", "sf_status", "deleted", "via_login_as",
 )  # fmt: skip
 _SF_STATUS, _DELETED = _SNAPSHOT_FIELDS.index("sf_status"), _SNAPSHOT_FIELDS.index("deleted")
+_snapshot_fields = operator.itemgetter(*_SNAPSHOT_FIELDS)
 
 
 def _has_snapshot(alias: str) -> str:
@@ -86,28 +88,30 @@ def _has_snapshot(alias: str) -> str:
 
 
 def _snapshot_sql(reader: Reader) -> str:
-    """SQL for an event's snapshot fields as one JSON array, or NULL if it has none.
+    """SQL for the payload of an event that holds a snapshot, NULL for one that does not.
 
-    The database parses the payload (C, and on PostgreSQL another process): decoding
-    whole snapshots in Python cost more than the rest of the export together.
+    SQLite hands it over as a BLOB: bytes, which orjson parses without the UTF-8 decoding
+    into str first (with it, this cost as much as SQLite's json_extract; without, 15% less).
     """
-    has_one = _has_snapshot("e")
     if reader.dialect == "sqlite":
-        paths = ", ".join(f"'$.grant.{name}'" for name in _SNAPSHOT_FIELDS)
-        return f"CASE WHEN {has_one} THEN json_extract(e.payload, {paths}) END"
-    fields = ", ".join(f"s.g -> '{name}'" for name in _SNAPSHOT_FIELDS)
-    return (
-        f"CASE WHEN {has_one} THEN (SELECT jsonb_build_array({fields})::text "
-        "FROM (SELECT e.payload::jsonb -> 'grant' AS g) s) END"
-    )
+        return f"CASE WHEN {_has_snapshot('e')} THEN CAST(e.payload AS BLOB) END"
+    return f"CASE WHEN {_has_snapshot('e')} THEN e.payload END"
 
 
 Snapshot = list[Any]  # _SNAPSHOT_FIELDS' values
 
 
-def _snapshot(extracted: str | None) -> Snapshot | None:
-    fields: Snapshot | None = orjson.loads(extracted) if extracted else None
-    return fields if fields and fields[0] is not None else None  # every snapshot names its org
+def _snapshot(payload: bytes | str | None) -> Snapshot | None:
+    """The grant's fields from an event's payload, or ``None`` if it holds no snapshot."""
+    if payload is None:
+        return None
+    grant = orjson.loads(payload).get("grant")
+    if grant.__class__ is not dict or not grant.get("org_id"):  # every snapshot names its org
+        return None
+    try:
+        return list(_snapshot_fields(grant))
+    except KeyError:  # a snapshot written before a field existed
+        return [grant.get(name) for name in _SNAPSHOT_FIELDS]
 
 
 def _ended(grant: Snapshot | None, kind: str) -> Snapshot | None:
@@ -233,12 +237,11 @@ def rows(
     events = reader.rows(sql, (lo, hi, *params))
     if not events:
         return []
-    loads = orjson.loads
-    snapshots = [loads(event[8]) if event[8] else None for event in events]
+    snapshots = [_snapshot(event[8]) for event in events]
     missing = {
         event[3]
         for event, snapshot in zip(events, snapshots, strict=True)
-        if (snapshot is None or snapshot[0] is None) and event[3] is not None
+        if snapshot is None and event[3] is not None
     }
     # Only this range's grants are held: memory stays flat.
     known = _snapshots_before(reader, missing, events[0][0])
@@ -249,8 +252,6 @@ def rows(
     at_seen, at_text = None, ""
     for event, grant in zip(events, snapshots, strict=True):
         id_, at, kind, grant_id, connection, source_id, actor, reason, _, prev, hash_ = event
-        if grant is not None and grant[0] is None:  # every snapshot names its org
-            grant = None
         if grant_id is not None:
             if grant is None:
                 grant = _ended(known.get(grant_id), kind)
