@@ -185,14 +185,17 @@ def _snapshots_before(
     else:
         # PostgreSQL plans that walk as a backward scan of the whole primary key filtered
         # by grant (seconds a range); the newest per grant over its index it plans well.
-        earlier = "x.grant_id = ANY(?) AND x.id < ?"
+        # A list of values, not `= ANY(array)`: with an array it planned each range's
+        # lookup three times slower.
+        marks = ", ".join("?" for _ in ids)
+        earlier = f"x.grant_id IN ({marks}) AND x.id < ?"
         sql = (
             f"SELECT e.grant_id, e.kind, {snapshot} FROM events e WHERE e.id IN ("
             f"SELECT max(x.id) FROM events x WHERE {earlier} AND {_has_snapshot('x')} "
             f"GROUP BY x.grant_id UNION SELECT x.id FROM events x WHERE {earlier} "
             "AND x.kind IN (?, ?, ?)) ORDER BY e.id"
         )
-        params = (ids, before, ids, before, *_ENDING)
+        params = (*ids, before, *ids, before, *_ENDING)
     found: dict[int, Snapshot | None] = {}
     for grant_id, kind, extracted in reader.rows(sql, params):
         found[grant_id] = _snapshot(extracted) or _ended(found.get(grant_id), kind)
