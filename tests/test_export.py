@@ -177,6 +177,7 @@ def test_csv_lines_are_what_csv_writer_writes_for_every_awkward_cell(
     for cell in ("Café «Ltd»", companion):
         if cell is not None:
             tricky.append((*plain[:6], cell, *plain[7:]))
+    tricky += [(*plain[:-1], ""), ("", *plain[1:])]  # empty cells at a line's ends
     chunks = [[plain, *tricky, plain], tricky, tricky[::-1]]
     for rows in [*chunks, *([tuple(map(str, row)) for row in rows] for rows in chunks)]:
         assert _csv_text(rows) == _as_csv_writer_writes(rows)

@@ -300,9 +300,14 @@ _COMMAS = len(COLUMNS) - 1
 # A cell that could start a formula: at a line start, or right after a comma. Patterns
 # that start with one literal let the regex engine jump between candidates (testing
 # every character for a class of starts costs several times as much).
-_FORMULA_CELL = "[" + "".join(re.escape(prefix) for prefix in FORMULA_PREFIXES) + "]"
-_FORMULA_AFTER_COMMA = re.compile(f",({_FORMULA_CELL})")
-_FORMULA_AFTER_NEWLINE = re.compile(f"\n({_FORMULA_CELL})")
+_FORMULA_AFTER_COMMA = re.compile(
+    ",[" + "".join(re.escape(prefix) for prefix in FORMULA_PREFIXES) + "]"
+)
+# In a range's text with no CR, whose only LFs end lines, a cell starts with neither
+# (",\n" there is an empty last cell).
+_TEXT_STARTS = "[" + "".join(re.escape(p) for p in FORMULA_PREFIXES if p not in "\r\n") + "]"
+_TEXT_FORMULA_AFTER_COMMA = re.compile(f",({_TEXT_STARTS})")
+_TEXT_FORMULA_AT_LINE_START = re.compile(f"\n({_TEXT_STARTS})")
 
 
 def _plain(line: str) -> bool:
@@ -337,8 +342,8 @@ def _csv_text(found: list[tuple[Any, ...]]) -> str:
     ):
         # Each comma ends a cell and each "\n" a line, and no cell needs quoting: the
         # formula starts are neutralised in the whole range's text at once.
-        text = _FORMULA_AFTER_COMMA.sub(",'\\1", text)
-        text = _FORMULA_AFTER_NEWLINE.sub("\n'\\1", text)
+        text = _TEXT_FORMULA_AFTER_COMMA.sub(",'\\1", text)
+        text = _TEXT_FORMULA_AT_LINE_START.sub("\n'\\1", text)
         if text[:1] in _FORMULA_STARTS:
             text = "'" + text
         return text.replace("\n", "\r\n") + "\r\n" if lines else ""
