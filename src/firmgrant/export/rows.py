@@ -133,7 +133,7 @@ def _status(grant: Snapshot | None, at_text: str) -> str:
     rules of ``grants``."""
     if grant is None:
         return ""
-    *_, expires_at, _, sf_status, deleted, via_login_as = grant
+    expires_at, _, sf_status, deleted, via_login_as = grant[6:]  # a slice: no list for *_
     if deleted:
         return "deleted"
     if via_login_as:
