@@ -83,7 +83,8 @@ def _has_snapshot(alias: str) -> str:
     """SQL: the payload of event ``alias`` holds a snapshot.
 
     The patterns are literals: bound as parameters, they made SQLite prepare the statement
-    anew at every execution (a LIKE's pattern can change the plan), a tenth of the export.
+    anew at every execution (a LIKE's pattern can change the plan): 3% of the export's
+    instructions.
     """
     tests = (f"{alias}.payload LIKE '{prefix}%'" for prefix in _SNAPSHOT_PREFIXES)
     return f"({' OR '.join(tests)})"
