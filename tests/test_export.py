@@ -145,6 +145,37 @@ def test_the_file_is_the_same_however_many_processes_read_the_log(
     assert _export(ledger, fmt, only, jobs=2, chunk=3) == _export(ledger, fmt, only)
 
 
+def test_an_event_without_a_snapshot_takes_the_grant_as_it_was_wherever_ranges_split(
+    sandbox: SandboxOrg, ledger: Ledger, tmp_path: Path
+) -> None:
+    """A reminder, then a rename of the same grant: the reminder shows the old name and the
+    change the new one, whether the two share a range or not."""
+    settings = worker_settings(sandbox, 25, mail={"backend": "file", "file_dir": str(tmp_path)})
+    made = sandbox.customers.grant(duration="1 Month", org_name="Old Name Ltd")
+    sandbox.customers.grant(duration="1 Month", org_name="Another Ltd")  # shifts the ranges
+    Worker(settings, ledger).cycle()
+    with ledger.sessions() as session:
+        grant = session.execute(
+            select(GrantRow).where(GrantRow.source_id == made["Id"])
+        ).scalar_one()
+        session.expunge(grant)
+    with ledger.transaction() as session:
+        append_events(session, [grant_event("reminded", grant, utcnow(), None)])
+    sandbox.store.update(GRANT, made["Id"], {"Org_Name__c": "New Name Ltd"})
+    Worker(settings, ledger).cycle()
+
+    whole = _export(ledger, "ndjson")
+    story = [
+        (r["kind"], r["org_name"])
+        for r in map(json.loads, whole.splitlines())
+        if r["source_id"] == made["Id"]
+    ]
+    assert ("reminded", "Old Name Ltd") in story
+    assert ("changed", "New Name Ltd") in story
+    for chunk in range(2, 6):
+        assert _export(ledger, "ndjson", chunk=chunk) == whole, chunk
+
+
 def _as_csv_writer_writes(rows: list[tuple[Any, ...]]) -> str:
     """The slow, obvious CSV: every cell through csv.writer, formula starts neutralised."""
     from firmgrant.display import FORMULA_PREFIXES

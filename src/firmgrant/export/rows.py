@@ -76,6 +76,10 @@ _SNAPSHOT_FIELDS = (
     "expires_at", "modstamp", "sf_status", "deleted", "via_login_as",
 )  # fmt: skip
 _SF_STATUS, _DELETED = _SNAPSHOT_FIELDS.index("sf_status"), _SNAPSHOT_FIELDS.index("deleted")
+_FOR_STATUS = _SNAPSHOT_FIELDS.index("expires_at")  # the fields _status reads start here
+assert _SNAPSHOT_FIELDS[_FOR_STATUS:] == (
+    "expires_at", "modstamp", "sf_status", "deleted", "via_login_as",
+)  # fmt: skip
 _snapshot_fields = operator.itemgetter(*_SNAPSHOT_FIELDS)
 
 
@@ -134,7 +138,7 @@ def _status(grant: Snapshot | None, at_text: str) -> str:
     rules of ``grants``."""
     if grant is None:
         return ""
-    expires_at, _, sf_status, deleted, via_login_as = grant[6:]  # a slice: no list for *_
+    expires_at, _, sf_status, deleted, via_login_as = grant[_FOR_STATUS:]  # no list for *_
     if deleted:
         return "deleted"
     if via_login_as:
@@ -244,11 +248,12 @@ def rows(
     if not events:
         return []
     snapshots = [_snapshot(event[8]) for event in events]
-    missing = {
-        event[3]
-        for event, snapshot in zip(events, snapshots, strict=True)
-        if snapshot is None and event[3] is not None
-    }
+    # A grant needs its state from before the range only if its first event here has no
+    # snapshot; later events of a grant build on the range's own.
+    first: dict[int | None, Snapshot | None] = {}
+    for event, snapshot in zip(events, snapshots, strict=True):
+        first.setdefault(event[3], snapshot)
+    missing = {grant for grant, snapshot in first.items() if snapshot is None and grant}
     # Only this range's grants are held: memory stays flat.
     known = _snapshots_before(reader, missing, events[0][0])
     orgs = _orgs(reader, {grant for grant in missing if known.get(grant) is None})
