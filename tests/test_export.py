@@ -339,3 +339,35 @@ def test_a_snapshot_missing_fields_exports_them_blank_and_one_without_org_is_non
     assert _snapshot('{"changes":{"org_name":["a","b"]}}') is None
     assert _snapshot(b'{"grant":{"org_id":null,"org_name":"x"}}') is None
     assert _snapshot(None) is None
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_progress_bar_on_a_terminal_and_nothing_extra_off_one(
+    sandbox: SandboxOrg,
+    ledger: Ledger,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _history(sandbox, ledger, tmp_path)
+    monkeypatch.setenv("FIRMGRANT_DATABASE_URL", str(ledger.engine.url.render_as_string(False)))
+    capsys.readouterr()
+    assert main(["export", "--format", "ndjson"]) == 0  # to stdout: the data, nothing else
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["event_id"] for line in out.splitlines()][:2] == [1, 2]
+    assert err == ""
+
+    assert main(["export", "--output", str(tmp_path / "quiet.csv")]) == 0  # no terminal
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "exporting events" not in err
+
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    assert main(["export", "--output", str(tmp_path / "shown.csv")]) == 0
+    assert "exporting events" in terminal.getvalue()
+    assert (tmp_path / "shown.csv").read_bytes() == (tmp_path / "quiet.csv").read_bytes()
