@@ -179,6 +179,9 @@ def test_verify_reports_ok(synced: FakeOrg, capsys: pytest.CaptureFixture[str]) 
         ["nonsense"],
         ["grants", "--format", "xml"],
         ["grants", "--expiring-within", "soon"],
+        ["grants", "--expiring-within", "99999999999999w"],
+        ["grants", "--expiring-within", "5000000d"],
+        ["grants", "--expiring-within", "0s"],
         ["show"],
         ["db"],
         [],
@@ -263,3 +266,19 @@ def test_an_unreachable_database_exits_3(
     assert code == 3
     assert "cannot reach the ledger at postgresql+psycopg://nobody:***@127.0.0.1:9/x" in err
     assert "pw-secret" not in err
+
+
+def test_sync_that_mirrors_nothing_exits_1_and_says_why(
+    configured: Ledger, fake_org: FakeOrg, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_org.grant(Expires_At__c="2026-05-27T10:00:00")
+    code, out, err = run(capsys, "sync", "--json")
+    assert code == 1
+    result = json.loads(out)
+    assert (result["fetched"], result["invalid"], result["error_kind"]) == (
+        1,
+        1,
+        "nothing_mirrored",
+    )
+    assert "could mirror none" in err
+    assert "Expires_At__c is a datetime without a UTC offset" in err

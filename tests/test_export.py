@@ -281,8 +281,18 @@ def test_dates_accept_days_iso_times_and_ages() -> None:
 def test_bad_export_date_or_place_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["export", "--since", "yesterday-ish"]) == 2
-    assert "not a date" in capsys.readouterr().err
+    for since, problem in (
+        ("yesterday-ish", "not a date"),
+        ("1000000d", "1000000d is out of range: from 1s to 36500d"),
+        ("99999999999999w", "out of range"),
+        ("0001-01-01T00:00:00+01:00", "not a date"),  # before the first UTC time
+    ):
+        with pytest.raises(SystemExit) as usage:
+            main(["export", "--since", since])
+        assert usage.value.code == 2
+        err = capsys.readouterr().err
+        assert "usage: firmgrant export" in err
+        assert problem in err
     for command in ("export", "verify"):
         with pytest.raises(SystemExit) as usage:
             main([command, "--jobs", "0"])

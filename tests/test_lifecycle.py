@@ -8,14 +8,18 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from firmgrant.jobs.revoke import revoke
 from firmgrant.ledger import Ledger
 from firmgrant.ledger.queries import grant_lifecycle, list_grants
+from firmgrant.salesforce.client import SalesforceClient
 from firmgrant.sandbox import FaultPlan, SandboxOrg
 from firmgrant.settings import Settings
 from firmgrant.timeutil import parse_sf_datetime, utcnow
+from firmgrant.worker import Worker
 from tests.lifecycling import (
     ORG_ADMIN,
     FakeClock,
@@ -86,6 +90,59 @@ def test_our_revocation_read_back_is_no_change_though_a_second_turned(harness: H
     kinds = [kind for kind, _ in harness.events(bad["Id"])]
     assert kinds.count("revoked") == 1
     assert "changed" not in kinds, "the next sync saw our own revocation as a change"
+
+
+class _Killed(BaseException):
+    """The process died: nothing after this point ran (no handler catches it)."""
+
+
+class _DiesAfterSalesforceRevokes(SalesforceClient):
+    """A worker killed after Salesforce carried out its revocation, before it recorded it."""
+
+    def update_collection(
+        self, object_name: str, records: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        super().update_collection(object_name, records)
+        raise _Killed
+
+
+def test_a_lost_revocation_outcome_found_by_another_worker_is_firmgrants(
+    harness: Harness,
+) -> None:
+    # A replica that does not plan (no sync) takes the revocation over once the lease has
+    # run out and reads the record back: it must find its own revocation, not the customer's.
+    settings = harness.settings
+    now = harness.clock.now = utcnow().replace(microsecond=0)
+    ended = harness.org.customers.grant(duration="1 Day", at=now - 2 * DAY)
+    dying = _DiesAfterSalesforceRevokes("sandbox", settings.connections["sandbox"], settings.sync)
+    with pytest.raises(_Killed):
+        Worker(settings, harness.ledger, clock=harness.clock, clients={"sandbox": dying}).cycle()
+    assert harness.sf_status(ended["Id"]) == "Revoked"
+    harness.clock.advance(timedelta(seconds=settings.worker.lease_seconds + 1))
+
+    replica = Worker(settings, harness.ledger, clock=harness.clock)
+    outcome = revoke(
+        harness.ledger,
+        settings,
+        "sandbox",
+        replica.client("sandbox"),
+        clock=harness.clock,
+        owner=replica.owner,
+    )
+    harness.cycle()  # the planner's sync then sees no change, and the notice goes out
+
+    assert (outcome.revoked, outcome.already) == (1, 0)
+    assert harness.org.api.revocations[ended["Id"]] == 1
+    story = harness.events(ended["Id"])
+    assert ("revoked", "system:firmgrant") in story
+    kinds = [kind for kind, _ in story]
+    assert "customer_revoked" not in kinds
+    assert "revocation_settled" not in kinds
+    assert "changed" not in kinds
+    [notice] = harness.mail.of_kind("has ended")
+    assert str(notice["X-Envelope-To"]) == ended["Grantor_Email__c"]
+    harness.cycle()
+    assert len(harness.mail.of_kind("has ended")) == 1
 
 
 def test_each_reminder_offset_once_then_revocation_at_expiry(harness: Harness) -> None:

@@ -317,3 +317,31 @@ def test_support_sessions_are_auth_session_rows_that_can_be_deleted(sandbox: San
     sf.AuthSession.delete(session_row["Id"])  # type: ignore[operator]
     assert [r["Id"] for r in found["records"]] == [session_row["Id"]]
     assert sf.query("SELECT COUNT() FROM AuthSession")["totalSize"] == 0
+
+
+def test_records_written_once_the_org_was_read_carry_the_time_of_the_write(
+    sandbox: SandboxOrg,
+) -> None:
+    from datetime import timedelta
+
+    from firmgrant.sandbox.soql import sf_datetime
+    from firmgrant.timeutil import utcnow
+
+    sf = independent_client(sandbox)
+    history = sandbox.customers.grant(duration="1 Month", at=utcnow() - timedelta(days=20))
+    assert history["SystemModstamp"] < sf_datetime(utcnow() - timedelta(days=19))  # the past
+    sf.query("SELECT Id FROM Login_Access_Grant__c")  # a client now holds a watermark
+    before = sf_datetime(utcnow())
+
+    late = sandbox.customers.grant(duration="1 Month", at=utcnow() - timedelta(days=20))
+
+    # As in Salesforce: audit fields may be back-dated by a data load, SystemModstamp not.
+    assert late["SystemModstamp"] >= before
+    assert late["CreatedDate"] < before
+    found = sf.query(
+        "SELECT Id FROM Login_Access_Grant__c WHERE SystemModstamp >= "
+        + before.replace("+0000", "Z")
+    )
+    assert [r["Id"] for r in found["records"]] == [late["Id"]]
+    audit = sf.query("SELECT CreatedDate FROM SetupAuditTrail ORDER BY CreatedDate DESC LIMIT 1")
+    assert audit["records"][0]["CreatedDate"] >= before  # Salesforce writes its trail now

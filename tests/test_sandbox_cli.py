@@ -55,12 +55,24 @@ def test_sandbox_then_sync_twice_as_the_design_says(
         return result
 
     first, second = sync(), sync()
+    # Customers keep granting while the worker runs: records written now carry the time of
+    # the write as SystemModstamp (whatever history they tell), so an incremental sync
+    # finds every one, not only those whose back-dated stamp happens to be recent.
+    subprocess.run(
+        [*FIRMGRANT, "sandbox", "act", "--state", str(state), "seed", "200"],
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+    third, fourth = sync(), sync()
     process.send_signal(signal.SIGTERM)
 
     assert first_line.startswith("https://127.0.0.1:")
     assert env["FIRMGRANT_CONNECTIONS__SANDBOX__LOGIN_URL"] == first_line
     assert (first["inserted"], first["api_calls"]) == (2500, 2)
     assert (second["inserted"], second["updated"], second["api_calls"]) == (0, 0, 1)
+    assert (third["inserted"], third["updated"]) == (200, 0)
+    assert (fourth["inserted"], fourth["updated"]) == (0, 0)
     assert process.wait(timeout=30) == 0, "SIGTERM stops it cleanly"
     assert (state / "org.json").exists(), "the state directory keeps the org's data"
 

@@ -169,6 +169,69 @@ def test_a_bad_database_url_stops_start_up(
     assert "FIRMGRANT_DATABASE_URL" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("variable", ["FIRMGRANT_DATABASE_URL", "DATABASE_URL"])
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        # An unescaped @ in the password: the rest reads as a port.
+        ("postgresql://fg:Pa@ss:AtDbS3cret@127.0.0.1:5432/fg", "the port is not a number"),
+        ("postgresql://fg:AtDbS3cret@127.0.0.1:5432x/fg", "the port is not a number"),
+        ("postgresql://fg:Pa@ssAtDbS3cret@127.0.0.1/fg", "the host name contains '@'"),
+    ],
+)
+@pytest.mark.parametrize("command", [["grants"], ["db", "upgrade"], ["check"]])
+def test_a_database_url_that_does_not_parse_exits_2_without_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    url: str,
+    problem: str,
+    command: list[str],
+) -> None:
+    monkeypatch.setenv(variable, url)
+
+    code = main(command)
+
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert "FIRMGRANT_DATABASE_URL or DATABASE_URL" in err
+    assert problem in err
+    assert "must be percent-encoded" in err
+    assert "AtDbS3cret" not in out + err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FIRMGRANT_REMINDERS": "99999999999999w"}, "out of range: from 1m to 365d"),
+        ({"FIRMGRANT_REMINDERS": "7d,0s"}, "0s is out of range: from 1m to 365d"),
+        ({"FIRMGRANT_POLICY__MAX_DURATION": "5000000d"}, "out of range: from 1h to 366d"),
+        ({"FIRMGRANT_POLICY__MAX_DURATION": "0s"}, "out of range: from 1h to 366d"),
+    ],
+)
+def test_durations_out_of_range_stop_start_up_saying_the_range(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    message: str,
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["grants"]) == 2
+    err = capsys.readouterr().err
+    assert next(iter(env)) in err
+    assert message in err
+
+
+def test_durations_in_range_are_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FIRMGRANT_REMINDERS", "365d,1m")
+    monkeypatch.setenv("FIRMGRANT_POLICY__MAX_DURATION", "1h")
+    settings = load_settings()
+    assert settings.reminders == (timedelta(days=365), timedelta(minutes=1))
+    assert settings.policy.max_duration == timedelta(hours=1)
+
+
 def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text("poll_seconds = = 3")

@@ -142,6 +142,10 @@ def test_a_deleted_record_from_query_all_marks_the_grant_deleted(
     [
         ({"Id": None}, "Id is missing"),
         ({"Granted_At__c": "20/05/2026"}, "Granted_At__c is not a datetime"),
+        (
+            {"Granted_At__c": "2026-05-20T10:00:00.000"},
+            "Granted_At__c is a datetime without a UTC offset: '2026-05-20T10:00:00.000'",
+        ),
         ({"Expires_At__c": "2026-05-19T00:00:00.000+0000"}, "Expires_At__c is not after"),
         ({"Access_Duration__c": "2 Fortnights"}, "not a Salesforce duration"),
         ({"Org_Name__c": "x" * 256}, "Org_Name__c is 256 characters long"),
@@ -347,3 +351,25 @@ def test_a_grant_that_turns_malformed_keeps_its_history_and_is_not_vanished(
     [invalid] = events(ledger, "invalid")
     assert invalid.grant_id == grant.id, "shown in the grant's history"
     assert events(ledger, "vanished") == []
+
+
+def test_a_sync_that_can_mirror_nothing_it_fetched_is_an_error_not_a_success(
+    ledger: Ledger, fake_org: FakeOrg
+) -> None:
+    # A non-conforming endpoint: every datetime lacks its offset.
+    for _ in range(3):
+        fake_org.grant(Granted_At__c="2026-05-20T10:00:00.000")
+
+    result = sync(ledger)
+
+    assert (result.fetched, result.inserted, result.invalid) == (3, 0, 3)
+    assert result.error_kind == "nothing_mirrored"
+    assert result.exit_code == 1
+    assert result.error is not None
+    assert "could mirror none" in result.error
+    assert "without a UTC offset" in result.error
+    assert ledger.sync_state("acme", "object").last_error == result.error
+    # One good record among them: what could be mirrored was, and that is a success.
+    fake_org.grant()
+    mixed = sync(ledger)
+    assert (mixed.inserted, mixed.error, mixed.exit_code) == (1, None, 0)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -68,6 +71,25 @@ def run_once(env: dict[str, str]) -> dict[str, Any]:
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+def wait_for_line(process: subprocess.Popen[str], marker: str, timeout: float = 60) -> None:
+    """Until the process writes a stderr line containing ``marker`` (a bounded wait)."""
+    assert process.stderr is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    while True:
+        line = lines.get(timeout=timeout)
+        assert line is not None, f"the process ended without logging {marker!r}"
+        if marker in line:
+            return
 
 
 def expected_work(org: SandboxOrg) -> tuple[int, int, int]:
@@ -278,3 +300,69 @@ def test_three_replicas_on_postgresql_share_the_work_exactly_once(
         assert max(sandbox.api.revocations.values()) == 1
         assert sum(sandbox.api.revocations.values()) == revocations
         assert sum(o["planned"] for o in outputs) >= 1
+
+
+def test_a_worker_killed_while_its_revocation_is_with_salesforce_leaves_a_true_history(
+    sandbox: SandboxOrg, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    sandbox.customers.seed(200)
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    env = worker_env(sandbox, url, **smtp_mail(smtp.port))
+    subprocess.run([*FIRMGRANT, "sync"], env=env, check=True, capture_output=True, timeout=120)
+    env["FIRMGRANT_LOG_LEVEL"] = "DEBUG"
+    # A slow org: the revocation call is with Salesforce when the kill lands, and Salesforce
+    # carries it out after the worker is gone.
+    sandbox.faults.plan = FaultPlan(slow_rate=1.0, slow_seconds=2.0)
+    process = subprocess.Popen(
+        [*FIRMGRANT, "run", "--once"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for_line(process, "revoking a batch")
+        assert sandbox.api.wait_busy(timeout=30)  # the request has reached the org
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    assert sandbox.api.wait_idle(timeout=30)  # ... and has landed
+    landed = {record_id for record_id, count in sandbox.api.revocations.items() if count}
+    assert landed, "the killed worker's revocations reached the org"
+    assert smtp.mailbox.messages == []
+    sandbox.faults.plan = FaultPlan()
+
+    run_once(env)
+    final = run_once(env)
+
+    records = sandbox.store.records["login_access_grant__c"]
+    with Ledger(make_engine(url)).sessions() as session:
+        from sqlalchemy import select
+
+        from firmgrant.ledger.models import EventRow, GrantRow
+
+        history = session.execute(
+            select(GrantRow.source_id, EventRow.kind, EventRow.actor, EventRow.reason)
+            .join(GrantRow, GrantRow.id == EventRow.grant_id)
+            .where(GrantRow.source_id.in_(landed))
+        ).all()
+    for source_id in landed:
+        story = [(kind, actor, reason) for sid, kind, actor, reason in history if sid == source_id]
+        kinds = [kind for kind, _, _ in story]
+        assert "customer_revoked" not in kinds, story
+        assert "revocation_settled" not in kinds, story
+        [revoked] = [item for item in story if item[0] == "revoked"]
+        assert revoked[1] == "system:firmgrant"
+        assert revoked[2] == records[source_id]["Revoke_Reason__c"]
+    # Each grantor whose access ended (not the Login-As ones: they were told it was refused)
+    # hears of it exactly once.
+    ended = Counter(str(m["X-Envelope-To"]) for m in smtp.mailbox.of_kind("has ended"))
+    expected = {
+        records[source_id]["Grantor_Email__c"]
+        for source_id in landed
+        if not records[source_id]["Granted_Via_Login_As__c"]
+    }
+    assert expected
+    assert set(ended) == expected
+    assert set(ended.values()) == {1}
+    assert max(sandbox.api.revocations.values()) == 1
+    assert final["api_calls"] == 1
+    assert final["dispatch"]["sent"] == 0

@@ -18,7 +18,7 @@ from rich.prompt import Confirm
 
 from firmgrant import export as exporting
 from firmgrant.errors import ConfigError
-from firmgrant.export import Filters, parse_when
+from firmgrant.export import Filters
 from firmgrant.ledger import Ledger
 from firmgrant.ledger.queries import find_grant
 from firmgrant.ledger.ranges import default_jobs
@@ -67,7 +67,7 @@ def run(ledger: Ledger, settings: Settings, *, once: bool, as_json: bool) -> int
         result = worker.cycle()
         if as_json:
             print(json.dumps(cycle_json(result)))
-        return 3 if result.failed else 0
+        return result.exit_code
 
 
 def revoke_by_hand(
@@ -120,17 +120,9 @@ def revoke_by_hand(
 
 
 def export(ledger: Ledger, args: argparse.Namespace) -> int:
-    now = utcnow()
-    try:
-        filters = Filters(
-            since=parse_when(args.since, now) if args.since else None,
-            until=parse_when(args.until, now) if args.until else None,
-            org_id=args.org,
-            connection=args.connection,
-        )
-    except ValueError as exc:
-        print(f"firmgrant export: {exc}", file=sys.stderr)
-        return 2
+    filters = Filters(
+        since=args.since, until=args.until, org_id=args.org, connection=args.connection
+    )
     jobs = args.jobs or default_jobs()
     with ledger.sessions() as session:
         if args.output is None:

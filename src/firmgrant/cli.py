@@ -12,14 +12,14 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from firmgrant import __version__, _commands, display
-from firmgrant.errors import FirmgrantError, SalesforceError
+from firmgrant.errors import ConfigError, FirmgrantError, SalesforceError
 from firmgrant.ledger import Ledger, make_engine, open_ledger, safe_url, upgrade, verify_chain
 from firmgrant.ledger.queries import (
     STATUS_CHOICES,
@@ -30,7 +30,7 @@ from firmgrant.ledger.queries import (
 )
 from firmgrant.sandbox.schema import DURATIONS
 from firmgrant.settings import Settings, load_settings
-from firmgrant.timeutil import parse_duration, utcnow
+from firmgrant.timeutil import DurationError, DurationRange, parse_duration, utcnow
 
 if TYPE_CHECKING:
     from firmgrant.jobs.sync import SyncResult
@@ -40,10 +40,23 @@ if TYPE_CHECKING:
 log = logging.getLogger("firmgrant")
 
 
-def _duration(text: str) -> object:
+# A grant lasts a year at most: a longer window asks nothing more.
+EXPIRING_WITHIN = DurationRange(timedelta(minutes=1), timedelta(days=366))
+
+
+def _expiring_within(text: str) -> timedelta:
     try:
-        return parse_duration(text)
-    except ValueError as exc:
+        return parse_duration(text, EXPIRING_WITHIN)
+    except DurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _when(text: str) -> datetime:
+    from firmgrant.export import parse_when
+
+    try:
+        return parse_when(text, utcnow())
+    except DurationError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -84,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     grants.add_argument("--connection", help="only this connection")
     grants.add_argument(
         "--expiring-within",
-        type=_duration,
+        type=_expiring_within,
         metavar="DURATION",
         help="only grants ending within this time, e.g. 24h or 7d",
     )
@@ -108,8 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands.add_parser("upgrade", help="apply migrations")
 
     export = commands.add_parser("export", help="compliance export of the event log")
-    export.add_argument("--since", metavar="D", help="2026-11-01, an ISO time, or an age: 30d")
-    export.add_argument("--until", metavar="D", help="same forms; exclusive")
+    export.add_argument(
+        "--since", type=_when, metavar="D", help="2026-11-01, an ISO time, or an age: 30d"
+    )
+    export.add_argument("--until", type=_when, metavar="D", help="same forms; exclusive")
     export.add_argument("--org", help="only this Salesforce org id")
     export.add_argument("--connection", help="only this connection")
     export.add_argument("--format", choices=("csv", "json", "ndjson"), default="csv")
@@ -285,7 +300,7 @@ def _sync(
             print(result.summary())
             if result.error:
                 print(f"  error: {result.error}", file=sys.stderr)
-    return 3 if any(result.error for result in results) else 0
+    return max(result.exit_code for result in results)
 
 
 def _combined(results: list[SyncResult]) -> dict[str, object]:
@@ -365,6 +380,8 @@ def _check(settings: Settings) -> int:
     try:
         ledger = open_ledger(settings, auto_upgrade=False)
         report(True, f"ledger at {safe_url(str(ledger.engine.url))} is reachable and up to date")
+    except ConfigError:
+        raise  # a setting that does not parse stops every command: exit 2
     except FirmgrantError as exc:
         report(False, str(exc))
     if not settings.connections:

@@ -11,7 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from firmgrant.grant import FIELD_LIMITS
 from firmgrant.timeutil import format_duration, iso_z
+
+REVOKE_REASON_LIMIT = FIELD_LIMITS["revoke_reason"]
 
 # Causes of a revocation, as stored and shown.
 LOGIN_AS = "login_as"
@@ -77,6 +80,24 @@ def revocation_needed(
             f"honoured until {iso_z(ends)}",
         )
     return Revocation(EXPIRED, f"access expired at {iso_z(ends)}")
+
+
+def revocation_landed(
+    sent_reason: str,
+    sent_at: datetime | None,
+    record_reason: str | None,
+    record_revoked_at: datetime | None,
+) -> bool:
+    """The record carries what firmgrant's revocation attempt sent, so the attempt landed.
+
+    ``sent_reason`` is the revocation's reason (Salesforce keeps its first
+    ``REVOKE_REASON_LIMIT`` characters), ``sent_at`` the ``Revoked_At__c`` the attempt sent,
+    in whole seconds (``None`` for an attempt from before firmgrant kept it: the reason
+    alone decides). A customer's revocation carries neither.
+    """
+    if record_reason != sent_reason[:REVOKE_REASON_LIMIT]:
+        return False
+    return sent_at is None or record_revoked_at == sent_at
 
 
 def reminder_schedule(

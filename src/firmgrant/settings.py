@@ -13,6 +13,7 @@ import re
 import tomllib
 from contextvars import ContextVar
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -35,7 +36,7 @@ from pydantic_settings import (
 )
 
 from firmgrant.errors import ConfigError
-from firmgrant.timeutil import parse_duration
+from firmgrant.timeutil import DurationRange, parse_duration
 
 ENV_PREFIX = "FIRMGRANT_"
 DEFAULT_CONFIG_FILE = Path("config/firmgrant.toml")
@@ -62,10 +63,25 @@ def _split_list(value: Any) -> Any:
     return value
 
 
+# A reminder before access ends, and the vendor's cap on a grant: Salesforce's longest
+# grant is a year (366 days across a leap day); a cap of 0 would revoke every grant at once.
+REMINDER_OFFSET = DurationRange(timedelta(minutes=1), timedelta(days=365))
+MAX_DURATION = DurationRange(timedelta(hours=1), timedelta(days=366))
+
+
+def _duration_in(allowed: DurationRange, value: Any) -> Any:
+    """``7d`` parsed, a timedelta checked, both against ``allowed``; other types to pydantic."""
+    if isinstance(value, str):
+        return parse_duration(value, allowed)
+    if isinstance(value, timedelta):
+        return allowed.check(value)
+    return value
+
+
 def _parse_offsets(value: Any) -> Any:
     items = _split_list(value)
     if isinstance(items, list):
-        return tuple(parse_duration(str(item)) if isinstance(item, str) else item for item in items)
+        return tuple(_duration_in(REMINDER_OFFSET, item) for item in items)
     return items
 
 
@@ -191,11 +207,7 @@ class SyncSettings(_Section):
     full_every_hours: float = Field(24.0, gt=0)
 
 
-def _parse_duration(value: Any) -> Any:
-    return parse_duration(value) if isinstance(value, str) else value
-
-
-Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
+CapDuration = Annotated[timedelta, BeforeValidator(partial(_duration_in, MAX_DURATION))]
 EmailList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
 
 
@@ -225,7 +237,7 @@ class MailSettings(_Section):
 
 class PolicySettings(_Section):
     # Salesforce's own maximum; a longer grant is honoured up to this and revoked there.
-    max_duration: Duration = timedelta(days=365)
+    max_duration: CapDuration = timedelta(days=365)
 
 
 class WorkerSettings(_Section):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import overload
 
@@ -41,11 +42,15 @@ def parse_sf_datetime(value: str) -> datetime:
     """Parse a Salesforce datetime such as ``2026-05-20T20:49:32.000+0000``.
 
     A value without an offset is refused rather than guessed: Salesforce always sends one.
+    The ValueError says which of the two is wrong (it completes "<field> is …").
     """
-    parsed = datetime.fromisoformat(value)
-    if parsed.tzinfo is None:
-        raise ValueError(f"datetime without a UTC offset: {value!r}")
-    return parsed.astimezone(UTC)
+    try:
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is not None:
+            return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ValueError(f"not a datetime: {value[:40]!r}") from None
+    raise ValueError(f"a datetime without a UTC offset: {value[:40]!r}")
 
 
 @overload
@@ -65,12 +70,47 @@ def iso_z(value: datetime | None) -> str | None:
     return f"{utc_seconds_text(value, 'T')}Z"
 
 
-def parse_duration(text: str) -> timedelta:
-    """``90s``, ``15m``, ``24h``, ``7d``, ``2w`` → timedelta; anything else is a ValueError."""
+class DurationError(ValueError):
+    """A duration that does not parse or lies outside its range (the message says which).
+
+    A ValueError: argparse types and pydantic validators turn it into exit 2 with the text.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class DurationRange:
+    """The durations one setting or argument accepts, inclusive at both ends."""
+
+    least: timedelta
+    most: timedelta
+
+    def describe(self) -> str:
+        return f"from {format_duration(self.least)} to {format_duration(self.most)}"
+
+    def check(self, value: timedelta) -> timedelta:
+        """``value`` if it lies in the range, else a DurationError saying the range."""
+        if not self.least <= value <= self.most:
+            raise DurationError(f"{format_duration(value)} is out of range: {self.describe()}")
+        return value
+
+
+# Nothing firmgrant measures needs more: a Login Access grant lasts a year at most, and an
+# export's age reaches back a century. Each keeps `now ± duration` inside datetime's range.
+ANY_DURATION = DurationRange(timedelta(seconds=1), timedelta(days=36500))
+
+
+def parse_duration(text: str, allowed: DurationRange = ANY_DURATION) -> timedelta:
+    """``90s``, ``15m``, ``24h``, ``7d``, ``2w`` → timedelta within ``allowed``.
+
+    Anything else, or a duration outside the range, is a :class:`DurationError`.
+    """
     match = _DURATION.match(text)
     if not match:
-        raise ValueError(f"{text!r} is not a duration like 30m, 24h or 7d")
-    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()])
+        raise DurationError(f"{text!r} is not a duration like 30m, 24h or 7d")
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+    if seconds > ANY_DURATION.most.total_seconds():  # before timedelta() overflows on it
+        raise DurationError(f"{text.strip()} is out of range: {allowed.describe()}")
+    return allowed.check(timedelta(seconds=seconds))
 
 
 def format_duration(delta: timedelta) -> str:

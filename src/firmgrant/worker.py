@@ -68,8 +68,10 @@ class CycleResult:
         return sum(s.api_calls for s in self.syncs) + sum(r.api_calls for r in self.revokes)
 
     @property
-    def failed(self) -> bool:
-        return any(s.error for s in self.syncs) or any(r.error for r in self.revokes)
+    def exit_code(self) -> int:
+        """``run --once``'s: the worst sync's (see SyncResult), 3 if revoking failed."""
+        worst = max((s.exit_code for s in self.syncs), default=0)
+        return 3 if any(r.error for r in self.revokes) else worst
 
 
 class Worker:

@@ -25,20 +25,23 @@ from firmgrant import __version__
 from firmgrant.export.rows import CHUNK, COLUMNS, FORMATS, Filters, read_piece
 from firmgrant.ledger.models import ChainHead, EventRow
 from firmgrant.ledger.ranges import map_ranges, spans
-from firmgrant.timeutil import iso_z, parse_duration
+from firmgrant.timeutil import DurationError, iso_z, parse_duration
 
 
 def parse_when(text: str, now: datetime) -> datetime:
-    """``2026-11-01`` (midnight UTC), a full ISO time, or ``30d`` / ``12h`` ago."""
+    """``2026-11-01`` (midnight UTC), a full ISO time, or ``30d`` / ``12h`` ago.
+
+    Anything else is a :class:`~firmgrant.timeutil.DurationError` (a ValueError).
+    """
     if re.fullmatch(r"\d+\s*[smhdw]", text.strip(), re.IGNORECASE):
         return now - parse_duration(text)
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # 0001-01-01T00:00+01:00 has no UTC time
+        raise DurationError(
             f"{text!r} is not a date (2026-11-01), an ISO time or an age (30d)"
         ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 class _HashingWriter:

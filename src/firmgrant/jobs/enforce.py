@@ -19,13 +19,14 @@ from sqlalchemy.orm import Session
 from firmgrant.ledger import Ledger, NewEvent, append_events
 from firmgrant.ledger.chain import SYSTEM_ACTOR
 from firmgrant.ledger.models import GrantRow, OutboxRow, RevocationRow
-from firmgrant.ledger.work import OPEN_STATES
+from firmgrant.ledger.work import OPEN_STATES, release
 from firmgrant.policy import (
     LOGIN_AS,
     GrantFacts,
     effective_expiry,
     reminder_due,
     reminder_schedule,
+    revocation_landed,
     revocation_needed,
 )
 from firmgrant.settings import Settings
@@ -100,6 +101,20 @@ def enqueue(
     return True
 
 
+def complete(
+    session: Session, settings: Settings, grant: GrantRow, row: RevocationRow, now: datetime
+) -> None:
+    """Our revocation is done in Salesforce: the row closes and the grantor is told, once.
+
+    Whoever finds it done first calls this (the attempt itself, or enforce after a sync
+    found the record revoked with our marker). A row completes once, and its notice's key
+    carries this moment: the key is new, no lookup needed.
+    """
+    release(row, state="revoked", done_at=row.done_at or now, last_error=None)
+    if row.cause != LOGIN_AS:  # those were told why in the "rejected" email
+        enqueue(session, settings, grant, "revoked", now, now, admins=False, existing=set())
+
+
 @dataclass
 class EnforceResult:
     rejected: int = 0
@@ -139,86 +154,128 @@ def grant_event(
 
 def enforce(ledger: Ledger, settings: Settings, *, now: datetime) -> EnforceResult:
     """Rule breaks and ends of access become revocations; stale revocations are settled."""
-    cap = settings.policy.max_duration
     result = EnforceResult()
     with ledger.transaction() as session:
         events: list[NewEvent] = []
-        # A finished revocation does not shield a grant the customer made live again
-        # (re-activated after we revoked it, or extended and now ended once more).
-        needing = session.execute(
-            select(GrantRow, RevocationRow)
-            .outerjoin(RevocationRow, RevocationRow.grant_id == GrantRow.id)
-            .where(
-                or_(
-                    RevocationRow.grant_id.is_(None),
-                    RevocationRow.state.in_(("revoked", "cancelled")),
-                ),
-                GrantRow.sf_status == "Active",
-                GrantRow.deleted.is_(False),
-                or_(
-                    GrantRow.via_login_as.is_(True),
-                    GrantRow.expires_at <= now,
-                    GrantRow.granted_at <= now - cap,
-                ),
-            )
-            .order_by(GrantRow.id)
-        )
-        for grant, earlier in needing:
-            verdict = revocation_needed(facts(grant), now, cap)
-            if verdict is None:
-                continue
-            revocation = earlier or RevocationRow(grant_id=grant.id)
-            revocation.cause, revocation.reason = verdict.cause, verdict.reason
-            revocation.actor, revocation.state = SYSTEM_ACTOR, "pending"
-            revocation.attempts, revocation.next_attempt_at, revocation.created_at = 0, now, now
-            revocation.last_error = revocation.done_at = None
-            revocation.lease_owner = revocation.lease_until = None
-            if earlier is None:
-                session.add(revocation)
-            result.to_revoke += 1
-            kind = "rejected" if verdict.cause == LOGIN_AS else verdict.cause
-            events.append(grant_event(kind, grant, now, verdict.reason, cause=verdict.cause))
-            if verdict.cause == LOGIN_AS:
-                result.rejected += 1
-                enqueue(session, settings, grant, "rejected", grant.granted_at, now)
-        open_revocations = session.execute(
-            select(RevocationRow, GrantRow)
-            .join(GrantRow, GrantRow.id == RevocationRow.grant_id)
-            .where(
-                RevocationRow.state.in_(OPEN_STATES),
-                or_(RevocationRow.lease_until.is_(None), RevocationRow.lease_until < now),
-            )
-        )
-        for revocation, grant in open_revocations:
-            grant_facts = facts(grant)
-            if not grant_facts.live_in_salesforce:
-                # Ended in Salesforce meanwhile (by the customer, by Salesforce, or by an
-                # earlier attempt of ours whose outcome was never recorded).
-                ours = grant.revoke_reason == revocation.reason
-                why = (
-                    "already revoked in Salesforce"
-                    + ("" if ours else " (not by firmgrant)")
-                    + (" and deleted" if grant.deleted else "")
-                )
-                revocation.state, revocation.done_at = "revoked", now
-                events.append(grant_event("revocation_settled", grant, now, why))
-                result.settled += 1
-            elif (
-                revocation.cause in ("expired", "capped")
-                and effective_expiry(grant_facts, cap) > now
-            ):
-                revocation.state, revocation.done_at = "cancelled", now
-                events.append(
-                    grant_event(
-                        "revocation_cancelled",
-                        grant,
-                        now,
-                        f"the grant was extended to {iso_z(grant.expires_at)}",
-                    )
-                )
-                result.cancelled += 1
+        _open_revocations(session, settings, now, result, events)
+        _settle_revocations(session, settings, now, result, events)
         append_events(session, events)
     return result
+
+
+def _open_revocations(
+    session: Session,
+    settings: Settings,
+    now: datetime,
+    result: EnforceResult,
+    events: list[NewEvent],
+) -> None:
+    """A revocation for each live grant that breaks the rules or whose access has ended."""
+    cap = settings.policy.max_duration
+    # A finished revocation does not shield a grant the customer made live again
+    # (re-activated after we revoked it, or extended and now ended once more).
+    needing = session.execute(
+        select(GrantRow, RevocationRow)
+        .outerjoin(RevocationRow, RevocationRow.grant_id == GrantRow.id)
+        .where(
+            or_(
+                RevocationRow.grant_id.is_(None),
+                RevocationRow.state.in_(("revoked", "cancelled")),
+            ),
+            GrantRow.sf_status == "Active",
+            GrantRow.deleted.is_(False),
+            or_(
+                GrantRow.via_login_as.is_(True),
+                GrantRow.expires_at <= now,
+                GrantRow.granted_at <= now - cap,
+            ),
+        )
+        .order_by(GrantRow.id)
+    )
+    for grant, earlier in needing:
+        verdict = revocation_needed(facts(grant), now, cap)
+        if verdict is None:
+            continue
+        revocation = earlier or RevocationRow(grant_id=grant.id)
+        revocation.cause, revocation.reason = verdict.cause, verdict.reason
+        revocation.actor, revocation.state = SYSTEM_ACTOR, "pending"
+        revocation.attempts, revocation.next_attempt_at, revocation.created_at = 0, now, now
+        revocation.last_error = revocation.done_at = revocation.attempted_at = None
+        revocation.lease_owner = revocation.lease_until = None
+        if earlier is None:
+            session.add(revocation)
+        result.to_revoke += 1
+        kind = "rejected" if verdict.cause == LOGIN_AS else verdict.cause
+        events.append(grant_event(kind, grant, now, verdict.reason, cause=verdict.cause))
+        if verdict.cause == LOGIN_AS:
+            result.rejected += 1
+            enqueue(session, settings, grant, "rejected", grant.granted_at, now)
+
+
+def _settle_revocations(
+    session: Session,
+    settings: Settings,
+    now: datetime,
+    result: EnforceResult,
+    events: list[NewEvent],
+) -> None:
+    """Open revocations that Salesforce or the customer made moot, and landed ones told."""
+    cap = settings.policy.max_duration
+    unleased = or_(RevocationRow.lease_until.is_(None), RevocationRow.lease_until < now)
+    rows = session.execute(
+        select(RevocationRow, GrantRow)
+        .join(GrantRow, GrantRow.id == RevocationRow.grant_id)
+        .where(RevocationRow.state.in_((*OPEN_STATES, "landed")), unleased)
+    )
+    for revocation, grant in rows:
+        grant_facts = facts(grant)
+        if revocation.state == "landed":  # a sync found our attempt done: tell the grantor
+            complete(session, settings, grant, revocation, now)
+        elif not grant_facts.live_in_salesforce:
+            if _landed(revocation, grant):  # our attempt's outcome was lost, not its effect
+                events.append(
+                    grant_event(
+                        "revoked",
+                        grant,
+                        now,
+                        revocation.reason,
+                        actor=revocation.actor,
+                        cause=revocation.cause,
+                        attempt=revocation.attempts,
+                    )
+                )
+                complete(session, settings, grant, revocation, now)
+                result.settled += 1
+                continue
+            # Ended in Salesforce meanwhile: by the customer, by Salesforce, or deleted.
+            why = "already revoked in Salesforce (not by firmgrant)" + (
+                " and deleted" if grant.deleted else ""
+            )
+            revocation.state, revocation.done_at = "revoked", now
+            events.append(grant_event("revocation_settled", grant, now, why))
+            result.settled += 1
+        elif revocation.cause in ("expired", "capped") and effective_expiry(grant_facts, cap) > now:
+            revocation.state, revocation.done_at = "cancelled", now
+            events.append(
+                grant_event(
+                    "revocation_cancelled",
+                    grant,
+                    now,
+                    f"the grant was extended to {iso_z(grant.expires_at)}",
+                )
+            )
+            result.cancelled += 1
+
+
+def _landed(revocation: RevocationRow, grant: GrantRow) -> bool:
+    """An attempt of ours went out (its outcome never recorded) and the record shows it."""
+    return (
+        revocation.lease_owner is not None
+        and grant.sf_status == "Revoked"
+        and revocation_landed(
+            revocation.reason, revocation.attempted_at, grant.revoke_reason, grant.revoked_at
+        )
+    )
 
 
 @dataclass

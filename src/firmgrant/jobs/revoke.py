@@ -13,20 +13,19 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 
 from firmgrant.errors import SalesforceError
-from firmgrant.grant import FIELD_LIMITS
-from firmgrant.jobs.enforce import enqueue, grant_event
+from firmgrant.jobs.enforce import complete, grant_event
 from firmgrant.ledger import Ledger, NewEvent, append_events
 from firmgrant.ledger.models import GrantRow, RevocationRow
-from firmgrant.ledger.work import claim, release
-from firmgrant.policy import LOGIN_AS, MANUAL, retry_delay
+from firmgrant.ledger.work import OPEN_STATES, claim, release
+from firmgrant.policy import MANUAL, REVOKE_REASON_LIMIT, retry_delay, revocation_landed
 from firmgrant.salesforce.client import COLLECTION_LIMIT, SalesforceClient
-from firmgrant.settings import Settings
-from firmgrant.timeutil import Clock
+from firmgrant.settings import Settings, SourceSettings
+from firmgrant.timeutil import Clock, parse_sf_datetime
 
 log = logging.getLogger("firmgrant.jobs")
 
@@ -56,11 +55,69 @@ class _Claimed:
     source_id: str
     reason: str
     attempts: int
-    unsure: bool
+    unsure: bool  # an earlier attempt never recorded its outcome
+    earlier_sent_at: datetime | None  # what that attempt sent as Revoked_At__c
+
+
+class _Outcome(NamedTuple):
+    kind: str  # revoked, already, failed
+    detail: str | None = None
+    revoked_at: datetime | None = None  # for "revoked": what Salesforce now holds
 
 
 def _sf_time(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+
+
+def _claim_batch(
+    ledger: Ledger,
+    connection: str,
+    *,
+    now: datetime,
+    owner: str,
+    lease: timedelta,
+    grant_ids: list[int] | None,
+) -> list[_Claimed]:
+    """Lease up to a collection's worth of due revocations, stamping the time they send."""
+    sent_at = now.replace(microsecond=0)  # Revoked_At__c has whole seconds
+    with ledger.transaction() as session:
+        where = [GrantRow.connection == connection]
+        if grant_ids is not None:
+            where.append(RevocationRow.grant_id.in_(grant_ids))
+        grant_ids_due = select(RevocationRow.grant_id).join(
+            GrantRow, GrantRow.id == RevocationRow.grant_id
+        )
+        rows = claim(
+            session,
+            RevocationRow,
+            now=now,
+            owner=owner,
+            lease=lease,
+            limit=COLLECTION_LIMIT,
+            where=[RevocationRow.grant_id.in_(grant_ids_due.where(*where))],
+        )
+        source_ids = {
+            found.id: found.source_id
+            for found in session.execute(
+                select(GrantRow.id, GrantRow.source_id).where(
+                    GrantRow.id.in_([row.grant_id for row, _ in rows])
+                )
+            )
+        }
+        batch = []
+        for row, unsure in rows:
+            batch.append(
+                _Claimed(
+                    row.grant_id,
+                    source_ids[row.grant_id],
+                    row.reason,
+                    row.attempts,
+                    unsure,
+                    row.attempted_at,
+                )
+            )
+            row.attempted_at = sent_at
+    return batch
 
 
 def revoke(
@@ -80,34 +137,9 @@ def revoke(
     lease = timedelta(seconds=settings.worker.lease_seconds)
     while not stop():
         now = clock()
-        with ledger.transaction() as session:
-            where = [GrantRow.connection == connection]
-            if grant_ids is not None:
-                where.append(RevocationRow.grant_id.in_(grant_ids))
-            grant_ids_due = select(RevocationRow.grant_id).join(
-                GrantRow, GrantRow.id == RevocationRow.grant_id
-            )
-            rows = claim(
-                session,
-                RevocationRow,
-                now=now,
-                owner=owner,
-                lease=lease,
-                limit=COLLECTION_LIMIT,
-                where=[RevocationRow.grant_id.in_(grant_ids_due.where(*where))],
-            )
-            source_ids = {
-                found.id: found.source_id
-                for found in session.execute(
-                    select(GrantRow.id, GrantRow.source_id).where(
-                        GrantRow.id.in_([row.grant_id for row, _ in rows])
-                    )
-                )
-            }
-            batch = [
-                _Claimed(row.grant_id, source_ids[row.grant_id], row.reason, row.attempts, unsure)
-                for row, unsure in rows
-            ]
+        batch = _claim_batch(
+            ledger, connection, now=now, owner=owner, lease=lease, grant_ids=grant_ids
+        )
         if not batch:
             break
         log.debug("%s: revoking a batch of %d", connection, len(batch))
@@ -115,9 +147,9 @@ def revoke(
             outcomes = _call_salesforce(settings, connection, client, batch, now)
         except SalesforceError as exc:
             # The whole call failed after the client's own retries: every row waits its turn.
-            outcomes = {item.grant_id: ("failed", str(exc)) for item in batch}
+            outcomes = {item.grant_id: _Outcome("failed", str(exc)) for item in batch}
             result.error = type(exc).__name__
-        _record(ledger, settings, batch, outcomes, clock(), result, owner, sent_at=now)
+        _record(ledger, settings, batch, outcomes, clock(), result, owner)
         if result.error:
             break
     result.api_calls = client.api_calls - calls_before
@@ -130,28 +162,11 @@ def _call_salesforce(
     client: SalesforceClient,
     batch: list[_Claimed],
     now: datetime,
-) -> dict[int, tuple[str, str | None]]:
+) -> dict[int, _Outcome]:
     source = settings.connections[connection].source
     fields = source.fields
-    limit = FIELD_LIMITS["revoke_reason"]
-    outcomes: dict[int, tuple[str, str | None]] = {}
-    unsure = [item for item in batch if item.unsure]
-    if unsure:
-        current = client.read_collection(
-            source.object_name,
-            [item.source_id for item in unsure],
-            [fields.id, fields.status, fields.revoke_reason],
-        )
-        for item in unsure:
-            record = current.get(item.source_id)
-            if record is None:
-                outcomes[item.grant_id] = ("already", "the record is gone from Salesforce")
-            elif record.get(fields.status) == "Revoked" and (
-                record.get(fields.revoke_reason) == item.reason[:limit]
-            ):
-                outcomes[item.grant_id] = ("revoked", None)  # our lost attempt did land
-            elif record.get(fields.status) != "Active":
-                outcomes[item.grant_id] = ("already", f"already {record.get(fields.status)}")
+    sent_at = now.replace(microsecond=0)
+    outcomes = _read_back(client, source, [item for item in batch if item.unsure])
     to_update = [item for item in batch if item.grant_id not in outcomes]
     if not to_update:
         return outcomes
@@ -161,8 +176,8 @@ def _call_salesforce(
             {
                 "id": item.source_id,
                 fields.status: "Revoked",
-                fields.revoked_at: _sf_time(now),
-                fields.revoke_reason: item.reason[:limit],
+                fields.revoked_at: _sf_time(sent_at),
+                fields.revoke_reason: item.reason[:REVOKE_REASON_LIMIT],
             }
             for item in to_update
         ],
@@ -170,29 +185,70 @@ def _call_salesforce(
     for item, answer in zip(to_update, results, strict=False):
         errors: list[dict[str, Any]] = answer.get("errors") or []
         if answer.get("success"):
-            outcomes[item.grant_id] = ("revoked", None)
+            outcomes[item.grant_id] = _Outcome("revoked", None, sent_at)
         elif any(error.get("statusCode") in GONE for error in errors):
-            outcomes[item.grant_id] = ("already", "deleted in Salesforce")
+            outcomes[item.grant_id] = _Outcome("already", "deleted in Salesforce")
         else:
             detail = "; ".join(
                 f"{error.get('statusCode')}: {error.get('message')}" for error in errors
             )
-            outcomes[item.grant_id] = ("failed", detail or "no result for this record")
+            outcomes[item.grant_id] = _Outcome("failed", detail or "no result for this record")
     for item in to_update[len(results) :]:
-        outcomes[item.grant_id] = ("failed", "Salesforce returned no result for this record")
+        outcomes[item.grant_id] = _Outcome(
+            "failed", "Salesforce returned no result for this record"
+        )
     return outcomes
+
+
+def _read_back(
+    client: SalesforceClient, source: SourceSettings, unsure: list[_Claimed]
+) -> dict[int, _Outcome]:
+    """What became of attempts whose worker died during the call: read the records back.
+
+    A record that carries the attempt's reason and time was revoked by that attempt; one
+    ended otherwise (by the customer, or gone) needs nothing more; the rest are tried again.
+    """
+    if not unsure:
+        return {}
+    fields = source.fields
+    current = client.read_collection(
+        source.object_name,
+        [item.source_id for item in unsure],
+        [fields.id, fields.status, fields.revoke_reason, fields.revoked_at],
+    )
+    outcomes: dict[int, _Outcome] = {}
+    for item in unsure:
+        record = current.get(item.source_id)
+        if record is None:
+            outcomes[item.grant_id] = _Outcome("already", "the record is gone from Salesforce")
+            continue
+        status = record.get(fields.status)
+        revoked_at = _time_or_none(record.get(fields.revoked_at))
+        landed = revocation_landed(
+            item.reason, item.earlier_sent_at, record.get(fields.revoke_reason), revoked_at
+        )
+        if status == "Revoked" and landed:
+            outcomes[item.grant_id] = _Outcome("revoked", None, revoked_at)
+        elif status != "Active":
+            outcomes[item.grant_id] = _Outcome("already", f"already {status}")
+    return outcomes
+
+
+def _time_or_none(value: object) -> datetime | None:
+    try:
+        return parse_sf_datetime(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def _record(
     ledger: Ledger,
     settings: Settings,
     batch: list[_Claimed],
-    outcomes: dict[int, tuple[str, str | None]],
+    outcomes: dict[int, _Outcome],
     now: datetime,
     result: RevokeResult,
     owner: str,
-    *,
-    sent_at: datetime,
 ) -> None:
     worker = settings.worker
     first, ceiling = (
@@ -215,36 +271,35 @@ def _record(
         }
         for item in batch:
             row, grant = rows[item.grant_id], grants[item.grant_id]
+            if row.state not in OPEN_STATES:  # a sync saw the record revoked and recorded it
+                log.info("revoke %s: already recorded as %s", grant.source_id, row.state)
+                continue
             if row.lease_owner != owner:  # our lease ran out and another worker took over
                 log.warning(
                     "revoke %s: lease lost, outcome left to %s", grant.source_id, row.lease_owner
                 )
                 continue
-            outcome, detail = outcomes[item.grant_id]
-            if outcome == "failed":
+            outcome = outcomes[item.grant_id]
+            if outcome.kind == "failed":
                 wait = retry_delay(item.attempts, first, ceiling)
-                release(row, state="failed", last_error=detail, next_attempt_at=now + wait)
+                release(row, state="failed", last_error=outcome.detail, next_attempt_at=now + wait)
                 result.failed += 1
-                log.warning("revoke %s (%s) failed: %s", grant.source_id, grant.org_id, detail)
-                events.append(_event("revoke_failed", grant, row, now, detail))
-                continue
-            release(row, state="revoked", done_at=now, last_error=None)
-            if outcome == "revoked":
+                log.warning(
+                    "revoke %s (%s) failed: %s", grant.source_id, grant.org_id, outcome.detail
+                )
+                events.append(_event("revoke_failed", grant, row, now, outcome.detail))
+            elif outcome.kind == "revoked":
                 result.revoked += 1
-                # What Salesforce now holds (the time we sent, not the time we got back:
-                # a second may have turned since), so the next sync sees no change of ours.
-                grant.sf_status, grant.revoked_at = "Revoked", sent_at.replace(microsecond=0)
-                grant.revoke_reason = row.reason[: FIELD_LIMITS["revoke_reason"]]
+                # What Salesforce now holds, so the next sync sees no change of ours.
+                grant.sf_status, grant.revoked_at = "Revoked", outcome.revoked_at
+                grant.revoke_reason = row.reason[:REVOKE_REASON_LIMIT]
                 grant.updated_at = now
                 events.append(_event("revoked", grant, row, now, row.reason))
-                if row.cause != LOGIN_AS:  # those were told why in the "rejected" email
-                    # A revocation completes once: its notice's key is new (no lookup).
-                    enqueue(
-                        session, settings, grant, "revoked", now, now, admins=False, existing=set()
-                    )
+                complete(session, settings, grant, row, now)
             else:
+                release(row, state="revoked", done_at=now, last_error=None)
                 result.already += 1
-                events.append(_event("revocation_settled", grant, row, now, detail))
+                events.append(_event("revocation_settled", grant, row, now, outcome.detail))
         append_events(session, events)
 
 
@@ -273,9 +328,10 @@ def request_revocation(
         if row is None:
             row = RevocationRow(grant_id=grant_id, created_at=now)
             session.add(row)
-        row.cause, row.reason, row.actor = MANUAL, reason[: FIELD_LIMITS["revoke_reason"]], actor
+        row.cause, row.reason, row.actor = MANUAL, reason[:REVOKE_REASON_LIMIT], actor
         row.state, row.attempts, row.next_attempt_at = "pending", 0, now
         row.last_error = row.lease_owner = row.lease_until = row.done_at = None
+        row.attempted_at = None
         append_events(
             session,
             [grant_event("revoke_requested", grant, now, reason, actor=actor, cause=MANUAL)],

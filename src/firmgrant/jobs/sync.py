@@ -18,6 +18,9 @@ from firmgrant.settings import ConnectionSettings, SyncSettings, VendorSettings
 from firmgrant.timeutil import Clock, utcnow
 
 log = logging.getLogger("firmgrant.jobs.sync")
+# A sync that fetched records, reported some newly invalid and could mirror none of them:
+# a non-conforming endpoint or a changed format. It must not look like success to cron.
+NOTHING_MIRRORED = "nothing_mirrored"
 
 
 @dataclass
@@ -34,6 +37,13 @@ class SyncResult:
     seconds: float = 0.0
     error: str | None = None
     error_kind: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """0 mirrored, 1 records came and none could be mirrored, 3 Salesforce unreachable."""
+        if self.error_kind == NOTHING_MIRRORED:
+            return 1
+        return 3 if self.error else 0
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -90,6 +100,7 @@ def sync_connection(
     counts = PageCounts()
     calls_before = client.api_calls
     stopped = False
+    mirrored = 0  # valid records read, changed or not
     try:
         with collector_per_batch() as collect_page_garbage:
             for records, invalid in source.pages(client, since):
@@ -99,6 +110,7 @@ def sync_connection(
                     seen_run = None
                     break
                 result.fetched += len(records) + len(invalid)
+                mirrored += len(records)
                 page = ledger.apply_page(
                     name, source.kind, records, invalid, now=clock(), seen_run=seen_run
                 )
@@ -112,6 +124,14 @@ def sync_connection(
         result.error = str(exc)
         result.error_kind = "api_limit" if isinstance(exc, ApiLimitExceeded) else type(exc).__name__
         log.error("%s: sync stopped: %s", name, exc)
+    if result.error is None and counts.invalid and not mirrored:
+        first = counts.new_invalid[0]
+        result.error = (
+            f"fetched {result.fetched} records and could mirror none: every one is invalid "
+            f"(record {first.key}: {first.reason})"
+        )
+        result.error_kind = NOTHING_MIRRORED
+        log.error("%s: %s", name, result.error)
     result.inserted, result.updated = counts.inserted, counts.updated
     result.deleted, result.invalid = counts.deleted, counts.invalid
     result.rejected = counts.rejected
@@ -131,4 +151,4 @@ def sync_connection(
     return result
 
 
-__all__ = ["SyncResult", "sync_connection"]
+__all__ = ["NOTHING_MIRRORED", "SyncResult", "sync_connection"]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration. Kept here so that commands which only read the ledger need not
 # load Alembic (10 MB and a tenth of a second); a test holds it to Alembic's own answer.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 
 def normalize_url(url: str) -> str:
@@ -77,27 +77,41 @@ def _postgres_settings(dbapi_connection: Any, record: ConnectionPoolEntry) -> No
     dbapi_connection.commit()
 
 
-def make_engine(url: str, **options: Any) -> Engine:
-    url = normalize_url(url)
+_URL_SETTING = "FIRMGRANT_DATABASE_URL or DATABASE_URL (database_url)"
+_ENCODE_HINT = "a password containing @ : / must be percent-encoded (%40 %3A %2F)"
+
+
+def parse_database_url(url: str) -> URL:
+    """The ledger's URL, or a ConfigError that says what is wrong and never shows the URL.
+
+    SQLAlchemy's own errors quote the text they could not read, which may be a password.
+    """
     try:
-        parsed = make_url(url)
+        parsed = make_url(normalize_url(url))
     except ArgumentError:
         raise ConfigError(
-            "FIRMGRANT_DATABASE_URL (database_url): not a database URL; "
-            "use sqlite:///var/firmgrant.db or postgresql://user@host/db"
+            f"{_URL_SETTING}: not a database URL; use sqlite:///var/firmgrant.db or "
+            "postgresql://user:password@host:5432/db"
         ) from None
+    except ValueError:  # int() of what stands after the last ':' before the host's end
+        raise ConfigError(f"{_URL_SETTING}: the port is not a number — {_ENCODE_HINT}") from None
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-        raise ConfigError(
-            "FIRMGRANT_DATABASE_URL (database_url): only sqlite and postgresql are supported"
-        )
+        raise ConfigError(f"{_URL_SETTING}: only sqlite and postgresql are supported")
+    if parsed.get_backend_name() == "postgresql" and parsed.host and "@" in parsed.host:
+        raise ConfigError(f"{_URL_SETTING}: the host name contains '@' — {_ENCODE_HINT}")
+    return parsed
+
+
+def make_engine(url: str, **options: Any) -> Engine:
+    parsed = parse_database_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         _register_sqlite_adapters()
-        engine = create_engine(url, connect_args={"timeout": 30}, **options)
+        engine = create_engine(parsed, connect_args={"timeout": 30}, **options)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    engine = create_engine(url, pool_pre_ping=True, **options)
+    engine = create_engine(parsed, pool_pre_ping=True, **options)
     event.listen(engine, "connect", _postgres_settings)
     return engine
 

@@ -180,6 +180,7 @@ class RevocationRow(_Work, Base):
     """A grant to revoke in Salesforce: at expiry, at the vendor's cap, on a rule break, by hand.
 
     ``state``: ``pending`` (not tried yet), ``failed`` (last try failed; retried with backoff),
+    ``landed`` (a sync found our attempt done in Salesforce; enforce queues its notice),
     ``revoked`` (done, or found already revoked/deleted), ``cancelled`` (the grant was extended
     before it was revoked).
     """
@@ -191,6 +192,8 @@ class RevocationRow(_Work, Base):
     cause: Mapped[str] = mapped_column(String(16))  # expired, capped, login_as, manual
     reason: Mapped[str] = mapped_column(String(1000))
     actor: Mapped[str] = mapped_column(String(255))
+    # The Revoked_At__c the last attempt sent (whole seconds): with the reason, our marker.
+    attempted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class OutboxRow(_Work, Base):

@@ -16,7 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from firmgrant.grant import MIRRORED_FIELDS, TIME_FIELDS, GrantRecord
 from firmgrant.ledger._bulk import insert_rows, time_converter
 from firmgrant.ledger.chain import NewEvent, append_events
-from firmgrant.ledger.models import GrantRow, InvalidRecordRow, SyncStateRow
+from firmgrant.ledger.models import GrantRow, InvalidRecordRow, RevocationRow, SyncStateRow
+from firmgrant.ledger.work import OPEN_STATES, release
+from firmgrant.policy import revocation_landed
 from firmgrant.timeutil import iso_z
 
 if TYPE_CHECKING:  # the ledger needs no Salesforce client loaded (export, verify, grants)
@@ -176,10 +178,21 @@ class Ledger:
                 connection,
                 [r.source_id for _, r, grant_id, _ in changed if grant_id is None],
             )
+            ours = self._landed_revocations(
+                session,
+                {
+                    grant_id: record
+                    for kind, record, grant_id, _ in changed
+                    if kind == "customer_revoked" and grant_id is not None
+                },
+                now,
+            )
             events = [
                 self._event(
                     kind, connection, record, now, grant_id or new_ids[record.source_id], changes
                 )
+                if grant_id not in ours
+                else _our_revocation(connection, record, grant_id, now, ours[grant_id], changes)
                 for kind, record, grant_id, changes in changed
             ]
             for problem in invalid:
@@ -332,6 +345,36 @@ class Ledger:
         )
 
     @staticmethod
+    def _landed_revocations(
+        session: Session, revoked: dict[int, GrantRecord], now: datetime
+    ) -> dict[int, tuple[str, str, str, int]]:
+        """Of grants a sync finds revoked, those whose record carries an attempt of ours.
+
+        A worker killed while its call was with Salesforce recorded no outcome; the record
+        shows our reason and time. The revocation is firmgrant's: its row becomes
+        ``landed`` (enforce then tells the grantor) and the change is recorded as ours.
+        Returns ``{grant id: (actor, reason, cause, attempt)}``.
+        """
+        if not revoked:
+            return {}
+        rows = session.execute(
+            select(RevocationRow).where(RevocationRow.grant_id.in_(list(revoked))).with_for_update()
+        ).scalars()
+        ours: dict[int, tuple[str, str, str, int]] = {}
+        for row in rows:
+            record = revoked[row.grant_id]
+            if (
+                row.state in OPEN_STATES
+                and row.lease_owner is not None  # an attempt went out, its outcome unknown
+                and revocation_landed(
+                    row.reason, row.attempted_at, record.revoke_reason, record.revoked_at
+                )
+            ):
+                ours[row.grant_id] = (row.actor, row.reason, row.cause, row.attempts)
+                release(row, state="landed", done_at=now, last_error=None)
+        return ours
+
+    @staticmethod
     def _first_report(
         session: Session, connection: str, problem: InvalidRecord, now: datetime
     ) -> bool:
@@ -365,6 +408,33 @@ def _source_id_in(session: Session, source_ids: list[str]) -> ColumnElement[bool
         ids = func.json_each(orjson.dumps(source_ids).decode()).table_valued("value")
         return GrantRow.source_id.in_(select(ids.c.value))
     return GrantRow.source_id == any_(bindparam("source_ids", source_ids, ARRAY(String)))
+
+
+def _our_revocation(
+    connection: str,
+    record: GrantRecord,
+    grant_id: int,
+    now: datetime,
+    revocation: tuple[str, str, str, int],
+    changes: dict[str, list[Any]] | None,
+) -> NewEvent:
+    """The ``revoked`` event of an attempt whose effect a sync found (see above)."""
+    actor, reason, cause, attempt = revocation
+    return NewEvent(
+        kind="revoked",
+        at=now,
+        connection=connection,
+        source_id=record.source_id,
+        grant_id=grant_id,
+        actor=actor,
+        reason=reason,
+        # The snapshot first (canonical JSON sorts keys): the export finds it by its start.
+        payload={
+            "changes": changes,
+            "grant": record.snapshot(),
+            "revocation": {"attempt": attempt, "cause": cause},
+        },
+    )
 
 
 def _actor(kind: str, record: GrantRecord) -> str:

@@ -53,8 +53,8 @@ def _time(record: dict[str, Any], api_name: str, *, required: bool) -> datetime 
         return None
     try:
         return parse_sf_datetime(str(value))
-    except ValueError:
-        raise _Invalid(f"{api_name} is not a datetime: {str(value)[:40]!r}") from None
+    except ValueError as exc:
+        raise _Invalid(f"{api_name} is {exc}") from None
 
 
 def _required_text(record: dict[str, Any], api_name: str, field: str) -> str:

@@ -76,6 +76,11 @@ class RestApi:
         self.in_flight = 0  # API requests being handled (their client may be gone)
         self._idle = threading.Condition()
 
+    def wait_busy(self, timeout: float) -> bool:
+        """Until an API request is being handled: a client's call has reached the org."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self.in_flight > 0, timeout)
+
     def wait_idle(self, timeout: float) -> bool:
         """Until no API request is being handled: what a killed client left in flight lands."""
         with self._idle:
@@ -111,6 +116,7 @@ class RestApi:
             return _error(401, "INVALID_SESSION_ID", "Session expired or invalid")
         with self._idle:
             self.in_flight += 1
+            self._idle.notify_all()
         try:
             response = self._with_faults(request, match.group(1), match.group(2) or "/")
         finally:

@@ -71,7 +71,6 @@ class Customers:
                 "CreatedById": by,
                 "DelegateUser": delegate,
                 "Display": display,
-                "CreatedDate": sf_datetime(at),
             },
             at=at,
         )

@@ -131,6 +131,9 @@ class ObjectDef:
     createable: bool = True
     updateable: bool = True
     deletable: bool = True
+    # A data load may set CreatedDate/LastModifiedDate ("Set Audit Fields upon Record
+    # Creation"); Salesforce's own records (the audit trail, sessions) carry the real time.
+    audit_fields_settable: bool = True
     by_lower: dict[str, FieldDef] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -220,6 +223,7 @@ AUDIT = ObjectDef(
     createable=False,
     updateable=False,
     deletable=False,
+    audit_fields_settable=False,
 )
 
 AUTH_SESSION = ObjectDef(
@@ -261,6 +265,7 @@ AUTH_SESSION = ObjectDef(
     ),
     createable=False,
     updateable=False,
+    audit_fields_settable=False,
 )
 
 OBJECTS = {obj.name.lower(): obj for obj in (GRANT, AUDIT, AUTH_SESSION)}

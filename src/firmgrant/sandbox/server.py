@@ -181,8 +181,9 @@ class SandboxOrg:
             for object_name, records in data["records"].items():
                 obj = self.store.object(object_name)
                 for record in records:
-                    self.store.put(obj, record)
+                    self.store.restore(obj, record)
         self.store.restart_numbers(data["next_number"])
+        self.store.observed = data.get("observed", True)
         self.customers.restart_orgs(data["orgs"])
         self.api.api_used = data.get("api_used", 0)
 
@@ -197,6 +198,7 @@ class SandboxOrg:
                 "next_number": self.store.next_number(),
                 "orgs": self.customers.orgs,
                 "api_used": self.api.api_used,
+                "observed": self.store.observed,
             }
             tmp = self.state / "org.json.tmp"
             tmp.write_text(json.dumps(data, separators=(",", ":")))

@@ -51,10 +51,16 @@ class OrgStore:
         self._cursor_numbers = itertools.count(1)
         self._last_stamp = ""
         self._bulk = 0
+        self._bulk_stamp: str | None = None
+        # Once a query has been answered, a client may hold a watermark: from then on every
+        # write carries the time it was made as SystemModstamp, as in Salesforce. Before,
+        # seeded records may carry past stamps: the org's history, as if written back then.
+        self.observed = False
 
     @contextmanager
     def bulk(self) -> Iterator[None]:
-        """Many writes at once (seeding): the modstamp index is rebuilt once at the end."""
+        """Many writes at once (seeding): the modstamp index is rebuilt once at the end, and
+        the writes share one SystemModstamp, as a bulk load's records do."""
         with self.lock:
             self._bulk += 1
             try:
@@ -62,6 +68,7 @@ class OrgStore:
             finally:
                 self._bulk -= 1
                 if not self._bulk:
+                    self._bulk_stamp = None
                     for name, records in self.records.items():
                         self._index[name] = sorted(
                             (r["SystemModstamp"], i)
@@ -74,6 +81,13 @@ class OrgStore:
         """A modstamp; live changes get strictly increasing ones so the index stays sorted."""
         if at is not None:
             return sf_datetime(at)
+        if self._bulk:
+            if self._bulk_stamp is None:
+                self._bulk_stamp = self._next_stamp()
+            return self._bulk_stamp
+        return self._next_stamp()
+
+    def _next_stamp(self) -> str:
         stamp = sf_datetime(self.clock())
         if stamp <= self._last_stamp:
             last = datetime.strptime(self._last_stamp, "%Y-%m-%dT%H:%M:%S.%f%z")
@@ -100,18 +114,36 @@ class OrgStore:
 
     # -- raw writes (seeding, customers) -----------------------------------------------------
     def put(self, obj: ObjectDef, values: Record, *, at: datetime | None = None) -> Record:
-        """Insert without validation, as data loaded long ago might be. Returns the record."""
+        """Insert without validation, as data loaded long ago might be. Returns the record.
+
+        ``at`` back-dates the audit fields (``CreatedDate``, ``LastModifiedDate``) of objects
+        whose audit fields a data load may set; ``SystemModstamp`` (and the audit fields of
+        system objects such as SetupAuditTrail) is the time of the write, unless no query has
+        been answered yet: then the record is the org's history, written at ``at``.
+        """
         with self.lock:
-            stamp = self.stamp(at)
+            written = self.stamp(None if self.observed else at)
             record: Record = {f.name: f.default for f in obj.fields}
             record.update(values)
             record["Id"] = values.get("Id") or self.new_id(obj)
-            for system in ("CreatedDate", "LastModifiedDate", "SystemModstamp"):
+            settable = obj.audit_fields_settable or not self.observed
+            audit = sf_datetime(at) if at is not None and settable else written
+            for system in ("CreatedDate", "LastModifiedDate"):
                 if obj.field(system) is not None:
-                    record[system] = record.get(system) or stamp
-            self.records[obj.name.lower()][record["Id"]] = record
-            self._indexed(obj, record)
-            return record
+                    record[system] = record.get(system) or audit
+            if obj.field("SystemModstamp") is not None:
+                record["SystemModstamp"] = written
+            return self._stored(obj, record)
+
+    def restore(self, obj: ObjectDef, record: Record) -> Record:
+        """A record saved by an earlier run of the sandbox, stamps and all."""
+        with self.lock:
+            return self._stored(obj, dict(record))
+
+    def _stored(self, obj: ObjectDef, record: Record) -> Record:
+        self.records[obj.name.lower()][record["Id"]] = record
+        self._indexed(obj, record)
+        return record
 
     def touch(self, obj: ObjectDef, record: Record, changes: Record) -> Record:
         with self.lock:
@@ -226,6 +258,7 @@ class OrgStore:
     # -- queries -----------------------------------------------------------------------------
     def query(self, soql: str, *, include_deleted: bool, batch_size: int) -> dict[str, Any]:
         with self.lock:
+            self.observed = True
             query = parse_query(soql, OBJECTS)
             rows = list(self._matching(query, include_deleted))
             if query.order:
