@@ -40,6 +40,11 @@ class Mailbox:
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
         self.lock = threading.Lock()
+        # Set `held` to hold the next message's "250 OK" back: the server has the message,
+        # `arrived` is set, and the answer waits until `release` is set.
+        self.held = False
+        self.arrived = threading.Event()
+        self.release = threading.Event()
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or envelope.content
@@ -49,6 +54,10 @@ class Mailbox:
         message["X-Envelope-To"] = ", ".join(envelope.rcpt_tos)
         with self.lock:
             self.messages.append(message)
+            hold, self.held = self.held, False
+        if hold:
+            self.arrived.set()
+            self.release.wait(timeout=60)
         return "250 Message accepted for delivery"
 
     def of_kind(self, words: str) -> list[EmailMessage]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -14,8 +15,6 @@ from firmgrant.ledger.models import GrantRow
 from firmgrant.sandbox import VENDOR, FaultPlan, SandboxOrg
 from firmgrant.settings import SyncSettings
 from tests.sandboxing import sandbox_connection, vendor
-
-pytestmark = pytest.mark.ledger
 
 
 def sync(ledger: Ledger, org: SandboxOrg, *, full: bool = False, **connection: Any) -> SyncResult:
@@ -84,28 +83,45 @@ def test_initial_sync_across_pages_then_every_kind_of_change(
 
 
 @pytest.mark.parametrize(
-    ("plan", "connection"),
+    ("plan", "connection", "fault", "recovery"),
     [
-        (FaultPlan(expire_every=3), {}),
-        (FaultPlan(rate_503=0.3), {}),
-        (FaultPlan(slow_rate=0.3, slow_seconds=1.0), {"timeout_seconds": 0.3}),
+        (FaultPlan(expire_every=3), {}, "expired", "re-authenticating"),
+        (FaultPlan(rate_503=0.3), {}, "503", "retrying query"),
+        (
+            FaultPlan(slow_rate=0.4, slow_seconds=1.0),
+            {"timeout_seconds": 0.3},
+            "slow",
+            "retrying query",
+        ),
     ],
     ids=["session-expiry", "503s", "timeouts"],
 )
 def test_faults_during_sync_still_end_with_an_exact_mirror(
-    ledger: Ledger, sandbox: SandboxOrg, plan: FaultPlan, connection: dict[str, Any]
+    ledger: Ledger,
+    sandbox: SandboxOrg,
+    caplog: pytest.LogCaptureFixture,
+    plan: FaultPlan,
+    connection: dict[str, Any],
+    fault: str,
+    recovery: str,
 ) -> None:
     sandbox.customers.seed(1200)
     sandbox.faults.plan = plan
 
-    result = sync(ledger, sandbox, batch_size=200, **connection)
-    for record_id in list(org_view(sandbox))[:5]:
-        sandbox.customers.revoke(record_id)
-    again = sync(ledger, sandbox, batch_size=200, **connection)
+    with caplog.at_level(logging.INFO, logger="firmgrant.salesforce"):
+        result = sync(ledger, sandbox, batch_size=200, **connection)
+        for record_id in list(org_view(sandbox))[:5]:
+            sandbox.customers.revoke(record_id)
+        again = sync(ledger, sandbox, batch_size=200, **connection)
 
     assert (result.error, result.inserted) == (None, 1200)
     assert (again.error, again.updated) == (None, 5)
     assert_mirrored(ledger, sandbox)
+    # The faults really came, and firmgrant recovered from each one (no other fault came).
+    met = sandbox.faults.injected
+    assert set(met) == {fault}
+    recoveries = [r.getMessage() for r in caplog.records if recovery in r.getMessage()]
+    assert len(recoveries) == met[fault], recoveries
 
 
 def test_the_daily_limit_running_out_ends_the_cycle_and_the_next_one_finishes(

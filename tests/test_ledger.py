@@ -14,7 +14,6 @@ from firmgrant.ledger.chain import verify_chain
 from firmgrant.ledger.db import HEAD_REVISION, current_revision, head_revision
 from firmgrant.ledger.models import EventRow, SyncStateRow
 
-pytestmark = pytest.mark.ledger
 T0 = datetime(2026, 11, 1, 9, 30, tzinfo=UTC)
 
 

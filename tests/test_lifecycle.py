@@ -29,7 +29,6 @@ from tests.lifecycling import (
     worker_settings,
 )
 
-pytestmark = pytest.mark.ledger
 DAY = timedelta(days=1)
 
 

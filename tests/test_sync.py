@@ -17,8 +17,6 @@ from firmgrant.ledger.queries import list_grants
 from firmgrant.settings import ConnectionSettings, SourceSettings, SyncSettings, VendorSettings
 from tests.fakeorg import CLIENT_ID, CLIENT_SECRET, LOGIN_URL, FakeOrg, sf_time
 
-pytestmark = pytest.mark.ledger
-
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 

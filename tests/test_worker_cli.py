@@ -6,6 +6,7 @@ process; emails go to aiosmtpd or to the file outbox.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import queue
@@ -14,16 +15,16 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from firmgrant.cli import main
-from firmgrant.ledger import Ledger, make_engine
-from firmgrant.policy import GrantFacts, reminder_due, revocation_needed
+from firmgrant.ledger import Ledger, make_engine, upgrade
 from firmgrant.sandbox import VENDOR, FaultPlan, SandboxOrg, read_connection_env
+from firmgrant.sandbox.soql import sf_datetime
 from firmgrant.timeutil import parse_sf_datetime, utcnow
 from firmgrant.worker import single_worker_lock
 from tests.conftest import _postgres_schema_url
@@ -60,6 +61,14 @@ def smtp_mail(port: int) -> dict[str, str]:
     }
 
 
+def prepared(database_url: str) -> str:
+    """The ledger's schema in place (SQLite would do it itself, PostgreSQL waits for it)."""
+    engine = make_engine(database_url)
+    upgrade(engine)
+    engine.dispose()
+    return database_url
+
+
 def run_once(env: dict[str, str]) -> dict[str, Any]:
     done = subprocess.run(
         [*FIRMGRANT, "run", "--once", "--json"],
@@ -67,60 +76,115 @@ def run_once(env: dict[str, str]) -> dict[str, Any]:
         capture_output=True,
         text=True,
         check=False,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
     return result
 
 
-def wait_for_line(process: subprocess.Popen[str], marker: str, timeout: float = 60) -> None:
-    """Until the process writes a stderr line containing ``marker`` (a bounded wait)."""
-    assert process.stderr is not None
-    lines: queue.Queue[str | None] = queue.Queue()
+class Watched:
+    """A worker process whose stderr is read as it comes: every wait on it is bounded."""
 
-    def read() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            lines.put(line)
-        lines.put(None)
+    def __init__(self, argv: list[str], env: dict[str, str], **popen: Any) -> None:
+        self.process = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True, **popen)
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
-    threading.Thread(target=read, daemon=True).start()
-    while True:
-        line = lines.get(timeout=timeout)
-        assert line is not None, f"the process ended without logging {marker!r}"
-        if marker in line:
-            return
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line)
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, marker: str, timeout: float = 120) -> str:
+        """Until a stderr line containing ``marker`` comes."""
+        while True:
+            line = self._queue.get(timeout=timeout)
+            assert line is not None, f"the worker ended without logging {marker!r}"
+            if marker in line:
+                return line
+
+    def kill(self) -> None:
+        """SIGKILL, and make sure that is what ended it."""
+        self.process.send_signal(signal.SIGKILL)
+        assert self.process.wait(timeout=30) == -signal.SIGKILL
+
+    def finish(self, timeout: float = 120) -> int:
+        code = self.process.wait(timeout=timeout)
+        self._reader.join(timeout=30)
+        return code
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=30)
+
+
+OFFSETS_BEFORE_END = (timedelta(days=7), timedelta(days=1), timedelta(hours=1))
+
+
+def _boundaries(record: dict[str, Any]) -> list[datetime]:
+    """When something happens to a grant: a reminder, its end, the one-year cap."""
+    granted = parse_sf_datetime(record["Granted_At__c"])
+    expires = parse_sf_datetime(record["Expires_At__c"])
+    return [expires, granted + YEAR, *(expires - offset for offset in OFFSETS_BEFORE_END)]
+
+
+def keep_clear_of_boundaries(org: SandboxOrg, margin: timedelta = timedelta(minutes=10)) -> None:
+    """Move the seeded grants with a boundary near now a little later (before any sync).
+
+    Expectations are computed now and the worker acts a minute later: a reminder coming due
+    or a grant ending in between would make either one right. A grant's boundaries lie at
+    least an hour apart, so moving the nearest to ``now + 2 × margin`` clears them all.
+    """
+    now = utcnow()
+    for record in org.store.records["login_access_grant__c"].values():
+        near = [b for b in _boundaries(record) if now - margin < b <= now + margin]
+        if near:
+            shift = now + 2 * margin - min(near)
+            for field in ("Granted_At__c", "Expires_At__c"):
+                record[field] = sf_datetime(parse_sf_datetime(record[field]) + shift)
 
 
 def expected_work(org: SandboxOrg) -> tuple[int, int, int]:
-    """(reminders, rejections, revocations) due now, read from the org's own records."""
+    """(reminders, rejections, revocations) due now, by the plain rules, from the org's
+    own records (not through firmgrant's policy code)."""
     now = utcnow()
     reminders = rejections = revocations = 0
     for record in org.store.records["login_access_grant__c"].values():
         if record["Grantee__c"] != VENDOR or record["IsDeleted"]:
             continue
-        facts = GrantFacts(
-            parse_sf_datetime(record["Granted_At__c"]),
-            parse_sf_datetime(record["Expires_At__c"]),
-            bool(record["Granted_Via_Login_As__c"]),
-            record["Status__c"],
-            False,
-        )
-        verdict = revocation_needed(facts, now, YEAR)
-        revocations += verdict is not None
-        rejections += verdict is not None and verdict.cause == "login_as"
-        reminders += reminder_due(facts, OFFSETS, YEAR, now) is not None
+        if record["Status__c"] != "Active":
+            continue  # the customer or Salesforce ended it: nothing for the vendor to do
+        granted = parse_sf_datetime(record["Granted_At__c"])
+        ends = min(parse_sf_datetime(record["Expires_At__c"]), granted + YEAR)
+        if record["Granted_Via_Login_As__c"]:
+            rejections += 1  # refused, revoked and explained, whatever its dates
+            revocations += 1
+        elif ends <= now:
+            revocations += 1
+        elif any(granted < ends - offset <= now for offset in OFFSETS_BEFORE_END):
+            reminders += 1  # the nearest reminder that has come due, once
     return reminders, rejections, revocations
 
 
-@pytest.mark.ledger
+def seeded(org: SandboxOrg, count: int) -> tuple[int, int, int]:
+    org.customers.seed(count)
+    keep_clear_of_boundaries(org)
+    work = expected_work(org)
+    assert min(work) > 0, "the seed covers every case"
+    return work
+
+
 def test_two_runs_against_2000_grants_send_and_revoke_exactly_once(
-    sandbox: SandboxOrg, smtp: SmtpServer, tmp_path: Path
+    sandbox: SandboxOrg, smtp: SmtpServer, database_url: str
 ) -> None:
-    sandbox.customers.seed(2000)
-    reminders, rejections, revocations = expected_work(sandbox)
-    assert min(reminders, rejections, revocations) > 0  # the seed covers every case
-    env = worker_env(sandbox, f"sqlite:///{tmp_path / 'ledger.db'}", **smtp_mail(smtp.port))
+    reminders, rejections, revocations = seeded(sandbox, 2000)
+    env = worker_env(sandbox, prepared(database_url), **smtp_mail(smtp.port))
 
     first = run_once(env)
 
@@ -138,57 +202,66 @@ def test_two_runs_against_2000_grants_send_and_revoke_exactly_once(
     assert sum(sandbox.api.revocations.values()) == revocations
 
 
-@pytest.mark.ledger
 def test_sigkill_at_any_point_then_restart_loses_and_repeats_nothing(
-    sandbox: SandboxOrg, tmp_path: Path
+    sandbox: SandboxOrg, smtp: SmtpServer, database_url: str
 ) -> None:
-    sandbox.customers.seed(600)
-    reminders, _, revocations = expected_work(sandbox)
-    outbox = tmp_path / "outbox"
-    env = worker_env(sandbox, f"sqlite:///{tmp_path / 'ledger.db'}", file_dir=str(outbox))
+    reminders, _, revocations = seeded(sandbox, 600)
+    env = worker_env(sandbox, prepared(database_url), **smtp_mail(smtp.port))
     env["FIRMGRANT_LOG_LEVEL"] = "DEBUG"
+    env["FIRMGRANT_WORKER__LEASE_SECONDS"] = "10"
+    mail = smtp.mailbox
     # Each kill lands after the worker has logged this line: after the sync, after planning,
-    # during a revocation batch, and between two emails.
-    for marker in ("sync sandbox", "remind:", "revoking a batch", "email sent"):
+    # during a revocation batch, between two emails, and once the mail server has a message
+    # but the worker has not yet heard "250 OK" (so it cannot have recorded it).
+    for marker in ("sync sandbox", "remind:", "revoking a batch", "email sent", "SMTP"):
         # A slow org keeps the revocation call in flight until the kill lands, however
         # loaded the machine (the org applies the update after the worker is gone).
         slow = marker == "revoking a batch"
         sandbox.faults.plan = FaultPlan(slow_rate=1.0 if slow else 0.0, slow_seconds=1.0)
-        process = subprocess.Popen(
-            [*FIRMGRANT, "run", "--once"], env=env, stderr=subprocess.PIPE, text=True
-        )
-        assert process.stderr is not None
-        for line in process.stderr:
-            if marker in line:
-                process.send_signal(signal.SIGKILL)
-                break
-        process.wait()
-        process.stderr.close()
+        mail.held = marker == "SMTP"
+        worker = Watched([*FIRMGRANT, "run", "--once"], env)
+        try:
+            if marker == "SMTP":
+                assert mail.arrived.wait(timeout=120)
+            else:
+                worker.wait_for(marker)
+            worker.kill()
+        finally:
+            mail.release.set()
+            worker.close()
     sandbox.faults.plan = FaultPlan()
-    # A lease outlives any request (300 s against a 30 s timeout): by the time another worker
-    # may take a row over, what the killed one had in flight has landed.
+    held_back = str(mail.messages[-1]["Message-ID"])
+    # What the killed workers had in flight lands; their leases (10 s) run out.
     assert sandbox.api.wait_idle(timeout=30)
-    # Leases of killed workers must run out before a restart may take their rows over.
-    with Ledger(make_engine(env["FIRMGRANT_DATABASE_URL"])).transaction() as session:
-        from sqlalchemy import update
-
-        from firmgrant.ledger.models import OutboxRow, RevocationRow
-
-        # The kills left work in flight: revocations and emails claimed, outcome unknown.
-        for model in (OutboxRow, RevocationRow):
-            in_flight = session.execute(
-                update(model)
-                .where(model.lease_until.is_not(None))
-                .values(lease_until=utcnow() - timedelta(seconds=1))  # as if waited out
-            )
-            assert in_flight.rowcount > 0, f"no {model.__tablename__} row in flight"  # type: ignore[attr-defined]
+    wait_out_leases(env["FIRMGRANT_DATABASE_URL"])
     run_once(env)
     final = run_once(env)
 
-    assert len(list(outbox.glob("*.eml"))) == reminders + revocations
+    ids = Counter(mail.message_ids())
+    assert len(ids) == reminders + revocations  # each email, by its key's Message-ID, once
+    resent = {message_id for message_id, count in ids.items() if count > 1}
+    assert held_back in resent  # the one documented window: the same Message-ID again
+    assert set(ids.values()) <= {1, 2}
     assert max(sandbox.api.revocations.values()) == 1
     assert sum(sandbox.api.revocations.values()) == revocations
     assert final["api_calls"] == 1
+
+
+def wait_out_leases(database_url: str) -> None:
+    """Until every lease the killed workers held has run out (leases are wall-clock time)."""
+    from sqlalchemy import func, select
+
+    from firmgrant.ledger.models import OutboxRow, RevocationRow
+
+    engine = make_engine(database_url)
+    with engine.connect() as connection:
+        last = max(
+            connection.execute(select(func.max(model.lease_until))).scalar() or utcnow()
+            for model in (OutboxRow, RevocationRow)
+        )
+    engine.dispose()
+    assert last - utcnow() <= timedelta(seconds=10), "a lease is no longer than the setting"
+    threading.Event().wait(max(0.0, (last - utcnow()).total_seconds()) + 0.1)
 
 
 def test_second_worker_on_one_sqlite_ledger_refuses_to_start(
@@ -205,28 +278,25 @@ def test_second_worker_on_one_sqlite_ledger_refuses_to_start(
     assert "another worker" in capsys.readouterr().err
 
 
-@pytest.mark.ledger
 def test_sigterm_finishes_the_cycle_in_hand_and_exits_0(
-    sandbox: SandboxOrg, tmp_path: Path
+    sandbox: SandboxOrg, database_url: str, tmp_path: Path
 ) -> None:
-    sandbox.customers.seed(300)
-    _, _, revocations = expected_work(sandbox)
+    _, _, revocations = seeded(sandbox, 300)
     # A slow org: the signal lands while the revocation batch is with Salesforce.
     sandbox.faults.plan = FaultPlan(slow_rate=1.0, slow_seconds=0.5)
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    url = prepared(database_url)
     env = worker_env(sandbox, url, file_dir=str(tmp_path / "o"))
     env["FIRMGRANT_POLL_SECONDS"] = "3600"
-    process = subprocess.Popen(
-        [*FIRMGRANT, "run", "--json-logs"], env=env, stderr=subprocess.PIPE, text=True
-    )
-    assert process.stderr is not None
-    for line in process.stderr:
-        if json.loads(line)["message"].startswith("remind:"):
-            process.send_signal(signal.SIGTERM)
-            break
-    _, rest = process.communicate(timeout=60)
-    messages = [json.loads(line)["message"] for line in rest.splitlines()]
-    assert process.returncode == 0
+    env["FIRMGRANT_LOG_LEVEL"] = "DEBUG"
+    worker = Watched([*FIRMGRANT, "run", "--json-logs"], env)
+    try:
+        worker.wait_for("revoking a batch")
+        assert sandbox.api.wait_busy(timeout=30)  # the batch is with Salesforce now
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.finish() == 0
+    finally:
+        worker.close()
+    messages = [json.loads(line)["message"] for line in worker.lines if line.startswith("{")]
     assert any("SIGTERM" in m for m in messages)
     # The batch in hand was finished and recorded, then the cycle stopped before sending.
     assert sum(sandbox.api.revocations.values()) == revocations
@@ -242,15 +312,15 @@ def test_sigterm_finishes_the_cycle_in_hand_and_exits_0(
         assert session.execute(leased).scalar_one() == 0
 
 
-@pytest.mark.ledger
 def test_revoke_by_hand_asks_off_a_terminal_and_records_who(
     sandbox: SandboxOrg,
+    database_url: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     grant = sandbox.customers.grant(duration="1 Month")
-    env = worker_env(sandbox, f"sqlite:///{tmp_path / 'ledger.db'}", file_dir=str(tmp_path / "o"))
+    env = worker_env(sandbox, prepared(database_url), file_dir=str(tmp_path / "o"))
     for key, value in env.items():
         if key.startswith("FIRMGRANT_"):
             monkeypatch.setenv(key, value)
@@ -273,57 +343,71 @@ def test_revoke_by_hand_asks_off_a_terminal_and_records_who(
     assert sandbox.api.revocations[grant["Id"]] == 1  # already revoked: nothing to do
 
 
-@pytest.mark.ledger
 def test_three_replicas_on_postgresql_share_the_work_exactly_once(
     sandbox: SandboxOrg, smtp: SmtpServer
 ) -> None:
-    sandbox.customers.seed(1500)
-    reminders, _, revocations = expected_work(sandbox)
+    reminders, _, revocations = seeded(sandbox, 1500)
     for url in _postgres_schema_url():
-        env = worker_env(sandbox, url, **smtp_mail(smtp.port))
-        subprocess.run([*FIRMGRANT, "db", "upgrade"], env=env, check=True, capture_output=True)
-        replicas = [
-            subprocess.Popen(
-                [*FIRMGRANT, "run", "--once", "--json"],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-            )
-            for _ in range(3)
-        ]
-        outputs = [json.loads(p.communicate(timeout=120)[0]) for p in replicas]
-        assert all(p.returncode == 0 for p in replicas)
-        # Any one replica may plan; the work is shared and done once.
+        env = worker_env(sandbox, prepared(url), **smtp_mail(smtp.port))
+        env["FIRMGRANT_WORKER__LEASE_SECONDS"] = "10"
+        env["FIRMGRANT_LOG_LEVEL"] = "DEBUG"
+        # A first replica is killed mid-cycle with revocations in hand, while two more start.
+        doomed = Watched([*FIRMGRANT, "run", "--once"], env)
+        replicas: list[subprocess.Popen[str]] = []
+        try:
+            doomed.wait_for("revoking a batch")
+            replicas = [
+                subprocess.Popen(
+                    [*FIRMGRANT, "run", "--once", "--json"],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for _ in range(2)
+            ]
+            doomed.kill()
+            done = [p.communicate(timeout=240) for p in replicas]
+            # A replica's traceback (a deadlock, say) is what a failure here has to show.
+            assert all(p.returncode == 0 for p in replicas), [err[-3000:] for _, err in done]
+            outputs = [json.loads(out) for out, _ in done]
+        finally:
+            doomed.close()
+            for replica in replicas:
+                if replica.poll() is None:
+                    replica.kill()
+        # Replicas plan one at a time: their planning spells never overlap.
+        spells = sorted(tuple(o["planning"]) for o in outputs if o["planned"])
+        assert all(end <= start for (_, end), (start, _) in itertools.pairwise(spells))
+        # What the killed replica held is taken over once its leases run out.
+        assert sandbox.api.wait_idle(timeout=30)
+        wait_out_leases(url)
+        run_once(env)
         ids = smtp.mailbox.message_ids()
-        assert len(ids) == len(set(ids)) == reminders + revocations
+        assert len(set(ids)) == reminders + revocations
+        assert set(Counter(ids).values()) <= {1, 2}  # a resend keeps its Message-ID
         assert max(sandbox.api.revocations.values()) == 1
         assert sum(sandbox.api.revocations.values()) == revocations
-        assert sum(o["planned"] for o in outputs) >= 1
 
 
 def test_a_worker_killed_while_its_revocation_is_with_salesforce_leaves_a_true_history(
-    sandbox: SandboxOrg, smtp: SmtpServer, tmp_path: Path
+    sandbox: SandboxOrg, smtp: SmtpServer, database_url: str
 ) -> None:
     sandbox.customers.seed(200)
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    url = prepared(database_url)
     env = worker_env(sandbox, url, **smtp_mail(smtp.port))
     subprocess.run([*FIRMGRANT, "sync"], env=env, check=True, capture_output=True, timeout=120)
     env["FIRMGRANT_LOG_LEVEL"] = "DEBUG"
     # A slow org: the revocation call is with Salesforce when the kill lands, and Salesforce
     # carries it out after the worker is gone.
     sandbox.faults.plan = FaultPlan(slow_rate=1.0, slow_seconds=2.0)
-    process = subprocess.Popen(
-        [*FIRMGRANT, "run", "--once"], env=env, stderr=subprocess.PIPE, text=True
-    )
+    worker = Watched([*FIRMGRANT, "run", "--once"], env)
     try:
-        wait_for_line(process, "revoking a batch")
+        worker.wait_for("revoking a batch")
         assert sandbox.api.wait_busy(timeout=30)  # the request has reached the org
-        process.send_signal(signal.SIGKILL)
-        assert process.wait(timeout=30) == -signal.SIGKILL
+        worker.kill()
     finally:
-        process.kill()
-        process.wait(timeout=30)
+        worker.close()
     assert sandbox.api.wait_idle(timeout=30)  # ... and has landed
     landed = {record_id for record_id, count in sandbox.api.revocations.items() if count}
     assert landed, "the killed worker's revocations reached the org"

@@ -23,7 +23,7 @@ from firmgrant.ledger import Ledger
 from firmgrant.ledger.queries import find_grant
 from firmgrant.ledger.ranges import default_jobs
 from firmgrant.settings import Settings
-from firmgrant.timeutil import utcnow
+from firmgrant.timeutil import iso_z, utcnow
 
 if TYPE_CHECKING:
     from firmgrant.worker import CycleResult
@@ -39,6 +39,7 @@ def use_json_logs() -> None:
 def cycle_json(result: CycleResult) -> dict[str, object]:
     return {
         "planned": result.planned,
+        "planning": [iso_z(at) for at in result.planning] if result.planning else None,
         "api_calls": result.api_calls,
         "seconds": round(result.seconds, 3),
         "sync": [s.as_json() for s in result.syncs],

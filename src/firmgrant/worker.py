@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -56,6 +56,8 @@ class WorkerLocked(FirmgrantError):
 @dataclass
 class CycleResult:
     planned: bool = True  # False: another replica held the planning lock
+    # When this worker held the planning lock (wall clock): replicas plan one at a time.
+    planning: tuple[datetime, datetime] | None = None
     syncs: list[SyncResult] = field(default_factory=list)
     enforce: EnforceResult | None = None
     remind: RemindResult | None = None
@@ -112,6 +114,7 @@ class Worker:
         with self._planning_lock() as planning:
             result.planned = planning
             if planning:
+                planning_from = utcnow()
                 for name, conn in self.settings.connections.items():
                     if stop():
                         break
@@ -132,6 +135,7 @@ class Worker:
                     log.info(result.enforce.summary())
                     result.remind = remind(self.ledger, self.settings, now=self.clock())
                     log.info(result.remind.summary())
+                result.planning = (planning_from, utcnow())
             else:
                 log.info("planning skipped: another worker holds the lock")
         for name in self.settings.connections:

@@ -230,7 +230,7 @@ def _record(
     result: DispatchResult,
 ) -> None:
     worker = settings.worker
-    with ledger.transaction() as session:
+    with ledger.appending() as session:
         row = session.get(OutboxRow, row_id, with_for_update=True)
         assert row is not None
         grant = session.get(GrantRow, row.grant_id)

@@ -155,7 +155,7 @@ def grant_event(
 def enforce(ledger: Ledger, settings: Settings, *, now: datetime) -> EnforceResult:
     """Rule breaks and ends of access become revocations; stale revocations are settled."""
     result = EnforceResult()
-    with ledger.transaction() as session:
+    with ledger.appending() as session:
         events: list[NewEvent] = []
         _open_revocations(session, settings, now, result, events)
         _settle_revocations(session, settings, now, result, events)
@@ -292,7 +292,7 @@ def remind(ledger: Ledger, settings: Settings, *, now: datetime) -> RemindResult
     cap, offsets = settings.policy.max_duration, settings.reminders
     horizon = max(offsets, default=None)
     result = RemindResult()
-    with ledger.transaction() as session:
+    with ledger.appending() as session:
         events: list[NewEvent] = []
         grants: dict[int, GrantRow] = {}
         if horizon is not None:

@@ -256,13 +256,16 @@ def _record(
         timedelta(seconds=worker.retry_max_seconds),
     )
     ids = [item.grant_id for item in batch]
-    with ledger.transaction() as session:
+    with ledger.appending() as session:
         events: list[NewEvent] = []
         # Two queries for the batch, not two per row.
         rows = {
             row.grant_id: row
             for row in session.execute(
-                select(RevocationRow).where(RevocationRow.grant_id.in_(ids)).with_for_update()
+                select(RevocationRow)
+                .where(RevocationRow.grant_id.in_(ids))
+                .order_by(RevocationRow.grant_id)
+                .with_for_update()
             ).scalars()
         }
         grants = {
@@ -318,7 +321,7 @@ def request_revocation(
 
     A finished or cancelled earlier revocation is reopened with the new reason and actor.
     """
-    with ledger.transaction() as session:
+    with ledger.appending() as session:
         grant = session.get(GrantRow, grant_id)
         if grant is None:
             raise ValueError(f"no grant {grant_id}")

@@ -90,6 +90,13 @@ class NewEvent(NamedTuple):
     reason: str | None = None
 
 
+def lock_chain_head(session: Session) -> ChainHead:
+    """The head row, locked (``FOR UPDATE``) until the caller's transaction ends."""
+    return session.execute(
+        select(ChainHead).where(ChainHead.id == 1).with_for_update()
+    ).scalar_one()
+
+
 def append_events(session: Session, events: Sequence[NewEvent]) -> None:
     """Chain and insert events in the caller's transaction.
 
@@ -98,9 +105,7 @@ def append_events(session: Session, events: Sequence[NewEvent]) -> None:
     """
     if not events:
         return
-    head = session.execute(
-        select(ChainHead).where(ChainHead.id == 1).with_for_update()
-    ).scalar_one()
+    head = lock_chain_head(session)
     prev, last_id = head.hash, head.last_event_id
     to_db = time_converter(session.get_bind().dialect.name)
     rows: list[tuple[Any, ...]] = []

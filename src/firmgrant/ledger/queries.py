@@ -21,6 +21,12 @@ MAX_DURATION = timedelta(days=365)  # the settings' default (policy.max_duration
 STATUS_CHOICES = ("all", *(status.value for status in Status))
 
 
+def ends_by(moment: datetime, max_duration: timedelta) -> ColumnElement[bool]:
+    """SQL: access ends at or before ``moment``, at Salesforce's expiry or at the vendor's cap
+    (``policy.effective_expiry``)."""
+    return or_(GrantRow.expires_at <= moment, GrantRow.granted_at <= moment - max_duration)
+
+
 def status_expression(
     now: datetime, expiring_within: timedelta, max_duration: timedelta = MAX_DURATION
 ) -> ColumnElement[str]:
@@ -33,20 +39,10 @@ def status_expression(
         (GrantRow.via_login_as.is_(True), Status.REJECTED.value),
         (GrantRow.sf_status == "Revoked", Status.REVOKED.value),
         (
-            or_(
-                GrantRow.sf_status == "Expired",
-                GrantRow.expires_at <= now,
-                GrantRow.granted_at <= now - max_duration,
-            ),
+            or_(GrantRow.sf_status == "Expired", ends_by(now, max_duration)),
             Status.EXPIRED.value,
         ),
-        (
-            or_(
-                GrantRow.expires_at <= now + expiring_within,
-                GrantRow.granted_at <= now + expiring_within - max_duration,
-            ),
-            Status.EXPIRING.value,
-        ),
+        (ends_by(now + expiring_within, max_duration), Status.EXPIRING.value),
         else_=Status.ACTIVE.value,
     )
 
@@ -104,7 +100,7 @@ def list_grants(
     if connection:
         query = query.where(GrantRow.connection == connection)
     if expiring_within is not None:
-        query = query.where(GrantRow.expires_at <= now + expiring_within)
+        query = query.where(ends_by(now + expiring_within, max_duration))
     for row in session.execute(query.execution_options(yield_per=1000)):
         yield GrantView(**row._asdict())
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from firmgrant.grant import MIRRORED_FIELDS, TIME_FIELDS, GrantRecord
 from firmgrant.ledger._bulk import insert_rows, time_converter
-from firmgrant.ledger.chain import NewEvent, append_events
+from firmgrant.ledger.chain import NewEvent, append_events, lock_chain_head
 from firmgrant.ledger.models import GrantRow, InvalidRecordRow, RevocationRow, SyncStateRow
 from firmgrant.ledger.work import OPEN_STATES, release
 from firmgrant.policy import revocation_landed
@@ -69,6 +69,19 @@ class Ledger:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         with self.sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def appending(self) -> Iterator[Session]:
+        """A transaction that will append events: it takes the chain head's lock first.
+
+        Every appending transaction locks in that one order, so none holds a grant row the
+        chain head's holder needs: an upsert locks its grant rows for update, and an event
+        insert checks its grant's row (the foreign key) with a share lock. Taken last, the
+        head's lock let a sync and another replica's revocation wait on each other.
+        """
+        with self.sessions.begin() as session:
+            lock_chain_head(session)
             yield session
 
     # -- sync state --------------------------------------------------------------------------
@@ -133,7 +146,7 @@ class Ledger:
         """
         counts = PageCounts()
         by_id = {record.source_id: record for record in records}  # last one wins
-        with self.transaction() as session:
+        with self.appending() as session:
             bad_ids = [p.source_id for p in invalid if p.source_id]
             existing = self._existing(session, connection, [*by_id, *bad_ids])
             # (kind, record, ledger id or None while new, changes): events once ids are known
@@ -171,13 +184,7 @@ class Ledger:
                     else:
                         kind = "changed"
                 changed.append((kind, record, grant_id, changes))
-            if upserts:
-                self._upsert(session, connection, upserts, now)
-            new_ids = self._ids(
-                session,
-                connection,
-                [r.source_id for _, r, grant_id, _ in changed if grant_id is None],
-            )
+            # Revocation rows before grant rows, as the revoke job locks them: no deadlock.
             ours = self._landed_revocations(
                 session,
                 {
@@ -186,6 +193,13 @@ class Ledger:
                     if kind == "customer_revoked" and grant_id is not None
                 },
                 now,
+            )
+            if upserts:
+                self._upsert(session, connection, upserts, now)
+            new_ids = self._ids(
+                session,
+                connection,
+                [r.source_id for _, r, grant_id, _ in changed if grant_id is None],
             )
             events = [
                 self._event(
@@ -232,7 +246,7 @@ class Ledger:
 
     def mark_vanished(self, connection: str, seen_run: int, now: datetime) -> int:
         """After a full sync: grants the org no longer returns at all (purged, re-targeted)."""
-        with self.transaction() as session:
+        with self.appending() as session:
             gone = (
                 session.execute(
                     select(GrantRow).where(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections import Counter
 from dataclasses import dataclass, field, replace
 
 DEFAULT_DAILY_LIMIT = 100_000
@@ -78,6 +79,7 @@ class FaultInjector:
         self._lock = threading.Lock()
         self._calls = 0
         self._once: list[str] = []
+        self.injected: Counter[str] = Counter()  # faults met so far, by kind
 
     def inject_next(self, kind: str, count: int = 1) -> None:
         """Make the next ``count`` API calls meet ``kind``: 503, expired, slow or limit."""
@@ -88,16 +90,22 @@ class FaultInjector:
 
     def next_call(self) -> str | None:
         with self._lock:
-            self._calls += 1
-            if self._once:
-                return self._once.pop(0)
-            plan = self.plan
-            # Draw every rate on every call so one fault's setting does not shift another's.
-            draw_503, draw_slow = self._rng.random(), self._rng.random()
-            if plan.expire_every and self._calls % plan.expire_every == 0:
-                return "expired"
-            if draw_503 < plan.rate_503:
-                return "503"
-            if draw_slow < plan.slow_rate:
-                return "slow"
-            return None
+            fault = self._draw()
+            if fault is not None:
+                self.injected[fault] += 1
+            return fault
+
+    def _draw(self) -> str | None:
+        self._calls += 1
+        if self._once:
+            return self._once.pop(0)
+        plan = self.plan
+        # Draw every rate on every call so one fault's setting does not shift another's.
+        draw_503, draw_slow = self._rng.random(), self._rng.random()
+        if plan.expire_every and self._calls % plan.expire_every == 0:
+            return "expired"
+        if draw_503 < plan.rate_503:
+            return "503"
+        if draw_slow < plan.slow_rate:
+            return "slow"
+        return None

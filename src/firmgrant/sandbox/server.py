@@ -290,6 +290,7 @@ class SandboxOrg:
                 "grants": self.store.count(GRANT.name),
                 "api_used": self.api.api_used,
                 "daily_limit": self.faults.plan.daily_limit,
+                "faults_injected": dict(self.faults.injected),
                 "revoked_by_api": sum(self.api.revocations.values()),
                 "revoked_more_than_once": sorted(
                     record_id for record_id, n in self.api.revocations.items() if n > 1
