@@ -45,6 +45,19 @@ class Mailbox:
         self.held = False
         self.arrived = threading.Event()
         self.release = threading.Event()
+        # Answers to RCPT TO, per address, used up one by one ("450 …", "550 …").
+        self.refusals: dict[str, list[str]] = {}
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        with self.lock:
+            answers = self.refusals.get(address)
+            refusal = answers.pop(0) if answers else None
+        if refusal is not None:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or envelope.content

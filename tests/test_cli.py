@@ -189,6 +189,40 @@ def test_verify_reports_ok(synced: FakeOrg, capsys: pytest.CaptureFixture[str]) 
     assert out.startswith("ok: 4 events")
 
 
+def test_verify_names_the_first_tampered_row_and_exits_1(
+    synced: FakeOrg, configured: Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sqlalchemy import text
+
+    with configured.transaction() as session:
+        session.execute(text("UPDATE events SET actor = 'someone else' WHERE id = 3"))
+
+    code, _, err = run(capsys, "verify")
+
+    assert code == 1
+    assert err.startswith("TAMPERED: event 3: contents do not match the hash (edited row)")
+
+
+def test_revoke_of_an_unknown_grant_exits_1(
+    configured: Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "revoke", "4242", "--reason", "contract ended", "--yes")
+    assert code == 1
+    assert "no grant '4242' in the ledger" in err
+    assert out == ""
+
+
+def test_run_once_exits_3_when_salesforce_stays_down(
+    configured: Ledger, fake_org: FakeOrg, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for _ in range(3):
+        fake_org.fail_next("query", 503, [{"message": "down", "errorCode": "SERVER_UNAVAILABLE"}])
+    code, out, _ = run(capsys, "run", "--once", "--json")
+    assert code == 3
+    [sync] = json.loads(out)["sync"]
+    assert sync["error_kind"] == "SalesforceUnavailable"
+
+
 @pytest.mark.parametrize(
     "argv",
     [

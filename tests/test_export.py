@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from datetime import UTC, datetime, timedelta
@@ -12,11 +13,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from firmgrant import __version__
 from firmgrant import export as exporting
 from firmgrant.cli import main
 from firmgrant.export import Filters, parse_when
 from firmgrant.jobs.enforce import grant_event
-from firmgrant.ledger import Ledger, append_events, verify_chain
+from firmgrant.ledger import Ledger, NewEvent, append_events, verify_chain
 from firmgrant.ledger.models import GrantRow
 from firmgrant.sandbox import SandboxOrg
 from firmgrant.sandbox.schema import GRANT
@@ -150,6 +152,26 @@ def test_filters_by_org_time_and_connection(
     assert _export(ledger, "ndjson", Filters(connection="elsewhere")) == b""
     everything = _export(ledger, "ndjson", Filters(until=utcnow() + timedelta(seconds=5)))
     assert everything == _export(ledger, "ndjson")
+    # --until is exclusive: an event at exactly that time is left out, the ones before kept.
+    rows = [json.loads(x) for x in everything.splitlines()]
+    last_at = parse_when(rows[-1]["event_at"], utcnow())
+    until = [json.loads(x) for x in _export(ledger, "ndjson", Filters(until=last_at)).splitlines()]
+    assert until == [r for r in rows if r["event_at"] != rows[-1]["event_at"]]
+    assert 0 < len(until) < len(rows)
+    # --connection picks one connection's events out of two.
+    with ledger.transaction() as session:
+        append_events(
+            session,
+            [NewEvent(kind="invalid", at=utcnow(), payload={}, connection="second", reason="x")],
+        )
+    second = [
+        json.loads(x) for x in _export(ledger, "ndjson", Filters(connection="second")).splitlines()
+    ]
+    first = [
+        json.loads(x) for x in _export(ledger, "ndjson", Filters(connection="sandbox")).splitlines()
+    ]
+    assert [(r["connection"], r["kind"]) for r in second] == [("second", "invalid")]
+    assert first == rows
 
 
 @pytest.mark.parametrize("fmt", exporting.FORMATS)
@@ -279,6 +301,11 @@ def test_export_file_manifest_and_verify_catch_a_one_byte_edit(
     assert manifest["first_event"]["event_id"] == 1
     assert manifest["chain_head"]["event_id"] == manifest["last_event"]["event_id"]
     assert manifest["filters"]["since"] is not None
+    assert manifest["sha256"] == hashlib.sha256(target.read_bytes()).hexdigest()
+    assert manifest["firmgrant_version"] == __version__
+    generated = datetime.fromisoformat(manifest["generated_at"].replace("Z", "+00:00"))
+    assert abs(generated - utcnow()) < timedelta(minutes=5)
+    assert not list(tmp_path.glob("*.partial")), "only the complete file is left"
     capsys.readouterr()
     assert main(["verify", "--export", str(target)]) == 0
     assert main(["verify"]) == 0

@@ -160,3 +160,18 @@ def test_full_sync_against_the_org(ledger: Ledger, sandbox: SandboxOrg) -> None:
 
     assert (full.fetched, full.deleted) == (49, 1)
     assert ledger_view(ledger)[purged][2] is True
+
+
+def test_the_connections_own_ca_bundle_wins_over_requests_environment_variables(
+    ledger: Ledger, sandbox: SandboxOrg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import certifi
+
+    # Public CAs only: with these, plain requests would refuse the sandbox's certificate.
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.setenv(name, certifi.where())
+    sandbox.customers.seed(10)
+
+    result = sync(ledger, sandbox)
+
+    assert (result.error, result.inserted) == (None, 10)

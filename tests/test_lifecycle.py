@@ -313,9 +313,8 @@ def test_revocation_survives_session_expiry_and_503s(harness: Harness) -> None:
 
 def test_smtp_down_then_up_sends_each_email_once(harness: Harness) -> None:
     harness.smtp.stop()
-    grant = harness.org.customers.grant(
-        duration="1 Day", at=utcnow() - timedelta(hours=23, minutes=30)
-    )
+    now = harness.clock.now = utcnow().replace(microsecond=0)
+    grant = harness.org.customers.grant(duration="1 Day", at=now - timedelta(hours=23, minutes=30))
     first = harness.cycle()
     assert first.dispatch is not None
     assert first.dispatch.failed == 1
@@ -325,7 +324,7 @@ def test_smtp_down_then_up_sends_each_email_once(harness: Harness) -> None:
     harness.cycle()
     harness.cycle()
     [email] = harness.mail.messages
-    assert "ends in 28 minutes" in str(email["Subject"]) or "ends in 2" in str(email["Subject"])
+    assert str(email["Subject"]).endswith("ends in 28 minutes")
     kinds = [k for k, _ in harness.events(grant["Id"])]
     assert kinds.count("email_failed") == 1
     assert kinds.count("reminded") == 1
@@ -371,3 +370,124 @@ def test_address_the_server_cannot_carry_is_undeliverable_and_the_rest_go_out(
         assert harness.sf_status(plain["Id"]) == "Revoked"
     finally:
         harness.smtp.stop()
+
+
+def _revocation_stuck(harness: Harness) -> dict[str, Any]:
+    """A grant whose access ended and whose revocation Salesforce refuses for now."""
+    ended = harness.org.customers.grant(duration="1 Day", at=harness.clock.now - 2 * DAY)
+    harness.org.faults.plan = FaultPlan(fail_records=frozenset({ended["Id"]}))
+    harness.cycle()
+    with harness.ledger.sessions() as session:
+        assert grant_lifecycle(session, harness.grant_id(ended["Id"])).revocation == (
+            "revoke_failed"
+        )
+    harness.org.faults.plan = FaultPlan()
+    return ended
+
+
+def test_a_queued_revocation_is_cancelled_when_the_customer_extends(harness: Harness) -> None:
+    ended = _revocation_stuck(harness)
+    harness.org.customers.extend(ended["Id"], "1 Month")
+    harness.clock.now = utcnow()
+
+    harness.cycle()
+    harness.clock.advance(timedelta(hours=2))  # past any retry's backoff
+    harness.cycle()
+
+    assert harness.sf_status(ended["Id"]) == "Active"
+    assert harness.org.api.revocations[ended["Id"]] == 0
+    assert "revocation_cancelled" in [kind for kind, _ in harness.events(ended["Id"])]
+    with harness.ledger.sessions() as session:
+        assert grant_lifecycle(session, harness.grant_id(ended["Id"])).revocation == "cancelled"
+        assert [g.source_id for g in list_grants(session, now=harness.clock.now)] == [ended["Id"]]
+    assert harness.mail.of_kind("has ended") == []
+
+
+def test_a_queued_revocation_the_customer_made_is_settled_without_a_call(
+    harness: Harness,
+) -> None:
+    ended = _revocation_stuck(harness)
+    harness.org.customers.revoke(ended["Id"])
+
+    result = harness.cycle()
+
+    assert result.enforce is not None
+    assert result.enforce.settled == 1
+    assert harness.org.api.revocations[ended["Id"]] == 0  # the customer's update, not ours
+    story = harness.events(ended["Id"])
+    assert ("customer_revoked", f"customer:{ended['Org_Id__c']}") in story
+    assert "revocation_settled" in [kind for kind, _ in story]
+    assert "revoked" not in [kind for kind, _ in story]
+    assert harness.mail.of_kind("has ended") == []
+
+
+def test_revoking_a_record_already_gone_from_salesforce_counts_as_done(harness: Harness) -> None:
+    ended = _revocation_stuck(harness)
+    # Purged without a trace a sync could see (no IsDeleted row): only the update finds out.
+    del harness.org.store.records["login_access_grant__c"][ended["Id"]]
+    harness.clock.advance(timedelta(hours=2))
+
+    result = harness.cycle()
+
+    assert (result.revokes[0].revoked, result.revokes[0].already) == (0, 1)
+    story = [kind for kind, _ in harness.events(ended["Id"])]
+    assert story[-1] == "revocation_settled"
+    with harness.ledger.sessions() as session:
+        state = grant_lifecycle(session, harness.grant_id(ended["Id"]))
+    assert state.revocation == "revoked"
+    assert harness.mail.of_kind("has ended") == []
+
+
+def test_the_daily_full_sync_finds_grants_gone_without_a_trace(harness: Harness) -> None:
+    kept = harness.org.customers.grant(duration="1 Month")
+    purged = harness.org.customers.grant(duration="1 Month")
+    harness.cycle()
+    del harness.org.store.records["login_access_grant__c"][purged["Id"]]
+
+    harness.clock.advance(timedelta(hours=23))
+    within_a_day = harness.cycle()
+    harness.clock.advance(timedelta(hours=1))  # 24 h since the first (full) read
+    next_day = harness.cycle()
+
+    assert not within_a_day.syncs[0].full
+    assert next_day.syncs[0].full
+    assert next_day.syncs[0].deleted == 1
+    assert "vanished" in [kind for kind, _ in harness.events(purged["Id"])]
+    assert "vanished" not in [kind for kind, _ in harness.events(kept["Id"])]
+
+
+def test_a_recipient_refused_for_now_is_retried_and_one_refused_for_good_is_not(
+    harness: Harness,
+) -> None:
+    now = harness.clock.now = utcnow().replace(microsecond=0)
+    later = harness.org.customers.grant(
+        duration="1 Week", grantor="busy@acme.example", at=now - timedelta(days=6, hours=1)
+    )
+    never = harness.org.customers.grant(
+        duration="1 Week", grantor="gone@acme.example", at=now - timedelta(days=6, hours=1)
+    )
+    harness.mail.refusals = {
+        "busy@acme.example": ["450 4.2.1 Mailbox busy, try later"],
+        "gone@acme.example": ["550 5.1.1 No such user"] * 5,
+    }
+
+    first = harness.cycle()
+    harness.clock.advance(timedelta(minutes=2))  # past the first retry's backoff (60 s)
+    second = harness.cycle()
+    harness.clock.advance(timedelta(hours=2))
+    harness.cycle()
+
+    assert first.dispatch is not None
+    assert second.dispatch is not None
+    assert (first.dispatch.failed, first.dispatch.undeliverable) == (1, 1)
+    assert (second.dispatch.sent, second.dispatch.undeliverable) == (1, 0)
+    assert [str(m["X-Envelope-To"]) for m in harness.mail.messages] == ["busy@acme.example"]
+    assert harness.mail.refusals["gone@acme.example"] == ["550 5.1.1 No such user"] * 4
+    with harness.ledger.sessions() as session:
+        [(_, _, state, note)] = grant_lifecycle(session, harness.grant_id(never["Id"])).emails
+    assert state == "undeliverable"
+    assert "550" in (note or "")
+    story = [kind for kind, _ in harness.events(later["Id"])]
+    assert story.count("email_failed") == 1
+    assert story.count("reminded") == 1
+    assert "email_undeliverable" in [kind for kind, _ in harness.events(never["Id"])]

@@ -128,17 +128,18 @@ def test_the_sandbox_restarts_from_its_state(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "named"),
     [
-        ["sandbox", "--faults", "lightning=1"],
-        ["sandbox", "--faults", "503-rate=2"],
-        ["sandbox", "--host", "0.0.0.0"],  # noqa: S104 (refused: that is the point)
+        (["sandbox", "--faults", "lightning=1"], "--faults"),
+        (["sandbox", "--faults", "503-rate=2"], "--faults"),
+        (["sandbox", "--host", "0.0.0.0"], "--host"),  # noqa: S104 (refused: that is the point)
     ],
 )
-def test_bad_sandbox_options_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_sandbox_options_exit_2(
+    argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "--faults" in err or "--host" in err
+    assert named in capsys.readouterr().err
 
 
 def test_demo_tells_the_story(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -121,7 +121,7 @@ def test_count_and_deleted_rows(store: OrgStore) -> None:
     }
 
 
-def test_modstamp_filter_uses_the_index_and_sees_later_changes(store: OrgStore) -> None:
+def test_modstamp_filter_sees_later_changes_in_modstamp_order(store: OrgStore) -> None:
     later = T0 + timedelta(hours=5)
     store.clock = lambda: later
     record = next(iter(store.records["login_access_grant__c"].values()))

@@ -283,6 +283,8 @@ def test_the_example_config_documents_every_setting_and_loads(tmp_path: Path) ->
         "vendor": settings.vendor,
         "sync": settings.sync,
         "mail": settings.mail,
+        "policy": settings.policy,
+        "worker": settings.worker,
         "connections.prod": settings.connections["prod"],
         "connections.prod.source": settings.connections["prod"].source,
         "connections.prod.source.fields": settings.connections["prod"].source.fields,

@@ -450,3 +450,55 @@ def test_a_worker_killed_while_its_revocation_is_with_salesforce_leaves_a_true_h
     assert max(sandbox.api.revocations.values()) == 1
     assert final["api_calls"] == 1
     assert final["dispatch"]["sent"] == 0
+
+
+def test_secrets_never_reach_the_logs_even_at_debug(
+    sandbox: SandboxOrg, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    sandbox.customers.seed(50)
+    app = sandbox.app
+    env = worker_env(sandbox, f"sqlite:///{tmp_path / 'ledger.db'}", **smtp_mail(smtp.port))
+    smtp_password = "smtp-Pa55-w0rd-secret"
+    env.update(
+        {
+            "FIRMGRANT_LOG_LEVEL": "DEBUG",
+            "FIRMGRANT_CONNECTIONS__SANDBOX__AUTH": "password",
+            "FIRMGRANT_CONNECTIONS__SANDBOX__CLIENT_SECRET": app.client_secret,
+            "FIRMGRANT_CONNECTIONS__SANDBOX__PASSWORD": app.password,
+            "FIRMGRANT_CONNECTIONS__SANDBOX__SECURITY_TOKEN": app.security_token,
+            "FIRMGRANT_MAIL__SMTP_USERNAME": "mailer",
+            "FIRMGRANT_MAIL__SMTP_PASSWORD": smtp_password,
+        }
+    )
+    # The mail server offers no login: the attempt fails, and says so without the password.
+    done = subprocess.run(
+        [*FIRMGRANT, "run", "--once", "--json-logs"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    logs = done.stdout + done.stderr
+    assert done.returncode == 0, logs
+    assert "SMTP AUTH extension not supported by server" in logs
+    assert sandbox.sessions.tokens, "the worker was given access tokens"
+    secrets = [app.client_secret, app.password, app.security_token, smtp_password]
+    secrets += list(sandbox.sessions.tokens)
+    key_body = (sandbox.state / "jwt.key").read_text().splitlines()[1]
+    for secret in [*secrets, key_body]:
+        assert secret not in logs
+
+
+def test_sigint_stops_the_worker_cleanly(sandbox: SandboxOrg, tmp_path: Path) -> None:
+    env = worker_env(sandbox, f"sqlite:///{tmp_path / 'ledger.db'}", file_dir=str(tmp_path / "o"))
+    env["FIRMGRANT_POLL_SECONDS"] = "3600"
+    worker = Watched([*FIRMGRANT, "run"], env)
+    try:
+        worker.wait_for("cycle:")  # the first cycle is done; the worker waits for the next
+        worker.process.send_signal(signal.SIGINT)
+        assert worker.finish() == 0
+    finally:
+        worker.close()
+    assert any("SIGINT" in line for line in worker.lines)
+    assert not any("Traceback" in line for line in worker.lines)
