@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email import message_from_string, policy
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from sqlalchemy import select
 
 from firmgrant.ledger import Ledger, verify_chain
@@ -81,18 +83,53 @@ class Mailbox:
 
 
 class SmtpServer:
-    def __init__(self, port: int, *, smtputf8: bool = True) -> None:
+    def __init__(
+        self,
+        port: int,
+        *,
+        smtputf8: bool = True,
+        tls: tuple[Path, Path] | None = None,
+        login: tuple[str, str] | None = None,
+    ) -> None:
+        """``tls``: (certificate, key) to require STARTTLS; ``login``: the one account."""
         self.port = port
         self.smtputf8 = smtputf8
         self.mailbox = Mailbox()
+        self.tls = tls
+        self.login = login
+        self.logins: list[str] = []  # usernames that logged in
         self._controller: Controller | None = None
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        if isinstance(data, LoginPassword) and self.login is not None:
+            user, password = data.login.decode(), data.password.decode()
+            if (user, password) == self.login:
+                self.logins.append(user)
+                return AuthResult(success=True)
+        return AuthResult(success=False, handled=False)
+
+    def _options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        if self.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*self.tls)
+            options.update(tls_context=context, require_starttls=True)
+        if self.login is not None:
+            options.update(auth_required=True, authenticator=self._authenticate)
+        return options
 
     def start(self) -> None:
         # aiosmtpd narrates every connection from its own thread, even after a test's
         # captured stream is gone; its warnings are enough.
         logging.getLogger("mail.log").setLevel(logging.WARNING)
         self._controller = Controller(
-            self.mailbox, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=self.smtputf8
+            self.mailbox,
+            hostname="127.0.0.1",
+            port=self.port,
+            enable_SMTPUTF8=self.smtputf8,
+            **self._options(),
         )
         self._controller.start()
 

@@ -8,13 +8,14 @@ import json
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from firmgrant.cli import main
 from firmgrant.ledger import Ledger
 from tests.fakeorg import CLIENT_ID, CLIENT_SECRET, LOGIN_URL, FakeOrg, sf_time
-from tests.lifecycling import SmtpServer
+from tests.lifecycling import SmtpServer, free_port
 
 # The keys of `grants --format json`, as DESIGN.md fixes them (scripts read them).
 DESIGNED_KEYS = [
@@ -285,6 +286,46 @@ def test_check_tries_the_mail_server(
     code, out, _ = run(capsys, "check")
     assert code == 1
     assert f"FAIL mail: SMTP server 127.0.0.1:{smtp.port} unavailable" in out
+
+
+def test_check_logs_in_over_starttls_and_never_shows_the_password(
+    configured: Ledger,
+    fake_org: FakeOrg,
+    sandbox_keys: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    certificate = sandbox_keys / "tls.crt"
+    server = SmtpServer(
+        free_port(), tls=(certificate, sandbox_keys / "tls.key"), login=("mailer", "s3cret-pw")
+    )
+    server.start()
+    try:
+        # The server's certificate is trusted as an internal CA would be (OpenSSL's variable).
+        monkeypatch.setenv("SSL_CERT_FILE", str(certificate))
+        for key, value in {
+            "BACKEND": "smtp",
+            "FROM": "support@firmworks.example",
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(server.port),
+            "SMTP_STARTTLS": "true",
+            "SMTP_USERNAME": "mailer",
+            "SMTP_PASSWORD": "s3cret-pw",
+        }.items():
+            monkeypatch.setenv(f"FIRMGRANT_MAIL__{key}", value)
+        code, out, _ = run(capsys, "check")
+        assert code == 0, out
+        assert f"ok   mail: SMTP 127.0.0.1:{server.port} answered and logged in" in out
+        assert server.logins == ["mailer"]
+
+        monkeypatch.setenv("FIRMGRANT_MAIL__SMTP_PASSWORD", "wrong-pw-guess")
+        code, out, err = run(capsys, "check")
+        assert code == 1
+        assert "FAIL mail: SMTP login refused (535)" in out
+        assert "wrong-pw-guess" not in out + err
+        assert server.logins == ["mailer"]
+    finally:
+        server.stop()
 
 
 def test_check_names_each_problem(

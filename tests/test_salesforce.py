@@ -10,6 +10,7 @@ import jwt
 import pytest
 import requests
 import responses
+import stamina
 from pydantic import SecretStr
 
 from firmgrant.errors import AuthenticationError, SalesforceApiError, SalesforceUnavailable
@@ -161,6 +162,27 @@ def test_timeouts_are_retried_then_reported_as_unavailable() -> None:
         with pytest.raises(SalesforceUnavailable, match="timed out"):
             list(client.query_pages("SELECT Id FROM X", include_deleted=True))
         assert len(mock.calls) == 3
+
+
+@pytest.mark.parametrize("attempts", [2, 4])
+def test_the_real_retry_policy_makes_exactly_the_configured_attempts(
+    attempts: int,
+) -> None:
+    # stamina's testing mode (the suite's default) is off here: real waits, real counts.
+    conn = settings(auth="token", access_token="t", instance_url=INSTANCE_URL)
+    policy = SyncSettings(retry_attempts=attempts)
+    stamina.set_testing(False)
+    try:
+        with responses.RequestsMock() as mock:
+            unavailable = [{"message": "down", "errorCode": "SERVER_UNAVAILABLE"}]
+            mock.add(responses.GET, f"{API}/queryAll/", json=unavailable, status=503)
+            client = SalesforceClient("acme", conn, policy)
+            with pytest.raises(SalesforceUnavailable, match=f"after {attempts} attempts"):
+                list(client.query_pages("SELECT Id FROM X", include_deleted=True))
+            sent = [call for call in mock.calls if call.request.url]
+        assert len(sent) == attempts
+    finally:
+        stamina.set_testing(True, attempts=3)
 
 
 def test_other_error_bodies_become_a_readable_error() -> None:
