@@ -253,6 +253,7 @@ def test_python_dash_m_and_version() -> None:
         capture_output=True,
         text=True,
         check=False,
+        timeout=60,
     )
     assert done.returncode == 0
     assert done.stdout.startswith("firmgrant ")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,23 +20,31 @@ from firmgrant.sandbox import read_connection_env
 FIRMGRANT = [sys.executable, "-m", "firmgrant"]
 
 
+def first_line(process: subprocess.Popen[str], timeout: float = 60) -> str:
+    """The process's first stdout line (the sandbox prints it when ready), waited for at most
+    ``timeout`` seconds."""
+    stdout = process.stdout
+    assert stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
+    return lines.get(timeout=timeout).strip()
+
+
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
     state = tmp_path / "org"
     process = subprocess.Popen(
         [*FIRMGRANT, "sandbox", "--state", str(state), "--seed", "2500", "--random-seed", "3"],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # nobody reads it: a full pipe would stall the sandbox
         text=True,
     )
-    assert process.stdout is not None
-    first_line = process.stdout.readline().strip()  # blocks until the sandbox is ready
     try:
-        yield process, first_line, state
+        yield process, first_line(process), state
     finally:
         if process.poll() is None:
             process.kill()
-        process.wait()
+        process.wait(timeout=30)
 
 
 def test_sandbox_then_sync_twice_as_the_design_says(
@@ -49,7 +59,12 @@ def test_sandbox_then_sync_twice_as_the_design_says(
 
     def sync() -> dict[str, object]:
         done = subprocess.run(
-            [*FIRMGRANT, "sync", "--json"], env=env, capture_output=True, text=True, check=True
+            [*FIRMGRANT, "sync", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
         )
         result: dict[str, object] = json.loads(done.stdout)
         return result
@@ -63,6 +78,7 @@ def test_sandbox_then_sync_twice_as_the_design_says(
         env=env,
         capture_output=True,
         check=True,
+        timeout=120,
     )
     third, fourth = sync(), sync()
     process.send_signal(signal.SIGTERM)
@@ -119,8 +135,7 @@ def test_the_sandbox_restarts_from_its_state(tmp_path: Path) -> None:
             stdout=subprocess.PIPE,
             text=True,
         )
-        assert process.stdout is not None
-        process.stdout.readline()
+        first_line(process)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
     data = json.loads((state / "org.json").read_text())
