@@ -400,3 +400,29 @@ def test_a_grant_ending_at_the_vendors_cap_is_expiring_under_every_filter(
     assert [g["source_id"] for g in json.loads(by_status)] == [capped["Id"]]
     assert [g["source_id"] for g in json.loads(by_window)] == [capped["Id"]]
     assert json.loads(too_soon) == []
+
+
+def test_the_export_tells_the_same_status_as_grants_under_the_vendors_cap(
+    configured: Ledger,
+    fake_org: FakeOrg,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FIRMGRANT_POLICY__MAX_DURATION", "30d")
+    granted = datetime.now(UTC) - timedelta(days=31)
+    long = fake_org.grant(
+        Granted_At__c=sf_time(granted),
+        Expires_At__c=sf_time(granted + timedelta(days=90)),
+        Access_Duration__c=None,
+    )
+    assert main(["sync"]) == 0
+    capsys.readouterr()
+
+    _, listed, _ = run(capsys, "grants", "--status", "all", "--format", "json")
+    code, exported, _ = run(capsys, "export", "--format", "ndjson")
+
+    assert code == 0
+    assert [g["status"] for g in json.loads(listed)] == ["expired"]
+    [discovered] = [json.loads(line) for line in exported.splitlines()]
+    assert discovered["source_id"] == long["Id"]
+    assert discovered["status_after"] == "expired"  # was "active": the cap was ignored

@@ -29,6 +29,7 @@ from tests.lifecycling import worker_settings
 FORMULA = '=HYPERLINK("http://evil.example","click")'
 TRICKY = ["+1 Sales", "@SUM(A1)", "-2+3 Ltd", "\tTabbed", "\nNew line first", "\rCR first"]
 INNER_BREAK = 'Line\nbreak, "quoted" Café'
+YEAR = timedelta(days=365)  # policy.max_duration by default
 
 
 def _history(org: SandboxOrg, ledger: Ledger, tmp_path: Path) -> dict[str, Any]:
@@ -56,11 +57,12 @@ def _export(
     *,
     jobs: int = 1,
     chunk: int = exporting.CHUNK,
+    cap: timedelta = YEAR,
 ) -> bytes:
     filters = filters or Filters()
     out = io.BytesIO()
     with ledger.sessions() as session:
-        exporting.write(session, filters, fmt, out, jobs=jobs, chunk=chunk)
+        exporting.write(session, filters, fmt, out, cap=cap, jobs=jobs, chunk=chunk)
     return out.getvalue()
 
 
@@ -276,7 +278,9 @@ def test_an_export_ends_at_the_chain_head_it_read_while_a_worker_appends(
 
     out = io.BytesIO()
     with ledger.sessions() as session:
-        result = exporting.write(session, Filters(), "ndjson", out, worker_appends, chunk=4)
+        result = exporting.write(
+            session, Filters(), "ndjson", out, worker_appends, cap=YEAR, chunk=4
+        )
     rows = [json.loads(line) for line in out.getvalue().splitlines()]
     assert result.rows == len(rows) == result.chain_head["event_id"]
     assert rows[-1]["hash"] == result.chain_head["hash"]
@@ -364,7 +368,7 @@ def test_status_after_compares_expiry_and_event_time_exactly_whatever_their_shap
             grant = ["00D", "n", "u", "e", "g", "2026-01-01T00:00:00Z", iso_z(expires), "m",
                      "Active", False, False]  # fmt: skip
             expected = "expired" if expires <= at else "active"
-            assert _status(grant, iso_z(at)) == expected, (expires, at)
+            assert _status(grant, iso_z(at), "2025-01-01T00:00:00Z") == expected, (expires, at)
 
 
 def _failing_range(reader: Any, lo: int, hi: int) -> None:

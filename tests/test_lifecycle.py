@@ -30,6 +30,7 @@ from tests.lifecycling import (
 )
 
 DAY = timedelta(days=1)
+YEAR = timedelta(days=365)  # policy.max_duration by default
 
 
 @pytest.fixture
@@ -67,7 +68,7 @@ def test_login_as_grant_is_rejected_revoked_once_and_explained(harness: Harness)
     assert "bob@acme.example" in text
     assert "must each grant their own access" in text
     with harness.ledger.sessions() as session:
-        usable = {g.source_id for g in list_grants(session, now=utcnow())}
+        usable = {g.source_id for g in list_grants(session, now=utcnow(), max_duration=YEAR)}
     assert usable == {good["Id"]}
     assert ("rejected", "system:firmgrant") in harness.events(bad["Id"])
 
@@ -238,7 +239,9 @@ def test_grant_extended_after_revocation_is_revoked_again_at_its_new_end(
     harness.cycle()
     assert harness.sf_status(grant["Id"]) == "Active"
     with harness.ledger.sessions() as session:
-        assert [g.source_id for g in list_grants(session, now=harness.clock.now)] == [grant["Id"]]
+        assert [
+            g.source_id for g in list_grants(session, now=harness.clock.now, max_duration=YEAR)
+        ] == [grant["Id"]]
     harness.clock.now = utcnow() + timedelta(days=3, minutes=1)
     harness.cycle()
     assert harness.sf_status(grant["Id"]) == "Revoked"
@@ -259,7 +262,7 @@ def test_customer_revocation_is_recorded_and_needs_no_action(harness: Harness) -
     assert kind == "customer_revoked"
     assert actor == f"customer:{grant['Org_Id__c']}"
     with harness.ledger.sessions() as session:
-        [view] = list_grants(session, now=harness.clock.now, status="revoked")
+        [view] = list_grants(session, now=harness.clock.now, status="revoked", max_duration=YEAR)
     assert view.source_id == grant["Id"]
 
 
@@ -399,7 +402,9 @@ def test_a_queued_revocation_is_cancelled_when_the_customer_extends(harness: Har
     assert "revocation_cancelled" in [kind for kind, _ in harness.events(ended["Id"])]
     with harness.ledger.sessions() as session:
         assert grant_lifecycle(session, harness.grant_id(ended["Id"])).revocation == "cancelled"
-        assert [g.source_id for g in list_grants(session, now=harness.clock.now)] == [ended["Id"]]
+        assert [
+            g.source_id for g in list_grants(session, now=harness.clock.now, max_duration=YEAR)
+        ] == [ended["Id"]]
     assert harness.mail.of_kind("has ended") == []
 
 

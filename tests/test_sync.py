@@ -18,6 +18,7 @@ from firmgrant.settings import ConnectionSettings, SourceSettings, SyncSettings,
 from tests.fakeorg import CLIENT_ID, CLIENT_SECRET, LOGIN_URL, FakeOrg, sf_time
 
 NOW = datetime.now(UTC).replace(microsecond=0)
+YEAR = timedelta(days=365)  # policy.max_duration by default
 
 
 def connection(batch_size: int = 2000) -> ConnectionSettings:
@@ -131,7 +132,10 @@ def test_a_deleted_record_from_query_all_marks_the_grant_deleted(
     assert grant_row(ledger, gone["Id"]).deleted
     assert not grant_row(ledger, keep["Id"]).deleted
     with ledger.sessions() as session:
-        listed = {g.source_id: g.status for g in list_grants(session, now=NOW, status="all")}
+        listed = {
+            g.source_id: g.status
+            for g in list_grants(session, now=NOW, status="all", max_duration=YEAR)
+        }
     assert listed == {keep["Id"]: "active", gone["Id"]: "deleted"}
 
 
@@ -313,8 +317,10 @@ def test_login_as_grants_are_counted_rejected_and_never_listed_as_usable(
 
     assert (result.rejected, again.rejected) == (1, 0)
     with ledger.sessions() as session:
-        usable = [g.source_id for g in list_grants(session, now=NOW)]
-        rejected = [g.source_id for g in list_grants(session, now=NOW, status="rejected")]
+        usable = [g.source_id for g in list_grants(session, now=NOW, max_duration=YEAR)]
+        rejected = [
+            g.source_id for g in list_grants(session, now=NOW, status="rejected", max_duration=YEAR)
+        ]
     assert bad["Id"] not in usable
     assert rejected == [bad["Id"]]
 

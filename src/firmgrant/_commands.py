@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -120,28 +121,30 @@ def revoke_by_hand(
     return 3
 
 
-def export(ledger: Ledger, args: argparse.Namespace) -> int:
+def export(ledger: Ledger, args: argparse.Namespace, cap: timedelta) -> int:
     filters = Filters(
         since=args.since, until=args.until, org_id=args.org, connection=args.connection
     )
     jobs = args.jobs or default_jobs()
     with ledger.sessions() as session:
         if args.output is None:
-            exporting.write(session, filters, args.format, sys.stdout.buffer, jobs=jobs)
+            exporting.write(session, filters, args.format, sys.stdout.buffer, cap=cap, jobs=jobs)
             sys.stdout.flush()
             return 0
         # The file appears whole or not at all: an auditor never gets half an export.
         temporary = args.output.with_name(args.output.name + ".partial")
         try:
             with temporary.open("wb") as out, _progress() as advance:
-                result = exporting.write(session, filters, args.format, out, advance, jobs=jobs)
+                result = exporting.write(
+                    session, filters, args.format, out, advance, cap=cap, jobs=jobs
+                )
             temporary.replace(args.output)
         except OSError as exc:
             print(f"firmgrant export: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
             return 2
         finally:
             temporary.unlink(missing_ok=True)
-    record = exporting.manifest(filters, args.format, args.output, result)
+    record = exporting.manifest(filters, args.format, args.output, result, cap)
     exporting.manifest_path(args.output).write_text(json.dumps(record, indent=2) + "\n")
     print(
         f"{result.rows} events to {args.output} (sha256 {result.sha256[:16]}…); "

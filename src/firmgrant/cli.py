@@ -261,7 +261,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command == "verify":
         return _commands.verify_export(args.export) if args.export else _verify(ledger, args.jobs)
     if command == "export":
-        return _commands.export(ledger, args)
+        return _commands.export(ledger, args, settings.policy.max_duration)
     raise AssertionError(f"unhandled command {command}")
 
 

@@ -133,7 +133,9 @@ def run_demo(base: Path) -> int:
             login_as_user="admin@obrien.example",
         )
         with ledger.sessions() as session:
-            usable = list(list_grants(session, now=clock()))
+            usable = list(
+                list_grants(session, now=clock(), max_duration=settings.policy.max_duration)
+            )
         extended, revoked, deleted = usable[0], usable[1], usable[2]
         grants.extend(extended.source_id, "1 Month")
         grants.revoke(revoked.source_id)
@@ -190,7 +192,9 @@ def _story_of_the_ledger(
     console: Console, ledger: Ledger, settings: Settings, now: datetime
 ) -> None:
     with ledger.sessions() as session:
-        every = list(list_grants(session, now=now, status="all"))
+        every = list(
+            list_grants(session, now=now, status="all", max_duration=settings.policy.max_duration)
+        )
         emails = session.execute(
             select(OutboxRow.kind, OutboxRow.state, GrantRow.org_name, GrantRow.grantor_email)
             .join(GrantRow, GrantRow.id == OutboxRow.grant_id)

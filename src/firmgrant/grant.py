@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, NamedTuple
 
+from firmgrant.lifecycle import SalesforceStatus
 from firmgrant.timeutil import iso_z
 
 # Salesforce's own choices for Login Access durations; one year is the maximum it allows.
 DURATIONS = ("1 day", "3 days", "1 week", "1 month", "1 year")
-SALESFORCE_STATUSES = ("Active", "Revoked", "Expired")
+SALESFORCE_STATUSES = tuple(SalesforceStatus)
 
 # Column widths of the ledger, and the longest value a record may carry for each field.
 FIELD_LIMITS: dict[str, int] = {
@@ -26,20 +26,6 @@ FIELD_LIMITS: dict[str, int] = {
     "sf_status": 16,
     "revoke_reason": 1000,
 }
-
-
-class Status(StrEnum):
-    """What support sees. ``active`` and ``expiring`` grants may be used right now."""
-
-    ACTIVE = "active"
-    EXPIRING = "expiring"
-    EXPIRED = "expired"
-    REVOKED = "revoked"
-    REJECTED = "rejected"
-    DELETED = "deleted"
-
-
-USABLE = (Status.ACTIVE, Status.EXPIRING)
 
 
 class GrantRecord(NamedTuple):

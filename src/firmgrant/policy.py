@@ -12,15 +12,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from firmgrant.grant import FIELD_LIMITS
+from firmgrant.lifecycle import EndCause, SalesforceStatus, ends_at
 from firmgrant.timeutil import format_duration, iso_z
 
 REVOKE_REASON_LIMIT = FIELD_LIMITS["revoke_reason"]
 
 # Causes of a revocation, as stored and shown.
-LOGIN_AS = "login_as"
-EXPIRED = "expired"
-CAPPED = "capped"
-MANUAL = "manual"
+LOGIN_AS, EXPIRED, CAPPED, MANUAL = (
+    EndCause.LOGIN_AS,
+    EndCause.EXPIRED,
+    EndCause.CAPPED,
+    EndCause.MANUAL,
+)
 
 LOGIN_AS_REASON = (
     "granted while logged in as another user (Login-As): Salesforce does not allow login "
@@ -41,12 +44,12 @@ class GrantFacts:
     @property
     def live_in_salesforce(self) -> bool:
         """Salesforce still lets support in: nothing (customer or us) has ended it there."""
-        return self.sf_status == "Active" and not self.deleted
+        return self.sf_status == SalesforceStatus.ACTIVE and not self.deleted
 
 
 def effective_expiry(facts: GrantFacts, max_duration: timedelta) -> datetime:
-    """When access really ends: Salesforce's expiry, or the vendor's cap if that is sooner."""
-    return min(facts.expires_at, facts.granted_at + max_duration)
+    """When access really ends (:func:`firmgrant.lifecycle.ends_at`)."""
+    return ends_at(facts.granted_at, facts.expires_at, max_duration)
 
 
 def is_capped(facts: GrantFacts, max_duration: timedelta) -> bool:
@@ -55,7 +58,7 @@ def is_capped(facts: GrantFacts, max_duration: timedelta) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Revocation:
-    cause: str
+    cause: EndCause
     reason: str
 
 

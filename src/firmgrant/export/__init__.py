@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,7 +25,7 @@ from firmgrant import __version__
 from firmgrant.export.rows import CHUNK, COLUMNS, FORMATS, Filters, read_piece
 from firmgrant.ledger.models import ChainHead, EventRow
 from firmgrant.ledger.ranges import map_ranges, spans
-from firmgrant.timeutil import DurationError, iso_z, parse_duration
+from firmgrant.timeutil import DurationError, format_duration, iso_z, parse_duration
 
 
 def parse_when(text: str, now: datetime) -> datetime:
@@ -86,6 +86,7 @@ def write(
     out: IO[bytes],
     progress: Callable[[int, int], None] = lambda done, total: None,
     *,
+    cap: timedelta,
     jobs: int = 1,
     chunk: int = CHUNK,
 ) -> ExportResult:
@@ -106,7 +107,7 @@ def write(
     elif fmt == "json":
         sink.write(b"[")
     progress(0, total)
-    with map_ranges(session, read_piece, ranges, (filters, fmt), jobs=jobs) as pieces:
+    with map_ranges(session, read_piece, ranges, (filters, fmt, cap), jobs=jobs) as pieces:
         for (lo, hi), piece in zip(ranges, pieces, strict=True):
             if piece.rows:
                 if fmt == "json" and count:
@@ -120,11 +121,15 @@ def write(
     return ExportResult(count, sink.sha256.hexdigest(), first, last, chain_head)
 
 
-def manifest(filters: Filters, fmt: str, path: Path, result: ExportResult) -> dict[str, Any]:
+def manifest(
+    filters: Filters, fmt: str, path: Path, result: ExportResult, cap: timedelta
+) -> dict[str, Any]:
     return {
         "file": path.name,
         "format": fmt,
         "filters": filters.as_json(),
+        # status_after honours the vendor's cap in force when the file was made
+        "max_duration": format_duration(cap),
         "rows": result.rows,
         "first_event": result.first,
         "last_event": result.last,

@@ -12,14 +12,15 @@ import operator
 import re
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import orjson
 
 from firmgrant.display import FORMULA_PREFIXES
-from firmgrant.ledger._bulk import iso_from_db, time_converter
+from firmgrant.ledger._bulk import iso_from_db, time_converter, time_from_db
 from firmgrant.ledger.ranges import Reader
+from firmgrant.lifecycle import GrantStatus, SalesforceStatus
 from firmgrant.timeutil import iso_z
 
 COLUMNS = (
@@ -76,9 +77,9 @@ _SNAPSHOT_FIELDS = (
     "expires_at", "modstamp", "sf_status", "deleted", "via_login_as",
 )  # fmt: skip
 _SF_STATUS, _DELETED = _SNAPSHOT_FIELDS.index("sf_status"), _SNAPSHOT_FIELDS.index("deleted")
-_FOR_STATUS = _SNAPSHOT_FIELDS.index("expires_at")  # the fields _status reads start here
+_FOR_STATUS = _SNAPSHOT_FIELDS.index("granted_at")  # the fields _status reads start here
 assert _SNAPSHOT_FIELDS[_FOR_STATUS:] == (
-    "expires_at", "modstamp", "sf_status", "deleted", "via_login_as",
+    "granted_at", "expires_at", "modstamp", "sf_status", "deleted", "via_login_as",
 )  # fmt: skip
 _snapshot_fields = operator.itemgetter(*_SNAPSHOT_FIELDS)
 
@@ -133,27 +134,57 @@ def _ended(grant: Snapshot | None, kind: str) -> Snapshot | None:
     return grant
 
 
-def _status(grant: Snapshot | None, at_text: str) -> str:
-    """The grant's status after the event (at ``at_text``, as ``iso_z`` writes it), by the
-    rules of ``grants``."""
+# The words as plain text: read once per exported row.
+_ACTIVE_, _EXPIRED_, _REVOKED_ = (
+    GrantStatus.ACTIVE.value,
+    GrantStatus.EXPIRED.value,
+    GrantStatus.REVOKED.value,
+)
+_REJECTED_, _DELETED_ = GrantStatus.REJECTED.value, GrantStatus.DELETED.value
+_SF_REVOKED, _SF_EXPIRED = SalesforceStatus.REVOKED.value, SalesforceStatus.EXPIRED.value
+
+
+def _not_after(first: str, second: str) -> bool:
+    """``first <= second`` for two times as ``iso_z`` writes them."""
+    if len(first) == len(second) and first[10] == second[10] == "T" and first[-1] == "Z":
+        return first <= second  # the same shape: text order is time order
+    return datetime.fromisoformat(first) <= datetime.fromisoformat(second)
+
+
+def _status(grant: Snapshot | None, at_text: str, cap_floor_text: str) -> str:
+    """The grant's status just after the event at ``at_text``, by
+    :func:`firmgrant.lifecycle.grant_status` with ``expiring`` told as ``active`` (its text
+    twin: times stay text; ``cap_floor_text`` is the event time less the vendor's cap).
+    """
     if grant is None:
         return ""
-    expires_at, _, sf_status, deleted, via_login_as = grant[_FOR_STATUS:]  # no list for *_
+    granted_at, expires_at, _, sf_status, deleted, via_login_as = grant[_FOR_STATUS:]
     if deleted:
-        return "deleted"
+        return _DELETED_
     if via_login_as:
-        return "rejected"
-    if sf_status == "Revoked":
-        return "revoked"
-    if sf_status == "Expired":
-        return "expired"
-    if not expires_at:
-        return "active"
-    if len(expires_at) == len(at_text) and expires_at[10] == "T" and expires_at[-1] == "Z":
-        # Both as iso_z writes them, in the same shape: text order is time order.
-        return "expired" if expires_at <= at_text else "active"
-    expired = datetime.fromisoformat(expires_at) <= datetime.fromisoformat(at_text)
-    return "expired" if expired else "active"
+        return _REJECTED_
+    if sf_status == _SF_REVOKED:
+        return _REVOKED_
+    if sf_status == _SF_EXPIRED:
+        return _EXPIRED_
+    # Times of one shape (as iso_z writes them) compare as text; others are parsed.
+    if expires_at:
+        if len(expires_at) == len(at_text) and expires_at[10] == "T" and expires_at[-1] == "Z":
+            if expires_at <= at_text:
+                return _EXPIRED_
+        elif _not_after(expires_at, at_text):
+            return _EXPIRED_
+    if granted_at:  # the vendor's cap
+        if (
+            len(granted_at) == len(cap_floor_text)
+            and granted_at[10] == "T"
+            and granted_at[-1] == "Z"
+        ):
+            if granted_at <= cap_floor_text:
+                return _EXPIRED_
+        elif _not_after(granted_at, cap_floor_text):
+            return _EXPIRED_
+    return _ACTIVE_
 
 
 # SQLite before 3.35 (still some LTS systems' own) neither needs nor knows the hint.
@@ -238,8 +269,21 @@ def _orgs(reader: Reader, grant_ids: set[int]) -> dict[int, str]:
     return dict(found)
 
 
+def _cap_floor(at: str | datetime, at_text: str, cap: timedelta, dates: dict[str, str]) -> str:
+    """The event time less the vendor's cap, as ``iso_z`` text. Each event of a long log may
+    have its own time: a cap of whole days comes off the date alone (``dates`` keeps one
+    answer per day)."""
+    if cap.seconds or cap.microseconds:
+        return iso_z(time_from_db(at) - cap)
+    day = at_text[:10]
+    earlier = dates.get(day)
+    if earlier is None:
+        earlier = dates[day] = (date.fromisoformat(day) - cap).isoformat()
+    return earlier + at_text[10:]
+
+
 def rows(
-    reader: Reader, lo: int, hi: int, filters: Filters, *, text: bool = False
+    reader: Reader, lo: int, hi: int, filters: Filters, cap: timedelta, *, text: bool = False
 ) -> list[tuple[Any, ...]]:
     """Export rows of events ``lo..hi``, values in ``COLUMNS`` order: as stored, or with
     ``text`` ids as text and ``""`` for null (what a CSV cell holds)."""
@@ -260,7 +304,8 @@ def rows(
     unknown = [None] * 7
     blank = "" if text else None
     out = []
-    at_seen, at_text = None, ""
+    at_seen, at_text, floor_text = None, "", ""
+    floors: dict[str, str] = {}
     for event, grant in zip(events, snapshots, strict=True):
         id_, at, kind, grant_id, connection, source_id, actor, reason, _, prev, hash_ = event
         if grant_id is not None:
@@ -269,6 +314,11 @@ def rows(
             known[grant_id] = grant
         if at != at_seen:  # a page's events share their time
             at_seen, at_text = at, iso_from_db(at)
+            earlier = floors.get(at_text[:10])  # filled by _cap_floor for a whole-day cap
+            if earlier is not None:
+                floor_text = earlier + at_text[10:]
+            else:
+                floor_text = _cap_floor(at, at_text, cap, floors)
         fields = grant[:8] if grant is not None else [orgs.get(grant_id), *unknown]
         org, name, username, email, grantee, granted, expires, modstamp = (
             fields
@@ -280,7 +330,7 @@ def rows(
                 str(id_) if text else id_, at_text, kind,
                 blank if grant_id is None else str(grant_id) if text else grant_id,
                 blank if connection is None else connection, org, name, username, email,
-                grantee, granted, expires, _status(grant, at_text), actor,
+                grantee, granted, expires, _status(grant, at_text, floor_text), actor,
                 blank if reason is None else reason, blank if source_id is None else source_id,
                 modstamp, prev, hash_,
             )
@@ -370,12 +420,14 @@ class _Lines:
         self.write = lines.append
 
 
-def read_piece(reader: Reader, lo: int, hi: int, filters: Filters, fmt: str) -> Piece:
+def read_piece(
+    reader: Reader, lo: int, hi: int, filters: Filters, fmt: str, cap: timedelta
+) -> Piece:
     if fmt == "csv":
-        found = rows(reader, lo, hi, filters, text=True)
+        found = rows(reader, lo, hi, filters, cap, text=True)
         data = _csv_text(found).encode()
     else:
-        found = rows(reader, lo, hi, filters)
+        found = rows(reader, lo, hi, filters, cap)
         lines = [orjson.dumps(dict(zip(COLUMNS, row, strict=True))) for row in found]
         data = (b"," if fmt == "json" else b"").join(
             b"\n" + line if fmt == "json" else line + b"\n" for line in lines

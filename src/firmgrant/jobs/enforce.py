@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 from firmgrant.ledger import Ledger, NewEvent, append_events
 from firmgrant.ledger.chain import SYSTEM_ACTOR
 from firmgrant.ledger.models import GrantRow, OutboxRow, RevocationRow
-from firmgrant.ledger.work import OPEN_STATES, release
+from firmgrant.ledger.work import release
+from firmgrant.lifecycle import OPEN_STATES
 from firmgrant.policy import (
     LOGIN_AS,
     GrantFacts,

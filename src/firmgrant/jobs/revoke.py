@@ -21,7 +21,8 @@ from firmgrant.errors import SalesforceError
 from firmgrant.jobs.enforce import complete, grant_event
 from firmgrant.ledger import Ledger, NewEvent, append_events
 from firmgrant.ledger.models import GrantRow, RevocationRow
-from firmgrant.ledger.work import OPEN_STATES, claim, release
+from firmgrant.ledger.work import claim, release
+from firmgrant.lifecycle import OPEN_STATES
 from firmgrant.policy import MANUAL, REVOKE_REASON_LIMIT, retry_delay, revocation_landed
 from firmgrant.salesforce.client import COLLECTION_LIMIT, SalesforceClient
 from firmgrant.settings import Settings, SourceSettings

@@ -42,6 +42,13 @@ def iso_from_db(value: str | datetime) -> str:
     return iso_z(value)
 
 
+def time_from_db(value: str | datetime) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite's text, PostgreSQL's datetime)."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
 def _postgres_time(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("naive datetime given to the ledger; use aware UTC datetimes")

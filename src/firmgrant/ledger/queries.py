@@ -12,38 +12,41 @@ from sqlalchemy import ColumnElement, case, or_, select
 from sqlalchemy.orm import Session
 
 from firmgrant.errors import GrantNotFound
-from firmgrant.grant import USABLE, Status
 from firmgrant.ledger.models import EventRow, GrantRow, OutboxRow, RevocationRow
+from firmgrant.lifecycle import (
+    DEFAULT_EXPIRING_WITHIN,
+    USABLE,
+    GrantStatus,
+    SalesforceStatus,
+)
 from firmgrant.timeutil import iso_z
 
-DEFAULT_EXPIRING_WITHIN = timedelta(hours=24)
-MAX_DURATION = timedelta(days=365)  # the settings' default (policy.max_duration)
-STATUS_CHOICES = ("all", *(status.value for status in Status))
+STATUS_CHOICES = ("all", *(status.value for status in GrantStatus))
 
 
 def ends_by(moment: datetime, max_duration: timedelta) -> ColumnElement[bool]:
-    """SQL: access ends at or before ``moment``, at Salesforce's expiry or at the vendor's cap
-    (``policy.effective_expiry``)."""
+    """SQL: access ends at or before ``moment`` (:func:`firmgrant.lifecycle.ends_at`)."""
     return or_(GrantRow.expires_at <= moment, GrantRow.granted_at <= moment - max_duration)
 
 
 def status_expression(
-    now: datetime, expiring_within: timedelta, max_duration: timedelta = MAX_DURATION
+    now: datetime, expiring_within: timedelta, max_duration: timedelta
 ) -> ColumnElement[str]:
-    """The one definition of a grant's status, evaluated by the database.
-
-    A grant longer than the vendor's ``max_duration`` ends at its cap (see ``policy``).
-    """
+    """:func:`firmgrant.lifecycle.grant_status` evaluated by the database (its SQL twin;
+    tests/test_lifecycle_rule.py holds the two to the same answers)."""
     return case(
-        (GrantRow.deleted.is_(True), Status.DELETED.value),
-        (GrantRow.via_login_as.is_(True), Status.REJECTED.value),
-        (GrantRow.sf_status == "Revoked", Status.REVOKED.value),
+        (GrantRow.deleted.is_(True), GrantStatus.DELETED.value),
+        (GrantRow.via_login_as.is_(True), GrantStatus.REJECTED.value),
+        (GrantRow.sf_status == SalesforceStatus.REVOKED.value, GrantStatus.REVOKED.value),
         (
-            or_(GrantRow.sf_status == "Expired", ends_by(now, max_duration)),
-            Status.EXPIRED.value,
+            or_(
+                GrantRow.sf_status == SalesforceStatus.EXPIRED.value,
+                ends_by(now, max_duration),
+            ),
+            GrantStatus.EXPIRED.value,
         ),
-        (ends_by(now + expiring_within, max_duration), Status.EXPIRING.value),
-        else_=Status.ACTIVE.value,
+        (ends_by(now + expiring_within, max_duration), GrantStatus.EXPIRING.value),
+        else_=GrantStatus.ACTIVE.value,
     )
 
 
@@ -84,14 +87,14 @@ def list_grants(
     org_id: str | None = None,
     connection: str | None = None,
     expiring_within: timedelta | None = None,
-    max_duration: timedelta = MAX_DURATION,
+    max_duration: timedelta,
 ) -> Iterator[GrantView]:
     """Grants ordered by expiry. ``active`` means usable now, so it includes ``expiring``."""
     window = expiring_within if expiring_within is not None else DEFAULT_EXPIRING_WITHIN
     status_col = status_expression(now, window, max_duration).label("status")
     columns = [getattr(GrantRow, name) for name in JSON_KEYS if name != "status"]
     query = select(*columns, status_col).order_by(GrantRow.expires_at, GrantRow.id)
-    if status == Status.ACTIVE.value:
+    if status == GrantStatus.ACTIVE.value:
         query = query.where(status_col.in_([s.value for s in USABLE]))
     elif status != "all":
         query = query.where(status_col == status)
@@ -116,7 +119,7 @@ class EventView:
 
 
 def find_grant(
-    session: Session, grant_ref: str, *, now: datetime, max_duration: timedelta = MAX_DURATION
+    session: Session, grant_ref: str, *, now: datetime, max_duration: timedelta
 ) -> GrantView:
     """By ledger id (``42``) or Salesforce Id (``a0B…``)."""
     status_col = status_expression(now, DEFAULT_EXPIRING_WITHIN, max_duration).label("status")

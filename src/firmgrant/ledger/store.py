@@ -17,7 +17,8 @@ from firmgrant.grant import MIRRORED_FIELDS, TIME_FIELDS, GrantRecord
 from firmgrant.ledger._bulk import insert_rows, time_converter
 from firmgrant.ledger.chain import NewEvent, append_events, lock_chain_head
 from firmgrant.ledger.models import GrantRow, InvalidRecordRow, RevocationRow, SyncStateRow
-from firmgrant.ledger.work import OPEN_STATES, release
+from firmgrant.ledger.work import release
+from firmgrant.lifecycle import OPEN_STATES
 from firmgrant.policy import revocation_landed
 from firmgrant.timeutil import iso_z
 

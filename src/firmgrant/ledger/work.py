@@ -21,8 +21,8 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from firmgrant.ledger.models import OutboxRow, RevocationRow
+from firmgrant.lifecycle import OPEN_STATES
 
-OPEN_STATES = ("pending", "failed")
 Work = TypeVar("Work", RevocationRow, OutboxRow)
 
 

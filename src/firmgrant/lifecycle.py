@@ -1,0 +1,144 @@
+"""A grant's lifecycle: its words, and the one rule for its status.
+
+The words are the ledger's public vocabulary: statuses are shown and filtered on, event kinds
+are hash-chained and exported, work states and causes are stored. The status rule is
+:func:`grant_status`; where SQL or the export's text must restate it, the twin names this
+function and a property test holds the two to the same answers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+
+class GrantStatus(StrEnum):
+    """What support sees; ``active`` and ``expiring`` grants may be used right now."""
+
+    ACTIVE = "active"  # usable, and not ending within the window
+    EXPIRING = "expiring"  # usable, ending within the window (24 h unless asked otherwise)
+    EXPIRED = "expired"  # its end (Salesforce's expiry or the vendor's cap) has come
+    REVOKED = "revoked"  # revoked in Salesforce, by the customer or by firmgrant
+    REJECTED = "rejected"  # granted from a Login-As session: never usable
+    DELETED = "deleted"  # the record is gone from Salesforce
+
+
+USABLE = (GrantStatus.ACTIVE, GrantStatus.EXPIRING)
+DEFAULT_EXPIRING_WITHIN = timedelta(hours=24)
+
+
+class SalesforceStatus(StrEnum):
+    """``Status__c`` of the grant object, as Salesforce holds it."""
+
+    ACTIVE = "Active"  # Salesforce lets support in
+    REVOKED = "Revoked"  # ended early, by the customer or by a revocation of firmgrant's
+    EXPIRED = "Expired"  # ended at its expiry
+
+
+class EndCause(StrEnum):
+    """Why firmgrant revokes a grant."""
+
+    LOGIN_AS = "login_as"  # granted from a Login-As session
+    EXPIRED = "expired"  # its expiry has passed and Salesforce still lets support in
+    CAPPED = "capped"  # it outlasted the vendor's policy.max_duration
+    MANUAL = "manual"  # a person asked (`firmgrant revoke`)
+
+
+class WorkState(StrEnum):
+    """Where a revocation or an email stands (revocations and outbox rows)."""
+
+    PENDING = "pending"  # not tried yet
+    FAILED = "failed"  # the last try failed for now: retried after a backoff
+    LANDED = "landed"  # a sync found our revocation done in Salesforce; its notice is due
+    REVOKED = "revoked"  # the revocation is done (by us, or found ended already)
+    CANCELLED = "cancelled"  # no longer needed: the grant was extended, or the reminder moot
+    SENT = "sent"  # the mail server accepted the email
+    UNDELIVERABLE = "undeliverable"  # refused for good (a 5xx, an address it cannot carry)
+
+
+OPEN_STATES = (WorkState.PENDING, WorkState.FAILED)
+
+
+class EmailKind(StrEnum):
+    """The emails a customer gets; each has its own templates."""
+
+    REMINDER = "reminder"  # access ends soon
+    REVOKED = "revoked"  # access was revoked
+    REJECTED = "rejected"  # the grant was refused (Login-As)
+
+
+class EventKind(StrEnum):
+    """What an event of the log records (hash-chained and exported: a public contract)."""
+
+    DISCOVERED = "discovered"  # a grant seen for the first time
+    CHANGED = "changed"  # Salesforce's record changed (extension, rename, …)
+    CUSTOMER_REVOKED = "customer_revoked"  # the customer revoked it in their org
+    DELETED = "deleted"  # the record was deleted in Salesforce
+    UNDELETED = "undeleted"  # a deleted record came back
+    VANISHED = "vanished"  # a full sync no longer found it at all
+    INVALID = "invalid"  # a record that cannot be mirrored (reported once)
+    REJECTED = "rejected"  # refused: granted from a Login-As session
+    EXPIRED = "expired"  # its expiry passed: queued for revocation
+    CAPPED = "capped"  # it reached the vendor's maximum: queued for revocation
+    REVOKE_REQUESTED = "revoke_requested"  # a person asked for a revocation
+    REVOKED = "revoked"  # firmgrant revoked it in Salesforce
+    REVOKE_FAILED = "revoke_failed"  # a revocation attempt failed (retried)
+    REVOCATION_SETTLED = "revocation_settled"  # ended in Salesforce otherwise: nothing to do
+    REVOCATION_CANCELLED = "revocation_cancelled"  # extended before it was revoked
+    REMINDER_DUE = "reminder_due"  # a reminder was queued
+    REMINDER_CANCELLED = "reminder_cancelled"  # a queued reminder became moot
+    REMINDED = "reminded"  # a reminder was sent
+    NOTIFIED = "notified"  # a revoked/rejected notice was sent
+    EMAIL_FAILED = "email_failed"  # an email could not go for now (one per outage)
+    EMAIL_UNDELIVERABLE = "email_undeliverable"  # an email was refused for good
+
+
+def ends_at(granted_at: datetime, expires_at: datetime, cap: timedelta) -> datetime:
+    """When access really ends: Salesforce's expiry, or the vendor's cap if that is sooner."""
+    return min(expires_at, granted_at + cap)
+
+
+def grant_status(
+    *,
+    deleted: bool,
+    via_login_as: bool,
+    sf_status: str,
+    granted_at: datetime,
+    expires_at: datetime,
+    now: datetime,
+    cap: timedelta,
+    expiring_within: timedelta = DEFAULT_EXPIRING_WITHIN,
+) -> GrantStatus:
+    """The status of a grant with these facts at ``now``, under the vendor's ``cap``.
+
+    In this order: deleted, rejected (Login-As), revoked, expired (Salesforce says so, or its
+    end has come), expiring (it ends within ``expiring_within``), else active.
+    Twins: ``ledger.queries.status_expression`` (SQL) and ``export.rows._status`` (text).
+    """
+    if deleted:
+        return GrantStatus.DELETED
+    if via_login_as:
+        return GrantStatus.REJECTED
+    if sf_status == SalesforceStatus.REVOKED:
+        return GrantStatus.REVOKED
+    end = ends_at(granted_at, expires_at, cap)
+    if sf_status == SalesforceStatus.EXPIRED or end <= now:
+        return GrantStatus.EXPIRED
+    if end <= now + expiring_within:
+        return GrantStatus.EXPIRING
+    return GrantStatus.ACTIVE
+
+
+__all__ = [
+    "DEFAULT_EXPIRING_WITHIN",
+    "OPEN_STATES",
+    "USABLE",
+    "EmailKind",
+    "EndCause",
+    "EventKind",
+    "GrantStatus",
+    "SalesforceStatus",
+    "WorkState",
+    "ends_at",
+    "grant_status",
+]

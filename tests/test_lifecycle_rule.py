@@ -1,0 +1,165 @@
+"""One status rule: lifecycle.grant_status, its SQL twin and the export's text twin agree.
+
+Property-based: random grants, times and caps, with boundaries made likely (an expiry equal
+to now, a cap equal to the grant's length, times with and without a fraction of a second).
+The SQL twin is checked on every configured ledger (SQLite and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, select
+
+from firmgrant.export.rows import _cap_floor, _status
+from firmgrant.ledger import Ledger
+from firmgrant.ledger.models import GrantRow
+from firmgrant.ledger.queries import status_expression
+from firmgrant.lifecycle import GrantStatus, SalesforceStatus, grant_status
+from firmgrant.timeutil import iso_z
+
+BASE = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
+HOUR, DAY = timedelta(hours=1), timedelta(days=1)
+# Durations that make boundaries meet: a grant's length equal to the cap, an expiry at now.
+LENGTHS = [HOUR, DAY, 3 * DAY, 7 * DAY, 30 * DAY, 90 * DAY, 365 * DAY]
+CAPS = [HOUR, DAY, 36 * HOUR, 30 * DAY, 90 * DAY, 365 * DAY, 366 * DAY]
+WINDOWS = [timedelta(minutes=1), HOUR, DAY, 7 * DAY]
+
+moments = st.builds(
+    lambda days, seconds, micro: BASE + timedelta(days=days, seconds=seconds, microseconds=micro),
+    st.integers(-400, 400),
+    st.sampled_from([0, 1, 59, 3600, 43200]),
+    st.sampled_from([0, 0, 1, 500_000]),  # both spellings of a time: with and without fraction
+)
+
+
+@st.composite
+def grants(draw: st.DrawFn) -> dict[str, object]:
+    granted = draw(moments)
+    return {
+        "deleted": draw(st.booleans()),
+        "via_login_as": draw(st.booleans()),
+        "sf_status": draw(st.sampled_from(list(SalesforceStatus))).value,
+        "granted_at": granted,
+        "expires_at": granted + draw(st.sampled_from(LENGTHS)),
+    }
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    facts=grants(),
+    now=moments,
+    cap=st.sampled_from(CAPS),
+    at_expiry=st.booleans(),
+    at_cap=st.booleans(),
+)
+def test_the_exports_status_after_is_the_rule_without_expiring(
+    facts: dict[str, object], now: datetime, cap: timedelta, at_expiry: bool, at_cap: bool
+) -> None:
+    granted, expires = facts["granted_at"], facts["expires_at"]
+    assert isinstance(granted, datetime)
+    assert isinstance(expires, datetime)
+    if at_expiry:
+        now = expires
+    elif at_cap:
+        now = granted + cap
+    expected = grant_status(**facts, now=now, cap=cap)  # type: ignore[arg-type]
+    snapshot = [
+        "00D", "Org", "u", "e", "g", iso_z(granted), iso_z(expires), "m",
+        facts["sf_status"], facts["deleted"], facts["via_login_as"],
+    ]  # fmt: skip
+    told = GrantStatus.ACTIVE if expected == GrantStatus.EXPIRING else expected
+    floor = _cap_floor(now, iso_z(now), cap, {})  # now - cap, as the export reckons it
+    assert floor == iso_z(now - cap)
+    assert _status(snapshot, iso_z(now), floor) == told
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    batch=st.lists(grants(), min_size=1, max_size=25),
+    now=moments,
+    cap=st.sampled_from(CAPS),
+    window=st.sampled_from(WINDOWS),
+    boundary=st.sampled_from(["none", "expiry", "cap", "window"]),
+)
+def test_the_sql_status_is_the_rule_on_every_ledger(
+    ledger: Ledger,
+    batch: list[dict[str, object]],
+    now: datetime,
+    cap: timedelta,
+    window: timedelta,
+    boundary: str,
+) -> None:
+    first = batch[0]
+    granted, expires = first["granted_at"], first["expires_at"]
+    assert isinstance(granted, datetime)
+    assert isinstance(expires, datetime)
+    now = {
+        "expiry": expires,
+        "cap": granted + cap,
+        "window": min(expires, granted + cap) - window,
+    }.get(boundary, now)
+    with ledger.transaction() as session:
+        session.execute(delete(GrantRow))
+        for number, facts in enumerate(batch):
+            session.add(_row(number, facts))
+    with ledger.sessions() as session:
+        found = dict(
+            session.execute(select(GrantRow.source_id, status_expression(now, window, cap))).all()
+        )
+    expected = {
+        f"a0B{number:015d}": grant_status(
+            **facts,  # type: ignore[arg-type]
+            now=now,
+            cap=cap,
+            expiring_within=window,
+        ).value
+        for number, facts in enumerate(batch)
+    }
+    assert found == expected
+
+
+def _row(number: int, facts: dict[str, object]) -> GrantRow:
+    return GrantRow(
+        connection="c",
+        source_id=f"a0B{number:015d}",
+        org_id="00D000000000001",
+        grantee="FirmWorks Support",
+        sf_status=facts["sf_status"],
+        deleted=facts["deleted"],
+        via_login_as=facts["via_login_as"],
+        granted_at=facts["granted_at"],
+        expires_at=facts["expires_at"],
+        modstamp=BASE,
+        first_seen_at=BASE,
+        updated_at=BASE,
+    )
+
+
+@pytest.mark.parametrize(
+    ("length", "ago", "expected"),
+    [
+        (90 * DAY, 31 * DAY, GrantStatus.EXPIRED),  # past a 30-day cap, though Salesforce says 90
+        (90 * DAY, 29 * DAY + 12 * HOUR, GrantStatus.EXPIRING),  # the cap ends it in 12 h
+        (90 * DAY, 10 * DAY, GrantStatus.ACTIVE),
+        (30 * DAY, 30 * DAY, GrantStatus.EXPIRED),  # the cap equal to its length, at its end
+    ],
+)
+def test_the_cap_ends_a_grant_early(length: timedelta, ago: timedelta, expected: str) -> None:
+    status = grant_status(
+        deleted=False,
+        via_login_as=False,
+        sf_status="Active",
+        granted_at=BASE - ago,
+        expires_at=BASE - ago + length,
+        now=BASE,
+        cap=30 * DAY,
+    )
+    assert status == expected
