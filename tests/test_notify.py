@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from jinja2 import UndefinedError
 
+from firmgrant.errors import PermanentMailError
 from firmgrant.notify.render import context, environment, render
-from firmgrant.notify.send import FileBackend, PermanentMailError, build_message, parse_address
+from firmgrant.notify.send import FileBackend, build_message, parse_address
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 EVIL_ORG = "<script>alert('x')</script> Zoë's \"Best\" Café"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from firmgrant import __version__, _commands, display
-from firmgrant.errors import ConfigError, FirmgrantError, SalesforceError
+from firmgrant.errors import ConfigError, DurationError, FirmgrantError, SalesforceError
 from firmgrant.ledger import Ledger, make_engine, open_ledger, safe_url, upgrade, verify_chain
 from firmgrant.ledger.queries import (
     STATUS_CHOICES,
@@ -30,7 +30,7 @@ from firmgrant.ledger.queries import (
 )
 from firmgrant.sandbox.schema import DURATIONS
 from firmgrant.settings import Settings, load_settings
-from firmgrant.timeutil import DurationError, DurationRange, parse_duration, utcnow
+from firmgrant.timeutil import DurationRange, parse_duration, utcnow
 
 if TYPE_CHECKING:
     from firmgrant.jobs.sync import SyncResult
@@ -414,7 +414,8 @@ def _check(settings: Settings) -> int:
 
 def _check_mail(settings: Settings) -> tuple[bool, str]:
     """Whether the worker could hand an email over right now (nothing is sent)."""
-    from firmgrant.notify.send import MailError, SmtpBackend
+    from firmgrant.errors import MailError
+    from firmgrant.notify.send import SmtpBackend
 
     mail = settings.mail
     if mail.backend == "console":

@@ -2,15 +2,23 @@
 
     FirmgrantError
     ├── ConfigError                a setting is missing or wrong (exit 2)
+    │   └── WorkerLocked           another worker already runs on this SQLite ledger
+    ├── DurationError              a duration that does not parse or is out of range
+    │                              (also a ValueError: argparse and pydantic report it; exit 2)
     ├── LedgerError                the ledger database
     │   ├── LedgerUnavailable      cannot connect (exit 3)
     │   └── SchemaOutOfDate        migrations not applied (exit 2)
     ├── GrantNotFound              no grant with that id in the ledger
-    └── SalesforceError            anything from a Salesforce org
-        ├── AuthenticationError    the token request was refused
-        ├── SalesforceUnavailable  5xx, timeouts, connection errors after retries (exit 3)
-        ├── ApiLimitExceeded       REQUEST_LIMIT_EXCEEDED or below the configured floor
-        └── SalesforceApiError     any other error body Salesforce sent
+    ├── SalesforceError            anything from a Salesforce org
+    │   ├── AuthenticationError    the token request was refused
+    │   ├── SalesforceUnavailable  5xx, timeouts, connection errors after retries (exit 3)
+    │   ├── ApiLimitExceeded       REQUEST_LIMIT_EXCEEDED or below the configured floor
+    │   └── SalesforceApiError     any other error body Salesforce sent
+    ├── MailError                  an email could not be handed over
+    │   ├── TemporaryMailError     try this one again later (connection refused, a 4xx)
+    │   │   └── MailServerUnavailable  no message can go now (server down, login refused)
+    │   └── PermanentMailError     refused for good (a 5xx, an address it cannot carry)
+    └── SandboxUnreachable         `sandbox act` cannot reach the running sandbox (exit 3)
 
 Messages never carry secrets: they name settings, connections and Salesforce
 error codes, not tokens, keys or passwords.
@@ -88,3 +96,35 @@ class SalesforceApiError(SalesforceError):
         super().__init__(message, connection=connection)
         self.status = status
         self.error_code = error_code
+
+
+class WorkerLocked(ConfigError):
+    """Another worker already runs on this SQLite ledger (SQLite allows one)."""
+
+
+class DurationError(FirmgrantError, ValueError):
+    """A duration that does not parse or lies outside its range; the message says which."""
+
+    exit_code = 2
+
+
+class MailError(FirmgrantError):
+    """An email could not be handed over."""
+
+
+class TemporaryMailError(MailError):
+    """This email may go later: the server refused it for now (a 4xx) or could not be reached."""
+
+
+class PermanentMailError(MailError):
+    """This email will never go as it is: a 5xx, or an address the server cannot carry."""
+
+
+class MailServerUnavailable(TemporaryMailError):
+    """The server cannot be reached or logged into: no other message would fare better."""
+
+
+class SandboxUnreachable(FirmgrantError):
+    """`firmgrant sandbox act` could not reach the running sandbox."""
+
+    exit_code = 3

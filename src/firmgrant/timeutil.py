@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import overload
 
+from firmgrant.errors import DurationError
+
 Clock = Callable[[], datetime]
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
@@ -68,13 +70,6 @@ def iso_z(value: datetime | None) -> str | None:
     if value.microsecond:
         return f"{utc_seconds_text(value, 'T')}.{microseconds_text(value)}Z"
     return f"{utc_seconds_text(value, 'T')}Z"
-
-
-class DurationError(ValueError):
-    """A duration that does not parse or lies outside its range (the message says which).
-
-    A ValueError: argparse types and pydantic validators turn it into exit 2 with the text.
-    """
 
 
 @dataclass(frozen=True, slots=True)

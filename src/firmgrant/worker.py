@@ -29,7 +29,7 @@ from typing import IO, Any
 
 from sqlalchemy import text
 
-from firmgrant.errors import FirmgrantError, LedgerError
+from firmgrant.errors import LedgerError, WorkerLocked
 from firmgrant.jobs.dispatch import DispatchResult, dispatch
 from firmgrant.jobs.enforce import EnforceResult, RemindResult, enforce, remind
 from firmgrant.jobs.revoke import RevokeResult, revoke
@@ -45,12 +45,6 @@ from firmgrant.timeutil import Clock, utcnow
 
 log = logging.getLogger("firmgrant.worker")
 PLANNING_LOCK = 0x6669726D  # "firm": the advisory lock id of the planning half
-
-
-class WorkerLocked(FirmgrantError):
-    """Another worker already runs on this SQLite ledger."""
-
-    exit_code = 2
 
 
 @dataclass

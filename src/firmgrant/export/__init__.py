@@ -22,10 +22,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from firmgrant import __version__
+from firmgrant.errors import DurationError
 from firmgrant.export.rows import CHUNK, COLUMNS, FORMATS, Filters, read_piece
 from firmgrant.ledger.models import ChainHead, EventRow
 from firmgrant.ledger.ranges import map_ranges, spans
-from firmgrant.timeutil import DurationError, format_duration, iso_z, parse_duration
+from firmgrant.timeutil import format_duration, iso_z, parse_duration
 
 
 def parse_when(text: str, now: datetime) -> datetime:

@@ -19,19 +19,13 @@ from email.message import EmailMessage
 
 from jinja2 import Environment, TemplateError
 
+from firmgrant.errors import MailServerUnavailable, PermanentMailError, TemporaryMailError
 from firmgrant.jobs.enforce import facts, grant_event
 from firmgrant.ledger import Ledger, append_events
 from firmgrant.ledger.models import GrantRow, OutboxRow, RevocationRow
 from firmgrant.ledger.work import claim, release
 from firmgrant.notify.render import context, render
-from firmgrant.notify.send import (
-    Backend,
-    FileBackend,
-    MailServerUnavailable,
-    PermanentMailError,
-    TemporaryMailError,
-    build_message,
-)
+from firmgrant.notify.send import Backend, FileBackend, build_message
 from firmgrant.policy import effective_expiry, reminder_schedule, retry_delay
 from firmgrant.settings import Settings
 from firmgrant.timeutil import Clock, iso_z

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import select
 
-from firmgrant.errors import SalesforceError
+from firmgrant.errors import GrantNotFound, SalesforceError
 from firmgrant.jobs.enforce import complete, grant_event
 from firmgrant.ledger import Ledger, NewEvent, append_events
 from firmgrant.ledger.models import GrantRow, RevocationRow
@@ -325,7 +325,7 @@ def request_revocation(
     with ledger.appending() as session:
         grant = session.get(GrantRow, grant_id)
         if grant is None:
-            raise ValueError(f"no grant {grant_id}")
+            raise GrantNotFound(f"no grant {grant_id!r} in the ledger")
         row = session.get(RevocationRow, grant_id, with_for_update=True)
         if row is not None and row.state in ("pending", "failed"):
             return False

@@ -22,25 +22,14 @@ from email.utils import format_datetime, parseaddr
 from pathlib import Path
 from typing import Protocol
 
-from firmgrant.errors import FirmgrantError
+from firmgrant.errors import (
+    MailError,
+    MailServerUnavailable,
+    PermanentMailError,
+    TemporaryMailError,
+)
 from firmgrant.notify.render import Rendered
 from firmgrant.settings import MailSettings
-
-
-class MailError(FirmgrantError):
-    """An email could not be handed over."""
-
-
-class TemporaryMailError(MailError):
-    pass
-
-
-class PermanentMailError(MailError):
-    pass
-
-
-class MailServerUnavailable(TemporaryMailError):
-    """The server cannot be reached or logged into: no other message would fare better."""
 
 
 def parse_address(text: str) -> Address:

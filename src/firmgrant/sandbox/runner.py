@@ -13,7 +13,7 @@ from typing import Any
 
 import requests
 
-from firmgrant.errors import ConfigError, FirmgrantError
+from firmgrant.errors import ConfigError, SandboxUnreachable
 from firmgrant.sandbox.faults import FaultPlan
 from firmgrant.sandbox.server import SandboxOrg
 
@@ -105,10 +105,6 @@ def act(state: Path, action: str, args: dict[str, Any]) -> int:
         raise SandboxUnreachable(f"sandbox at {control['url']} unreachable: {exc}") from None
     print(json.dumps(response.json(), indent=2, ensure_ascii=False))
     return 0 if response.ok else 1
-
-
-class SandboxUnreachable(FirmgrantError):
-    exit_code = 3
 
 
 _ACTIONS: dict[str, Any] = {
