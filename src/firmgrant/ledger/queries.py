@@ -18,6 +18,7 @@ from firmgrant.lifecycle import (
     USABLE,
     GrantStatus,
     SalesforceStatus,
+    WorkState,
 )
 from firmgrant.timeutil import iso_z
 
@@ -154,11 +155,12 @@ class Lifecycle:
     emails: list[tuple[str, datetime, str, str | None]]  # kind, due, state, last error
 
 
-REVOCATION_STATES = {
-    "pending": "pending_revocation",
-    "failed": "revoke_failed",
-    "revoked": "revoked",
-    "cancelled": "cancelled",
+REVOCATION_STATES: dict[str, str] = {
+    WorkState.PENDING: "pending_revocation",
+    WorkState.FAILED: "revoke_failed",
+    WorkState.LANDED: "revoked",  # done in Salesforce; the notice is being queued
+    WorkState.REVOKED: "revoked",
+    WorkState.CANCELLED: "cancelled",
 }
 
 
