@@ -17,7 +17,7 @@ from firmgrant import __version__
 from firmgrant import export as exporting
 from firmgrant.cli import main
 from firmgrant.export import Filters, parse_when
-from firmgrant.jobs.enforce import grant_event
+from firmgrant.jobs.history import grant_event
 from firmgrant.ledger import Ledger, NewEvent, append_events, verify_chain
 from firmgrant.ledger.models import GrantRow
 from firmgrant.sandbox import SandboxOrg

@@ -31,7 +31,8 @@ from sqlalchemy import text
 
 from firmgrant.errors import LedgerError, WorkerLocked
 from firmgrant.jobs.dispatch import DispatchResult, dispatch
-from firmgrant.jobs.enforce import EnforceResult, RemindResult, enforce, remind
+from firmgrant.jobs.enforce import EnforceResult, enforce
+from firmgrant.jobs.remind import RemindResult, remind
 from firmgrant.jobs.revoke import RevokeResult, revoke
 from firmgrant.jobs.sync import SyncResult, sync_connection
 from firmgrant.ledger import Ledger

@@ -20,7 +20,7 @@ from email.message import EmailMessage
 from jinja2 import Environment, TemplateError
 
 from firmgrant.errors import MailServerUnavailable, PermanentMailError, TemporaryMailError
-from firmgrant.jobs.enforce import facts, grant_event
+from firmgrant.jobs.history import facts, grant_event
 from firmgrant.ledger import Ledger, append_events
 from firmgrant.ledger.models import GrantRow, OutboxRow, RevocationRow
 from firmgrant.ledger.work import claim, release

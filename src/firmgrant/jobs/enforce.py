@@ -1,14 +1,13 @@
-"""enforce and remind: turn the ledger's grants into revocations and emails to send.
+"""enforce: rule breaks and ends of access become revocations; moot ones are settled.
 
-Both are level-triggered. They read what the ledger holds now, ask ``policy`` what each
-grant needs, and write revocation and outbox rows whose keys (one revocation per grant, one
-email per grant, kind and due time) make a second run, or a second replica, a no-op. The
-rows are written in the same transaction as the events that explain them.
+Level-triggered: it reads what the ledger holds now, asks ``policy`` what each grant needs,
+and writes revocation (and "rejected" email) rows whose keys (one revocation per grant, one
+email per grant, kind and due time) make a second run, or a second replica, a no-op, in the
+same transaction as the events that explain them.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,104 +15,23 @@ from datetime import datetime
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from firmgrant.jobs.history import facts, grant_event
+from firmgrant.jobs.outbox import enqueue
+from firmgrant.jobs.revoke import complete
 from firmgrant.ledger import Ledger, NewEvent, append_events
 from firmgrant.ledger.chain import SYSTEM_ACTOR
-from firmgrant.ledger.models import GrantRow, OutboxRow, RevocationRow
-from firmgrant.ledger.work import release
+from firmgrant.ledger.models import GrantRow, RevocationRow
 from firmgrant.lifecycle import OPEN_STATES
 from firmgrant.policy import (
     LOGIN_AS,
-    GrantFacts,
     effective_expiry,
-    reminder_due,
-    reminder_schedule,
     revocation_landed,
     revocation_needed,
 )
 from firmgrant.settings import Settings
-from firmgrant.timeutil import format_duration, iso_z
+from firmgrant.timeutil import iso_z
 
 log = logging.getLogger("firmgrant.jobs")
-
-
-def facts(grant: GrantRow) -> GrantFacts:
-    return GrantFacts(
-        grant.granted_at, grant.expires_at, grant.via_login_as, grant.sf_status, grant.deleted
-    )
-
-
-def recipients(settings: Settings, grant: GrantRow, *, admins: bool = True) -> list[str]:
-    """The grantor, then the org's admin contacts; each address once."""
-    wanted = [grant.grantor_email or "", *(settings.admin_contacts(grant.org_id) if admins else [])]
-    seen: dict[str, str] = {}
-    for address in wanted:
-        if address and address.lower() not in seen:
-            seen[address.lower()] = address
-    return list(seen.values())
-
-
-def message_id(settings: Settings, grant_id: int, kind: str, due_at: datetime) -> str:
-    """Stable per outbox key (``grant:kind:due``), so a resent copy is recognisably the same."""
-    sender = settings.mail.from_ or ""
-    domain = sender.rpartition("@")[2].strip("> ") or "firmgrant.invalid"
-    return f"<firmgrant.{grant_id}.{kind}.{int(due_at.timestamp())}@{domain}>"
-
-
-def enqueue(
-    session: Session,
-    settings: Settings,
-    grant: GrantRow,
-    kind: str,
-    due_at: datetime,
-    now: datetime,
-    *,
-    offset_seconds: int | None = None,
-    admins: bool = True,
-    existing: set[tuple[int, str, datetime]] | None = None,
-) -> bool:
-    """Add one email to the outbox unless that (grant, kind, due) is already there.
-
-    ``existing``: the keys already known to be in the outbox, read in one query by a caller
-    that enqueues many (without it, this one key is looked up).
-    """
-    if existing is None:
-        found = session.execute(
-            select(OutboxRow.id).where(
-                OutboxRow.grant_id == grant.id, OutboxRow.kind == kind, OutboxRow.due_at == due_at
-            )
-        ).first()
-        existing = {(grant.id, kind, due_at)} if found else set()
-    if (grant.id, kind, due_at) in existing:
-        return False
-    session.add(
-        OutboxRow(
-            grant_id=grant.id,
-            kind=kind,
-            due_at=due_at,
-            offset_seconds=offset_seconds,
-            recipients=json.dumps(recipients(settings, grant, admins=admins)),
-            message_id=message_id(settings, grant.id, kind, due_at),
-            state="pending",
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-        )
-    )
-    return True
-
-
-def complete(
-    session: Session, settings: Settings, grant: GrantRow, row: RevocationRow, now: datetime
-) -> None:
-    """Our revocation is done in Salesforce: the row closes and the grantor is told, once.
-
-    Whoever finds it done first calls this (the attempt itself, or enforce after a sync
-    found the record revoked with our marker). A row completes once, and its notice's key
-    carries this moment: the key is new, no lookup needed.
-    """
-    release(row, state="revoked", done_at=row.done_at or now, last_error=None)
-    if row.cause != LOGIN_AS:  # those were told why in the "rejected" email
-        enqueue(session, settings, grant, "revoked", now, now, admins=False, existing=set())
 
 
 @dataclass
@@ -128,29 +46,6 @@ class EnforceResult:
             f"enforce: rejected={self.rejected} to_revoke={self.to_revoke} "
             f"settled={self.settled} cancelled={self.cancelled}"
         )
-
-
-def grant_event(
-    kind: str,
-    grant: GrantRow,
-    now: datetime,
-    reason: str | None,
-    *,
-    actor: str = SYSTEM_ACTOR,
-    payload: dict[str, object] | None = None,
-    **fields: object,
-) -> NewEvent:
-    """An event of the lifecycle about one grant (the jobs' and the CLI's)."""
-    return NewEvent(
-        kind=kind,
-        at=now,
-        connection=grant.connection,
-        source_id=grant.source_id,
-        grant_id=grant.id,
-        actor=actor,
-        reason=reason,
-        payload={**(payload or {}), **fields},
-    )
 
 
 def enforce(ledger: Ledger, settings: Settings, *, now: datetime) -> EnforceResult:
@@ -277,99 +172,3 @@ def _landed(revocation: RevocationRow, grant: GrantRow) -> bool:
             revocation.reason, revocation.attempted_at, grant.revoke_reason, grant.revoked_at
         )
     )
-
-
-@dataclass
-class RemindResult:
-    queued: int = 0
-    cancelled: int = 0
-
-    def summary(self) -> str:
-        return f"remind: queued={self.queued} cancelled={self.cancelled}"
-
-
-def remind(ledger: Ledger, settings: Settings, *, now: datetime) -> RemindResult:
-    """Queue the one reminder due for each grant; cancel the ones an extension made obsolete."""
-    cap, offsets = settings.policy.max_duration, settings.reminders
-    horizon = max(offsets, default=None)
-    result = RemindResult()
-    with ledger.appending() as session:
-        events: list[NewEvent] = []
-        grants: dict[int, GrantRow] = {}
-        if horizon is not None:
-            soon = session.execute(
-                select(GrantRow).where(
-                    GrantRow.sf_status == "Active",
-                    GrantRow.deleted.is_(False),
-                    GrantRow.via_login_as.is_(False),
-                    GrantRow.expires_at > now,
-                    GrantRow.granted_at > now - cap,
-                    or_(
-                        GrantRow.expires_at <= now + horizon,
-                        GrantRow.granted_at <= now + horizon - cap,
-                    ),
-                )
-            ).scalars()
-            grants.update((grant.id, grant) for grant in soon)
-        open_rows = list(
-            session.execute(
-                select(OutboxRow, GrantRow)
-                .join(GrantRow, GrantRow.id == OutboxRow.grant_id)
-                .where(
-                    OutboxRow.kind == "reminder",
-                    OutboxRow.state.in_(OPEN_STATES),
-                    or_(OutboxRow.lease_until.is_(None), OutboxRow.lease_until < now),
-                )
-            )
-        )
-        grants.update((grant.id, grant) for _, grant in open_rows)
-        existing = {
-            (grant_id, "reminder", due_at)
-            for grant_id, due_at in session.execute(
-                select(OutboxRow.grant_id, OutboxRow.due_at).where(
-                    OutboxRow.kind == "reminder", OutboxRow.grant_id.in_(list(grants))
-                )
-            )
-        }
-        wanted: dict[int, tuple[int, datetime] | None] = {}
-        for grant_id, grant in grants.items():
-            due = reminder_due(facts(grant), offsets, cap, now)
-            wanted[grant_id] = (int(due[0].total_seconds()), due[1]) if due else None
-            if due and enqueue(
-                session,
-                settings,
-                grant,
-                "reminder",
-                due[1],
-                now,
-                offset_seconds=int(due[0].total_seconds()),
-                existing=existing,
-            ):
-                result.queued += 1
-                events.append(
-                    grant_event(
-                        "reminder_due",
-                        grant,
-                        now,
-                        f"{format_duration(due[0])} before access ends",
-                        due_at=iso_z(due[1]),
-                    )
-                )
-        for row, grant in open_rows:
-            want = wanted.get(grant.id)
-            if want is not None and row.due_at == want[1]:
-                continue
-            schedule = {d for _, d in reminder_schedule(facts(grant), offsets, cap)}
-            why = (
-                "superseded by a nearer reminder"
-                if row.due_at in schedule and want is not None
-                else "no longer due: the grant was extended or has ended"
-            )
-            row.state, row.done_at = "cancelled", now
-            row.last_error = why
-            events.append(
-                grant_event("reminder_cancelled", grant, now, why, due_at=iso_z(row.due_at))
-            )
-            result.cancelled += 1
-        append_events(session, events)
-    return result

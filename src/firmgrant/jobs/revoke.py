@@ -16,13 +16,15 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from firmgrant.errors import GrantNotFound, SalesforceError
-from firmgrant.jobs.enforce import complete, grant_event
+from firmgrant.jobs.history import grant_event
+from firmgrant.jobs.outbox import enqueue
 from firmgrant.ledger import Ledger, NewEvent, append_events
 from firmgrant.ledger.models import GrantRow, RevocationRow
 from firmgrant.ledger.work import claim, release
-from firmgrant.lifecycle import OPEN_STATES
+from firmgrant.lifecycle import OPEN_STATES, EndCause
 from firmgrant.policy import MANUAL, REVOKE_REASON_LIMIT, retry_delay, revocation_landed
 from firmgrant.salesforce.client import COLLECTION_LIMIT, SalesforceClient
 from firmgrant.settings import Settings, SourceSettings
@@ -305,6 +307,20 @@ def _record(
                 result.already += 1
                 events.append(_event("revocation_settled", grant, row, now, outcome.detail))
         append_events(session, events)
+
+
+def complete(
+    session: Session, settings: Settings, grant: GrantRow, row: RevocationRow, now: datetime
+) -> None:
+    """Our revocation is done in Salesforce: the row closes and the grantor is told, once.
+
+    Whoever finds it done first calls this (the attempt itself, or enforce after a sync
+    found the record revoked with our marker). A row completes once, and its notice's key
+    carries this moment: the key is new, no lookup needed.
+    """
+    release(row, state="revoked", done_at=row.done_at or now, last_error=None)
+    if row.cause != EndCause.LOGIN_AS:  # those were told why in the "rejected" email
+        enqueue(session, settings, grant, "revoked", now, now, admins=False, existing=set())
 
 
 def _event(

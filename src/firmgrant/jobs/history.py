@@ -1,0 +1,39 @@
+"""The jobs' view of a grant row: its facts for the rules, and events about it for the log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from firmgrant.ledger import NewEvent
+from firmgrant.ledger.chain import SYSTEM_ACTOR
+from firmgrant.ledger.models import GrantRow
+from firmgrant.policy import GrantFacts
+
+
+def facts(grant: GrantRow) -> GrantFacts:
+    return GrantFacts(
+        grant.granted_at, grant.expires_at, grant.via_login_as, grant.sf_status, grant.deleted
+    )
+
+
+def grant_event(
+    kind: str,
+    grant: GrantRow,
+    now: datetime,
+    reason: str | None,
+    *,
+    actor: str = SYSTEM_ACTOR,
+    payload: dict[str, object] | None = None,
+    **fields: object,
+) -> NewEvent:
+    """An event of the lifecycle about one grant (the jobs' and the CLI's)."""
+    return NewEvent(
+        kind=kind,
+        at=now,
+        connection=grant.connection,
+        source_id=grant.source_id,
+        grant_id=grant.id,
+        actor=actor,
+        reason=reason,
+        payload={**(payload or {}), **fields},
+    )
