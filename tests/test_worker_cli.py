@@ -26,7 +26,6 @@ from firmgrant.ledger import Ledger, make_engine, upgrade
 from firmgrant.sandbox import VENDOR, FaultPlan, SandboxOrg, read_connection_env
 from firmgrant.sandbox.soql import sf_datetime
 from firmgrant.timeutil import parse_sf_datetime, utcnow
-from firmgrant.worker import single_worker_lock
 from tests.conftest import _postgres_schema_url
 from tests.lifecycling import SUPPORT, SmtpServer
 
@@ -272,7 +271,7 @@ def test_second_worker_on_one_sqlite_ledger_refuses_to_start(
     monkeypatch.setenv("FIRMGRANT_CONNECTIONS__MAIN__AUTH", "token")
     monkeypatch.setenv("FIRMGRANT_CONNECTIONS__MAIN__ACCESS_TOKEN", "00Dx!token")
     monkeypatch.setenv("FIRMGRANT_CONNECTIONS__MAIN__INSTANCE_URL", "https://acme.example")
-    with single_worker_lock(Ledger(make_engine(url))):
+    with Ledger(make_engine(url)).single_worker_lock():
         code = main(["run", "--once"])
     assert code == 2
     assert "another worker" in capsys.readouterr().err

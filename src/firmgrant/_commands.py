@@ -59,9 +59,9 @@ def run(ledger: Ledger, settings: Settings, *, once: bool, as_json: bool) -> int
     problem = sender_problem(settings)
     if problem:
         raise ConfigError(problem)
-    from firmgrant.worker import Worker, single_worker_lock
+    from firmgrant.worker import Worker
 
-    with single_worker_lock(ledger):
+    with ledger.single_worker_lock():
         worker = Worker(settings, ledger)
         if not once:
             worker.run_forever()

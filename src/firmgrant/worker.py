@@ -13,23 +13,17 @@ SQLite allows one worker: a second one finds the lock file taken and refuses to 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import Any
 
-from sqlalchemy import text
-
-from firmgrant.errors import LedgerError, WorkerLocked
+from firmgrant.errors import LedgerError
 from firmgrant.jobs.dispatch import DispatchResult, dispatch
 from firmgrant.jobs.enforce import EnforceResult, enforce
 from firmgrant.jobs.remind import RemindResult, remind
@@ -45,7 +39,6 @@ from firmgrant.settings import Settings
 from firmgrant.timeutil import Clock, utcnow
 
 log = logging.getLogger("firmgrant.worker")
-PLANNING_LOCK = 0x6669726D  # "firm": the advisory lock id of the planning half
 
 
 @dataclass
@@ -106,7 +99,7 @@ class Worker:
         started = time.perf_counter()
         result = CycleResult()
         stop = self.stopping.is_set
-        with self._planning_lock() as planning:
+        with self.ledger.planning_lock() as planning:
             result.planned = planning
             if planning:
                 planning_from = utcnow()
@@ -177,26 +170,6 @@ class Worker:
         last = state.last_full_sync_at
         return last is None or self.clock() - last >= every
 
-    @contextmanager
-    def _planning_lock(self) -> Iterator[bool]:
-        engine = self.ledger.engine
-        if engine.dialect.name != "postgresql":
-            yield True  # one worker per SQLite ledger (see single_worker_lock)
-            return
-        with engine.connect() as connection:
-            locked = connection.execute(
-                text("SELECT pg_try_advisory_lock(:key)"), {"key": PLANNING_LOCK}
-            ).scalar_one()
-            connection.commit()
-            try:
-                yield bool(locked)
-            finally:
-                if locked:
-                    connection.execute(
-                        text("SELECT pg_advisory_unlock(:key)"), {"key": PLANNING_LOCK}
-                    )
-                    connection.commit()
-
     # -- forever -----------------------------------------------------------------------------
     def run_forever(self) -> None:
         from apscheduler.executors.pool import ThreadPoolExecutor
@@ -236,35 +209,6 @@ class Worker:
         except Exception:
             # A bug must not kill the scheduler: log it whole and try again next tick.
             log.exception("cycle failed")
-
-
-@contextmanager
-def single_worker_lock(ledger: Ledger) -> Iterator[None]:
-    """On SQLite, hold ``<database>.worker.lock`` for the process's life (the kernel frees it)."""
-    engine = ledger.engine
-    database = engine.url.database
-    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
-        yield
-        return
-    path = Path(f"{database}.worker.lock")
-    handle: IO[str] = path.open("a+")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise WorkerLocked(
-                f"another worker ({holder}) already runs on the SQLite ledger {database}; "
-                "SQLite supports one worker: use PostgreSQL for several"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(worker_name())
-        handle.flush()
-        yield
-    finally:
-        handle.close()
 
 
 class JsonFormatter(logging.Formatter):

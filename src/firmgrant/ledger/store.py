@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from firmgrant.grant import MIRRORED_FIELDS, TIME_FIELDS, GrantRecord
 from firmgrant.ledger._bulk import insert_rows, time_converter
 from firmgrant.ledger.chain import NewEvent, append_events, lock_chain_head
+from firmgrant.ledger.locks import planning_lock, single_worker_lock
 from firmgrant.ledger.models import GrantRow, InvalidRecordRow, RevocationRow, SyncStateRow
 from firmgrant.ledger.work import release
 from firmgrant.lifecycle import OPEN_STATES
@@ -71,6 +72,14 @@ class Ledger:
     def transaction(self) -> Iterator[Session]:
         with self.sessions.begin() as session:
             yield session
+
+    def planning_lock(self) -> AbstractContextManager[bool]:
+        """``True`` while this process may plan (see :mod:`firmgrant.ledger.locks`)."""
+        return planning_lock(self.engine)
+
+    def single_worker_lock(self) -> AbstractContextManager[None]:
+        """Held for a worker's life: on SQLite a second worker refuses to start."""
+        return single_worker_lock(self.engine)
 
     @contextmanager
     def appending(self) -> Iterator[Session]:
