@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import operator
 import re
-import sqlite3
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -18,9 +17,15 @@ from typing import Any
 import orjson
 
 from firmgrant.display import FORMULA_PREFIXES
-from firmgrant.ledger._bulk import iso_from_db, time_converter, time_from_db
+from firmgrant.ledger.eventlog import (
+    earlier_snapshots,
+    grant_orgs,
+    iso_from_db,
+    range_events,
+    time_from_db,
+)
 from firmgrant.ledger.ranges import Reader
-from firmgrant.lifecycle import GrantStatus, SalesforceStatus
+from firmgrant.lifecycle import EventKind, GrantStatus, SalesforceStatus
 from firmgrant.timeutil import iso_z
 
 COLUMNS = (
@@ -49,10 +54,8 @@ FORMATS = ("csv", "json", "ndjson")
 # time a row; below 1,000 the fixed cost of each range's queries shows).
 CHUNK = 1000
 _FORMULA_STARTS = frozenset(FORMULA_PREFIXES)
-_REVOKING = ("revoked", "customer_revoked")
-_ENDING = (*_REVOKING, "vanished")
-# Canonical JSON sorts keys, so a payload holding a snapshot starts with one of these.
-_SNAPSHOT_PREFIXES = ('{"changes":', '{"grant":')
+# Events without a snapshot that end a grant: replayed on its last snapshot.
+_ENDING = (EventKind.REVOKED.value, EventKind.CUSTOMER_REVOKED.value, EventKind.VANISHED.value)
 
 
 @dataclass(frozen=True)
@@ -84,28 +87,6 @@ assert _SNAPSHOT_FIELDS[_FOR_STATUS:] == (
 _snapshot_fields = operator.itemgetter(*_SNAPSHOT_FIELDS)
 
 
-def _has_snapshot(alias: str) -> str:
-    """SQL: the payload of event ``alias`` holds a snapshot.
-
-    The patterns are literals: bound as parameters, they made SQLite prepare the statement
-    anew at every execution (a LIKE's pattern can change the plan): 3% of the export's
-    instructions.
-    """
-    tests = (f"{alias}.payload LIKE '{prefix}%'" for prefix in _SNAPSHOT_PREFIXES)
-    return f"({' OR '.join(tests)})"
-
-
-def _snapshot_sql(reader: Reader) -> str:
-    """SQL for the payload of an event that holds a snapshot, NULL for one that does not.
-
-    SQLite hands it over as a BLOB: bytes, which orjson parses without the UTF-8 decoding
-    into str first (with it, this cost as much as SQLite's json_extract; without, 15% less).
-    """
-    if reader.dialect == "sqlite":
-        return f"CASE WHEN {_has_snapshot('e')} THEN CAST(e.payload AS BLOB) END"
-    return f"CASE WHEN {_has_snapshot('e')} THEN e.payload END"
-
-
 Snapshot = list[Any]  # _SNAPSHOT_FIELDS' values
 
 
@@ -127,7 +108,7 @@ def _ended(grant: Snapshot | None, kind: str) -> Snapshot | None:
     if grant is None or kind not in _ENDING:
         return grant
     grant = list(grant)
-    if kind == "vanished":  # gone from the org without a record
+    if kind == EventKind.VANISHED:  # gone from the org without a record
         grant[_DELETED] = True
     else:
         grant[_SF_STATUS] = "Revoked"
@@ -187,86 +168,15 @@ def _status(grant: Snapshot | None, at_text: str, cap_floor_text: str) -> str:
     return _ACTIVE_
 
 
-# SQLite before 3.35 (still some LTS systems' own) neither needs nor knows the hint.
-_MATERIALIZED = "MATERIALIZED " if sqlite3.sqlite_version_info >= (3, 35) else ""
-
-
 def _snapshots_before(
     reader: Reader, grant_ids: set[int], before: int
 ) -> dict[int, Snapshot | None]:
-    """Each grant's state as of event ``before``: its newest snapshot, and what ended it since.
-
-    Only the newest snapshot of each grant is read; events that carry none but end the
-    grant (revocations, vanishing) are replayed on top of it.
-    """
-    if not grant_ids:
-        return {}
-    ids = sorted(grant_ids)
-    snapshot = _snapshot_sql(reader)
-    if reader.dialect == "sqlite":
-        # Walking each grant's events back from `before` to its newest snapshot reads a
-        # row or two; `max(id) … GROUP BY` would read all of a grant's earlier events.
-        # Materialised, the walk runs once a grant; inlined, SQLite ran it again for every
-        # row the join looked at (a seventh of the lookup's time).
-        # The grants come as one JSON array: the statement's text stays the same, and
-        # SQLite prepares it once.
-        sql = (
-            "WITH wanted(grant_id) AS (SELECT value FROM json_each(?)), "
-            f"newest AS {_MATERIALIZED}(SELECT w.grant_id, (SELECT e.id FROM events e "
-            f"WHERE e.grant_id = w.grant_id AND e.id < ? AND {_has_snapshot('e')} "
-            f"ORDER BY e.id DESC LIMIT 1) AS id FROM wanted w) "
-            f"SELECT e.grant_id, e.kind, {snapshot} "
-            "FROM newest n JOIN events e ON e.grant_id = n.grant_id AND e.id >= n.id "
-            "AND e.id < ? AND (e.id = n.id OR e.kind IN (?, ?, ?)) ORDER BY e.id"
-        )
-        params: tuple[Any, ...] = (orjson.dumps(ids).decode(), before, before, *_ENDING)
-    else:
-        # PostgreSQL plans that walk as a backward scan of the whole primary key filtered
-        # by grant (seconds a range); the newest per grant over its index it plans well.
-        # A list of values, not `= ANY(array)`: with an array it planned each range's
-        # lookup three times slower.
-        marks = ", ".join("?" for _ in ids)
-        earlier = f"x.grant_id IN ({marks}) AND x.id < ?"
-        sql = (
-            f"SELECT e.grant_id, e.kind, {snapshot} FROM events e WHERE e.id IN ("
-            f"SELECT max(x.id) FROM events x WHERE {earlier} AND {_has_snapshot('x')} "
-            f"GROUP BY x.grant_id UNION SELECT x.id FROM events x WHERE {earlier} "
-            "AND x.kind IN (?, ?, ?)) ORDER BY e.id"
-        )
-        params = (*ids, before, *ids, before, *_ENDING)
+    """Each grant's state as of event ``before``: its newest snapshot, and what ended it since
+    (revocations, vanishing: events without a snapshot, replayed on top of it)."""
     found: dict[int, Snapshot | None] = {}
-    for grant_id, kind, extracted in reader.rows(sql, params):
+    for grant_id, kind, extracted in earlier_snapshots(reader, list(grant_ids), before, _ENDING):
         found[grant_id] = _snapshot(extracted) or _ended(found.get(grant_id), kind)
     return found
-
-
-def _select(reader: Reader, filters: Filters) -> tuple[str, tuple[Any, ...]]:
-    """The events of one range (the first two ``?``: its ids), filtered."""
-    sql = (
-        "SELECT e.id, e.at, e.kind, e.grant_id, e.connection, e.source_id, e.actor, e.reason, "
-        f"{_snapshot_sql(reader)}, e.prev_hash, e.hash FROM events e WHERE e.id BETWEEN ? AND ?"
-    )
-    params: list[Any] = []
-    to_db = time_converter(reader.dialect)
-    if filters.since:
-        sql, params = sql + " AND e.at >= ?", [*params, to_db(filters.since)]
-    if filters.until:
-        sql, params = sql + " AND e.at < ?", [*params, to_db(filters.until)]
-    if filters.org_id:
-        sql += " AND e.grant_id IN (SELECT g.id FROM grants g WHERE g.org_id = ?)"
-        params = [*params, filters.org_id]
-    if filters.connection:
-        sql, params = sql + " AND e.connection = ?", [*params, filters.connection]
-    return sql + " ORDER BY e.id", tuple(params)
-
-
-def _orgs(reader: Reader, grant_ids: set[int]) -> dict[int, str]:
-    """The org of grants no snapshot speaks for (their history starts before the log's)."""
-    if not grant_ids:
-        return {}
-    marks = ", ".join("?" for _ in grant_ids)
-    found = reader.rows(f"SELECT id, org_id FROM grants WHERE id IN ({marks})", list(grant_ids))
-    return dict(found)
 
 
 def _cap_floor(at: str | datetime, at_text: str, cap: timedelta, dates: dict[str, str]) -> str:
@@ -287,8 +197,15 @@ def rows(
 ) -> list[tuple[Any, ...]]:
     """Export rows of events ``lo..hi``, values in ``COLUMNS`` order: as stored, or with
     ``text`` ids as text and ``""`` for null (what a CSV cell holds)."""
-    sql, params = _select(reader, filters)
-    events = reader.rows(sql, (lo, hi, *params))
+    events = range_events(
+        reader,
+        lo,
+        hi,
+        since=filters.since,
+        until=filters.until,
+        org_id=filters.org_id,
+        connection=filters.connection,
+    )
     if not events:
         return []
     snapshots = [_snapshot(event[8]) for event in events]
@@ -300,7 +217,7 @@ def rows(
     missing = {grant for grant, snapshot in first.items() if snapshot is None and grant}
     # Only this range's grants are held: memory stays flat.
     known = _snapshots_before(reader, missing, events[0][0])
-    orgs = _orgs(reader, {grant for grant in missing if known.get(grant) is None})
+    orgs = grant_orgs(reader, [grant for grant in missing if known.get(grant) is None])
     unknown = [None] * 7
     blank = "" if text else None
     out = []

@@ -1,0 +1,130 @@
+"""The event log read back by range, for the export: its SQL, for SQLite and PostgreSQL.
+
+A snapshot is the grant as an event saw it (``{"grant": …}`` in the payload, alone or after
+``"changes"``: canonical JSON sorts keys, so the payload starts with one of the two). Rows
+come back as the driver gives them; the export gives them meaning.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from firmgrant.ledger._bulk import iso_from_db, time_converter, time_from_db
+from firmgrant.ledger.ranges import Reader
+
+SNAPSHOT_PREFIXES = ('{"changes":', '{"grant":')
+# SQLite before 3.35 (still some LTS systems' own) neither needs nor knows the hint.
+_MATERIALIZED = "MATERIALIZED " if sqlite3.sqlite_version_info >= (3, 35) else ""
+
+
+def _has_snapshot(alias: str) -> str:
+    """SQL: the payload of event ``alias`` holds a snapshot.
+
+    The patterns are literals: bound as parameters, SQLite would prepare the statement anew
+    at every execution (a LIKE's pattern can change its plan).
+    """
+    tests = (f"{alias}.payload LIKE '{prefix}%'" for prefix in SNAPSHOT_PREFIXES)
+    return f"({' OR '.join(tests)})"
+
+
+def _snapshot_sql(reader: Reader) -> str:
+    """SQL for the payload of an event that holds a snapshot, NULL for one that does not.
+
+    SQLite hands it over as a BLOB: bytes that orjson parses without decoding them to str.
+    """
+    if reader.dialect == "sqlite":
+        return f"CASE WHEN {_has_snapshot('e')} THEN CAST(e.payload AS BLOB) END"
+    return f"CASE WHEN {_has_snapshot('e')} THEN e.payload END"
+
+
+def range_events(
+    reader: Reader,
+    lo: int,
+    hi: int,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    org_id: str | None = None,
+    connection: str | None = None,
+) -> list[tuple[Any, ...]]:
+    """Events ``lo..hi`` in id order, filtered: ``(id, at, kind, grant_id, connection,
+    source_id, actor, reason, snapshot payload or None, prev_hash, hash)``."""
+    sql = (
+        "SELECT e.id, e.at, e.kind, e.grant_id, e.connection, e.source_id, e.actor, e.reason, "
+        f"{_snapshot_sql(reader)}, e.prev_hash, e.hash FROM events e WHERE e.id BETWEEN ? AND ?"
+    )
+    params: list[Any] = [lo, hi]
+    to_db = time_converter(reader.dialect)
+    if since:
+        sql, params = sql + " AND e.at >= ?", [*params, to_db(since)]
+    if until:
+        sql, params = sql + " AND e.at < ?", [*params, to_db(until)]
+    if org_id:
+        sql += " AND e.grant_id IN (SELECT g.id FROM grants g WHERE g.org_id = ?)"
+        params = [*params, org_id]
+    if connection:
+        sql, params = sql + " AND e.connection = ?", [*params, connection]
+    return reader.rows(sql + " ORDER BY e.id", params)
+
+
+def earlier_snapshots(
+    reader: Reader, grant_ids: Sequence[int], before: int, ending: Sequence[str]
+) -> list[tuple[Any, ...]]:
+    """For each grant, its newest snapshot before event ``before`` and every event of a kind
+    in ``ending`` after it: ``(grant_id, kind, snapshot payload or None)`` in id order."""
+    if not grant_ids:
+        return []
+    ids = sorted(grant_ids)
+    snapshot, kinds = _snapshot_sql(reader), ", ".join("?" for _ in ending)
+    if reader.dialect == "sqlite":
+        # Each grant's events walked back from `before` to its newest snapshot (a row or
+        # two; `max(id) … GROUP BY` reads all of a grant's earlier events), materialised so
+        # the walk runs once a grant; the grants as one JSON array keep the text constant.
+        sql = (
+            "WITH wanted(grant_id) AS (SELECT value FROM json_each(?)), "
+            f"newest AS {_MATERIALIZED}(SELECT w.grant_id, (SELECT e.id FROM events e "
+            f"WHERE e.grant_id = w.grant_id AND e.id < ? AND {_has_snapshot('e')} "
+            f"ORDER BY e.id DESC LIMIT 1) AS id FROM wanted w) "
+            f"SELECT e.grant_id, e.kind, {snapshot} "
+            "FROM newest n JOIN events e ON e.grant_id = n.grant_id AND e.id >= n.id "
+            f"AND e.id < ? AND (e.id = n.id OR e.kind IN ({kinds})) ORDER BY e.id"
+        )
+        params: tuple[Any, ...] = (orjson.dumps(ids).decode(), before, before, *ending)
+    else:
+        # PostgreSQL plans that walk as a backward scan of the primary key; the newest per
+        # grant over its index it plans well. A list of values: `= ANY(array)` it planned
+        # worse.
+        marks = ", ".join("?" for _ in ids)
+        earlier = f"x.grant_id IN ({marks}) AND x.id < ?"
+        sql = (
+            f"SELECT e.grant_id, e.kind, {snapshot} FROM events e WHERE e.id IN ("
+            f"SELECT max(x.id) FROM events x WHERE {earlier} AND {_has_snapshot('x')} "
+            f"GROUP BY x.grant_id UNION SELECT x.id FROM events x WHERE {earlier} "
+            f"AND x.kind IN ({kinds})) ORDER BY e.id"
+        )
+        params = (*ids, before, *ids, before, *ending)
+    return reader.rows(sql, params)
+
+
+def grant_orgs(reader: Reader, grant_ids: Sequence[int]) -> dict[int, str]:
+    """The org of each grant, from the grants table."""
+    if not grant_ids:
+        return {}
+    marks = ", ".join("?" for _ in grant_ids)
+    found = reader.rows(f"SELECT id, org_id FROM grants WHERE id IN ({marks})", list(grant_ids))
+    return dict(found)
+
+
+__all__ = [
+    "SNAPSHOT_PREFIXES",
+    "earlier_snapshots",
+    "grant_orgs",
+    "iso_from_db",
+    "range_events",
+    "time_from_db",
+]
