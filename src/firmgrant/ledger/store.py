@@ -382,7 +382,10 @@ class Ledger:
         if not revoked:
             return {}
         rows = session.execute(
-            select(RevocationRow).where(RevocationRow.grant_id.in_(list(revoked))).with_for_update()
+            select(RevocationRow)
+            .where(RevocationRow.grant_id.in_(list(revoked)))
+            .order_by(RevocationRow.grant_id)  # the order the revoke job locks them in
+            .with_for_update()
         ).scalars()
         ours: dict[int, tuple[str, str, str, int]] = {}
         for row in rows:
