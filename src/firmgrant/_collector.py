@@ -1,12 +1,11 @@
 """The cyclic garbage collector paused through a batch, then run on the young generation.
 
 A batch (a page of the sync, a range of the export) allocates tens of thousands of
-short-lived containers that reference counting frees by itself, yet every 700 of them set
-off a collection, and every tenth of those a pass over the older generations: a tenth of
-an initial sync and of an export went to passes that found nothing. The cycles a batch
-does leave (SQLAlchemy's execution contexts, which hold a page's bound Ids) are young once
-the batch is done: one young collection then frees them, and memory stays flat (pausing
-the collector for a whole sync grew it 50 bytes a record).
+short-lived containers that reference counting frees by itself, yet they keep setting off
+collections, some over the older generations, that find nothing. The cycles a batch does
+leave (SQLAlchemy's execution contexts, which hold a page's bound Ids) are young once the
+batch is done: one young collection then frees them, and memory stays flat (pausing the
+collector for a whole sync instead let it grow with every record).
 """
 
 from __future__ import annotations

@@ -14,10 +14,9 @@ Clock = Callable[[], datetime]
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-# Times are written field by field from lookups: an aware datetime's isoformat() takes
-# twice as long (and writes an offset we would cut off again), and format specs such as
-# ``:06d`` cost more than the rest together. The sync writes four times per record twice
-# over (ledger row, event snapshot); tests hold both spellings to isoformat().
+# Times are written field by field from lookups: an aware isoformat() writes an offset we
+# would cut off again, and format specs cost more than lookups; the sync writes several
+# times a record. Tests hold both spellings to isoformat().
 _TWO_DIGITS = tuple(f"{i:02d}" for i in range(100))
 
 

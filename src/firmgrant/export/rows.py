@@ -50,8 +50,8 @@ COLUMNS = (
     "hash",
 )
 FORMATS = ("csv", "json", "ndjson")
-# Events a range: a range's rows and text stay in the CPU's caches (2,000 cost 9% more
-# time a row; below 1,000 the fixed cost of each range's queries shows).
+# Events a range: small enough that a range's rows and text stay in the CPU's caches, large
+# enough that each range's fixed cost (its queries) does not show.
 CHUNK = 1000
 _FORMULA_STARTS = frozenset(FORMULA_PREFIXES)
 # Events without a snapshot that end a grant: replayed on its last snapshot.
@@ -302,7 +302,7 @@ def _csv_text(found: list[tuple[Any, ...]]) -> str:
     Lines are joined cells, checked and neutralised as one text; csv.writer writes them
     only in a range where some cell needs quoting.
     """
-    try:  # joining text is a third of what %-formatting the cells costs
+    try:  # joining text cells is cheaper than formatting them
         lines = [",".join(row) for row in found]
     except TypeError:  # a snapshot that holds a number
         lines = [",".join(map(str, row)) for row in found]

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration. Kept here so that commands which only read the ledger need not
-# load Alembic (10 MB and a tenth of a second); a test holds it to Alembic's own answer.
+# load Alembic; a test holds it to Alembic's own answer.
 HEAD_REVISION = "0004"
 
 
@@ -47,8 +47,8 @@ def _register_sqlite_adapters() -> None:
 
     For any value but an exact int, float or str, sqlite3 looks for an adapter, and when
     none is registered it asks its protocol type for ``__adapt__``, an AttributeError
-    formatted and thrown away: 0.4 µs per ``None`` or boolean bound, a tenth of the
-    sync's inserts. Registered, these bind exactly what sqlite3 binds anyway (NULL, 0, 1).
+    formatted and thrown away for every such value the sync binds. Registered, these bind
+    exactly what sqlite3 binds anyway (NULL, 0, 1).
     Process-wide, as sqlite3's adapters are; neither changes what any value stores.
     """
     sqlite3.register_adapter(type(None), _bind_none)
@@ -61,8 +61,7 @@ def _sqlite_pragmas(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     # Checkpoint every ~40 MB of WAL instead of SQLite's 4 MB: an initial sync's pages
-    # otherwise end nearly every commit with a checkpoint and its fsync (a tenth of the
-    # sync), and pages written again between two checkpoints are copied back once.
+    # otherwise end nearly every commit with a checkpoint and its fsync.
     cursor.execute("PRAGMA wal_autocheckpoint=10000")
     cursor.close()
 

@@ -120,9 +120,9 @@ def _run(task: Callable[..., T], lo: int, hi: int, args: tuple[Any, ...]) -> T:
 def _widen_result_pipe(pool: ProcessPoolExecutor) -> None:
     """Let a whole range's result (a few hundred KB) through the pool's result pipe at once.
 
-    Through Linux's default 64 KB, every result crossed in a dozen writes and wake-ups:
-    a tenth of an export's CPU time. Only Linux can; the pipe is the pool's own (private),
-    so anything unexpected leaves it as it was.
+    Through Linux's default 64 KB, every result crossed in a dozen writes and wake-ups.
+    Only Linux can; the pipe is the pool's own (private), so anything unexpected leaves it
+    as it was.
     """
     queue = getattr(pool, "_result_queue", None)
     reader = getattr(queue, "_reader", None)
@@ -165,10 +165,8 @@ def map_ranges(
                 pending: deque[Future[T]] = deque()
                 for lo, hi in ranges:
                     pending.append(pool.submit(_run, task, lo, hi, args))
-                    # Results are taken in order: with four ranges per worker queued,
-                    # one slow range does not leave the other workers idle behind it
-                    # (two per worker cost a tenth of the export's time). A range's
-                    # result is at most a few hundred KB.
+                    # Results are taken in order: with four ranges per worker queued, one
+                    # slow range does not leave the other workers idle behind it.
                     if len(pending) >= 4 * jobs:
                         yield pending.popleft().result()
                 while pending:

@@ -325,7 +325,7 @@ class Ledger:
 
         ``first_seen_at`` is written on insert only: the conflict branch leaves it alone.
         No ``RETURNING``: it turns executemany into one giant multi-VALUES statement, which
-        psycopg parses client-side (0.5 s a page); plain executemany is pipelined, and one
+        psycopg parses client-side; plain executemany is pipelined, and one
         indexed SELECT finds the new ids.
         """
         to_db = time_converter(session.get_bind().dialect.name)

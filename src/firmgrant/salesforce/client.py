@@ -77,8 +77,8 @@ class _Session(requests.Session):
 class _Salesforce(Salesforce):
     """simple-salesforce with responses decoded by orjson.
 
-    A page is 2,000 records; the stdlib decoder (and simple-salesforce's default
-    OrderedDict) took a third of the sync's time, in the thread that fetches ahead.
+    A page is 2,000 records: the stdlib decoder (and simple-salesforce's default
+    OrderedDict) was a large share of the sync's time, in the thread that fetches ahead.
     """
 
     def parse_result_to_json(self, result: requests.Response) -> Any:

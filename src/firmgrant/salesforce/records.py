@@ -82,7 +82,7 @@ def record_parser(fields: FieldMap) -> Callable[[dict[str, Any]], GrantRecord | 
     """A parser for records named by ``fields``.
 
     The API names are copied into a plain namespace once: every attribute of a pydantic
-    model goes through a Python-level ``__getattr__`` hook, 17 times a record.
+    model goes through a Python-level ``__getattr__`` hook, for every field of every record.
     """
     names = SimpleNamespace(**fields.model_dump())
 
