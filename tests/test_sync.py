@@ -150,6 +150,10 @@ def test_a_deleted_record_from_query_all_marks_the_grant_deleted(
         ),
         ({"Expires_At__c": "2026-05-19T00:00:00.000+0000"}, "Expires_At__c is not after"),
         ({"Access_Duration__c": "2 Fortnights"}, "not a Salesforce duration"),
+        (
+            {"Status__c": "Paused"},
+            "Status__c 'Paused' is not one of ('Active', 'Revoked', 'Expired')",
+        ),
         ({"Org_Name__c": "x" * 256}, "Org_Name__c is 256 characters long"),
     ],
 )

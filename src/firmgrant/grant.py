@@ -10,7 +10,7 @@ from firmgrant.timeutil import iso_z
 
 # Salesforce's own choices for Login Access durations; one year is the maximum it allows.
 DURATIONS = ("1 day", "3 days", "1 week", "1 month", "1 year")
-SALESFORCE_STATUSES = tuple(SalesforceStatus)
+SALESFORCE_STATUSES = tuple(status.value for status in SalesforceStatus)
 
 # Column widths of the ledger, and the longest value a record may carry for each field.
 FIELD_LIMITS: dict[str, int] = {

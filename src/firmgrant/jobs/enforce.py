@@ -17,10 +17,11 @@ from sqlalchemy.orm import Session
 
 from firmgrant.jobs.history import facts, grant_event
 from firmgrant.jobs.outbox import enqueue
-from firmgrant.jobs.revoke import complete
+from firmgrant.jobs.revoke import complete, revocation_event
 from firmgrant.ledger import Ledger, NewEvent, append_events
 from firmgrant.ledger.chain import SYSTEM_ACTOR
 from firmgrant.ledger.models import GrantRow, RevocationRow
+from firmgrant.ledger.queries import ends_by
 from firmgrant.lifecycle import OPEN_STATES
 from firmgrant.policy import (
     LOGIN_AS,
@@ -80,11 +81,7 @@ def _open_revocations(
             ),
             GrantRow.sf_status == "Active",
             GrantRow.deleted.is_(False),
-            or_(
-                GrantRow.via_login_as.is_(True),
-                GrantRow.expires_at <= now,
-                GrantRow.granted_at <= now - cap,
-            ),
+            or_(GrantRow.via_login_as.is_(True), ends_by(now, cap)),
         )
         .order_by(GrantRow.id)
     )
@@ -130,15 +127,7 @@ def _settle_revocations(
         elif not grant_facts.live_in_salesforce:
             if _landed(revocation, grant):  # our attempt's outcome was lost, not its effect
                 events.append(
-                    grant_event(
-                        "revoked",
-                        grant,
-                        now,
-                        revocation.reason,
-                        actor=revocation.actor,
-                        cause=revocation.cause,
-                        attempt=revocation.attempts,
-                    )
+                    revocation_event("revoked", grant, revocation, now, revocation.reason)
                 )
                 complete(session, settings, grant, revocation, now)
                 result.settled += 1

@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import not_, or_, select
 
 from firmgrant.jobs.history import facts, grant_event
 from firmgrant.jobs.outbox import enqueue
 from firmgrant.ledger import Ledger, NewEvent, append_events
 from firmgrant.ledger.models import GrantRow, OutboxRow
+from firmgrant.ledger.queries import ends_by
 from firmgrant.lifecycle import OPEN_STATES
 from firmgrant.policy import reminder_due, reminder_schedule
 from firmgrant.settings import Settings
@@ -45,12 +46,8 @@ def remind(ledger: Ledger, settings: Settings, *, now: datetime) -> RemindResult
                     GrantRow.sf_status == "Active",
                     GrantRow.deleted.is_(False),
                     GrantRow.via_login_as.is_(False),
-                    GrantRow.expires_at > now,
-                    GrantRow.granted_at > now - cap,
-                    or_(
-                        GrantRow.expires_at <= now + horizon,
-                        GrantRow.granted_at <= now + horizon - cap,
-                    ),
+                    not_(ends_by(now, cap)),
+                    ends_by(now + horizon, cap),
                 )
             ).scalars()
             grants.update((grant.id, grant) for grant in soon)

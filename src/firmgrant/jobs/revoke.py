@@ -293,19 +293,21 @@ def _record(
                 log.warning(
                     "revoke %s (%s) failed: %s", grant.source_id, grant.org_id, outcome.detail
                 )
-                events.append(_event("revoke_failed", grant, row, now, outcome.detail))
+                events.append(revocation_event("revoke_failed", grant, row, now, outcome.detail))
             elif outcome.kind == "revoked":
                 result.revoked += 1
                 # What Salesforce now holds, so the next sync sees no change of ours.
                 grant.sf_status, grant.revoked_at = "Revoked", outcome.revoked_at
                 grant.revoke_reason = row.reason[:REVOKE_REASON_LIMIT]
                 grant.updated_at = now
-                events.append(_event("revoked", grant, row, now, row.reason))
+                events.append(revocation_event("revoked", grant, row, now, row.reason))
                 complete(session, settings, grant, row, now)
             else:
                 release(row, state="revoked", done_at=now, last_error=None)
                 result.already += 1
-                events.append(_event("revocation_settled", grant, row, now, outcome.detail))
+                events.append(
+                    revocation_event("revocation_settled", grant, row, now, outcome.detail)
+                )
         append_events(session, events)
 
 
@@ -323,9 +325,10 @@ def complete(
         enqueue(session, settings, grant, "revoked", now, now, admins=False, existing=set())
 
 
-def _event(
+def revocation_event(
     kind: str, grant: GrantRow, row: RevocationRow, now: datetime, reason: str | None
 ) -> NewEvent:
+    """An event of a revocation's course, by its actor, with its cause and attempt."""
     return grant_event(
         kind, grant, now, reason, actor=row.actor, cause=row.cause, attempt=row.attempts
     )

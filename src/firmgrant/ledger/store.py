@@ -371,13 +371,13 @@ class Ledger:
     @staticmethod
     def _landed_revocations(
         session: Session, revoked: dict[int, GrantRecord], now: datetime
-    ) -> dict[int, tuple[str, str, str, int]]:
+    ) -> dict[int, RevocationRow]:
         """Of grants a sync finds revoked, those whose record carries an attempt of ours.
 
         A worker killed while its call was with Salesforce recorded no outcome; the record
         shows our reason and time. The revocation is firmgrant's: its row becomes
         ``landed`` (enforce then tells the grantor) and the change is recorded as ours.
-        Returns ``{grant id: (actor, reason, cause, attempt)}``.
+        Returns those revocations by grant id.
         """
         if not revoked:
             return {}
@@ -387,7 +387,7 @@ class Ledger:
             .order_by(RevocationRow.grant_id)  # the order the revoke job locks them in
             .with_for_update()
         ).scalars()
-        ours: dict[int, tuple[str, str, str, int]] = {}
+        ours: dict[int, RevocationRow] = {}
         for row in rows:
             record = revoked[row.grant_id]
             if (
@@ -397,7 +397,7 @@ class Ledger:
                     row.reason, row.attempted_at, record.revoke_reason, record.revoked_at
                 )
             ):
-                ours[row.grant_id] = (row.actor, row.reason, row.cause, row.attempts)
+                ours[row.grant_id] = row
                 release(row, state="landed", done_at=now, last_error=None)
         return ours
 
@@ -442,24 +442,23 @@ def _our_revocation(
     record: GrantRecord,
     grant_id: int,
     now: datetime,
-    revocation: tuple[str, str, str, int],
+    revocation: RevocationRow,
     changes: dict[str, list[Any]] | None,
 ) -> NewEvent:
     """The ``revoked`` event of an attempt whose effect a sync found (see above)."""
-    actor, reason, cause, attempt = revocation
     return NewEvent(
         kind="revoked",
         at=now,
         connection=connection,
         source_id=record.source_id,
         grant_id=grant_id,
-        actor=actor,
-        reason=reason,
+        actor=revocation.actor,
+        reason=revocation.reason,
         # The snapshot first (canonical JSON sorts keys): the export finds it by its start.
         payload={
             "changes": changes,
             "grant": record.snapshot(),
-            "revocation": {"attempt": attempt, "cause": cause},
+            "revocation": {"attempt": revocation.attempts, "cause": revocation.cause},
         },
     )
 
