@@ -19,6 +19,7 @@ from _processes import measure, scratch_ledger
 
 from firmgrant.grant import GrantRecord
 from firmgrant.ledger import Ledger, NewEvent, append_events, make_engine, upgrade
+from firmgrant.lifecycle import EventKind
 from firmgrant.timeutil import iso_z
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -65,16 +66,18 @@ def build(ledger: Ledger, events: int) -> None:
             payload: dict[str, object]
             if n % 3 == 0:
                 payload = {"due_at": at.isoformat(), "email": "reminder"}  # no snapshot
-                batch.append(NewEvent("reminded", at, payload, "bench", None, grant_id))
+                batch.append(NewEvent(EventKind.REMINDED, at, payload, "bench", None, grant_id))
             else:
                 snapshot = _record(grant_id - 1).snapshot()
                 old, snapshot["expires_at"] = snapshot["expires_at"], iso_z(at + timedelta(days=30))
                 payload = {"changes": {"expires_at": [old, snapshot["expires_at"]]}}
                 payload["grant"] = snapshot
+                source_id = snapshot["source_id"]
                 batch.append(
-                    NewEvent("changed", at, payload, "bench", snapshot["source_id"], grant_id,
-                             "salesforce")
-                )  # fmt: skip
+                    NewEvent(
+                        EventKind.CHANGED, at, payload, "bench", source_id, grant_id, "salesforce"
+                    )
+                )
             n += 1
         with ledger.transaction() as session:
             append_events(session, batch)

@@ -20,6 +20,7 @@ from firmgrant.export import Filters, parse_when
 from firmgrant.jobs.history import grant_event
 from firmgrant.ledger import Ledger, NewEvent, append_events, verify_chain
 from firmgrant.ledger.models import GrantRow
+from firmgrant.lifecycle import EventKind
 from firmgrant.sandbox import SandboxOrg
 from firmgrant.sandbox.schema import GRANT
 from firmgrant.timeutil import iso_z, utcnow
@@ -164,7 +165,11 @@ def test_filters_by_org_time_and_connection(
     with ledger.transaction() as session:
         append_events(
             session,
-            [NewEvent(kind="invalid", at=utcnow(), payload={}, connection="second", reason="x")],
+            [
+                NewEvent(
+                    kind=EventKind.INVALID, at=utcnow(), payload={}, connection="second", reason="x"
+                )
+            ],
         )
     second = [
         json.loads(x) for x in _export(ledger, "ndjson", Filters(connection="second")).splitlines()
@@ -204,7 +209,7 @@ def test_an_event_without_a_snapshot_takes_the_grant_as_it_was_wherever_ranges_s
         ).scalar_one()
         session.expunge(grant)
     with ledger.transaction() as session:
-        append_events(session, [grant_event("reminded", grant, utcnow(), None)])
+        append_events(session, [grant_event(EventKind.REMINDED, grant, utcnow(), None)])
     sandbox.store.update(GRANT, made["Id"], {"Org_Name__c": "New Name Ltd"})
     Worker(settings, ledger).cycle()
 
@@ -274,7 +279,7 @@ def test_an_export_ends_at_the_chain_head_it_read_while_a_worker_appends(
 
     def worker_appends(done: int, total: int) -> None:  # between two ranges of the export
         with ledger.transaction() as session:
-            append_events(session, [grant_event("reminded", grant, utcnow(), None)])
+            append_events(session, [grant_event(EventKind.REMINDED, grant, utcnow(), None)])
 
     out = io.BytesIO()
     with ledger.sessions() as session:

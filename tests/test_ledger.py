@@ -13,6 +13,7 @@ from firmgrant.ledger import Ledger, NewEvent, append_events, ensure_schema, mak
 from firmgrant.ledger.chain import verify_chain
 from firmgrant.ledger.db import HEAD_REVISION, current_revision, head_revision
 from firmgrant.ledger.models import EventRow, SyncStateRow
+from firmgrant.lifecycle import EventKind
 
 T0 = datetime(2026, 11, 1, 9, 30, tzinfo=UTC)
 
@@ -82,7 +83,7 @@ def _history(ledger: Ledger, count: int = 5) -> None:
             session,
             [
                 NewEvent(
-                    kind="discovered",
+                    kind=EventKind.DISCOVERED,
                     at=T0 + timedelta(minutes=i),
                     payload={"n": i},
                     connection="acme",
@@ -185,8 +186,8 @@ def test_the_stored_hash_is_sha256_of_prev_hash_and_the_canonical_row(ledger: Le
 
     payload = {"grant": {"org_name": 'Zoë "Q" <b>', "n": 1}, "changes": {"x": [None, True]}}
     events = [
-        NewEvent("changed", T0, payload, "acme", "a0B000000000001AAA", None, "salesforce"),
-        NewEvent("reminded", T0 + timedelta(microseconds=5), {"due": "x"}, reason="ünï ✓"),
+        NewEvent(EventKind.CHANGED, T0, payload, "acme", "a0B000000000001AAA", None, "salesforce"),
+        NewEvent(EventKind.REMINDED, T0 + timedelta(microseconds=5), {"due": "x"}, reason="ünï ✓"),
     ]
     with ledger.transaction() as session:
         append_events(session, events)

@@ -23,6 +23,7 @@ from firmgrant.export import Filters
 from firmgrant.ledger import Ledger
 from firmgrant.ledger.queries import find_grant
 from firmgrant.ledger.ranges import default_jobs
+from firmgrant.lifecycle import GrantStatus, nothing_to_revoke
 from firmgrant.settings import Settings
 from firmgrant.timeutil import iso_z, utcnow
 
@@ -78,7 +79,7 @@ def revoke_by_hand(
     now = utcnow()
     with ledger.sessions() as session:
         grant = find_grant(session, grant_ref, now=now, max_duration=settings.policy.max_duration)
-    if grant.status in ("revoked", "deleted") or grant.revoked_at is not None:
+    if nothing_to_revoke(GrantStatus(grant.status), grant.revoked_at):
         print(f"grant {grant.id} ({grant.source_id}) is already {grant.status}: nothing to do")
         return 0
     what = (

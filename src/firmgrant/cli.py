@@ -28,6 +28,7 @@ from firmgrant.ledger.queries import (
     grant_lifecycle,
     list_grants,
 )
+from firmgrant.lifecycle import GrantStatus
 from firmgrant.sandbox.schema import DURATIONS
 from firmgrant.settings import Settings, load_settings
 from firmgrant.timeutil import DurationRange, parse_duration, utcnow
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     grants.add_argument(
         "--status",
         choices=STATUS_CHOICES,
-        default="active",
+        default=GrantStatus.ACTIVE.value,
         help="active (usable now, includes expiring), expiring, expired, revoked, rejected, "
         "deleted or all (default: active)",
     )

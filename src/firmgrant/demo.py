@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import sys
 from collections import Counter
@@ -12,11 +13,10 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy import select
 
-from firmgrant.ledger import Ledger, make_engine, upgrade, verify_chain
-from firmgrant.ledger.models import EventRow, GrantRow, OutboxRow
-from firmgrant.ledger.queries import list_grants
+from firmgrant.ledger import Ledger, emails, make_engine, upgrade, verify_chain
+from firmgrant.ledger.queries import events_after, list_grants
+from firmgrant.lifecycle import EmailKind, WorkState
 from firmgrant.sandbox import CONNECTION, VENDOR, SandboxOrg
 from firmgrant.settings import (
     ConnectionSettings,
@@ -78,17 +78,9 @@ def _cycle(console: Console, worker: Worker, title: str) -> CycleResult:
     return result
 
 
-def _events_since(ledger: Ledger, after: int) -> list[EventRow]:
-    with ledger.sessions() as session:
-        return list(
-            session.execute(
-                select(EventRow).where(EventRow.id > after).order_by(EventRow.id)
-            ).scalars()
-        )
-
-
 def _print_events(console: Console, ledger: Ledger, after: int) -> int:
-    events = _events_since(ledger, after)
+    with ledger.sessions() as session:
+        events = events_after(session, after)
     for event in events:
         console.print(
             Text(
@@ -119,7 +111,7 @@ def run_demo(base: Path) -> int:
             f"{made['malformed']} malformed records.\n"
         )
         _cycle(console, worker, "Cycle 1, first sync")
-        last = len(_events_since(ledger, 0))
+        last = _print_events(Console(file=io.StringIO()), ledger, 0)  # the story starts here
 
         console.print("\nMeanwhile, in customers' orgs:")
         grants = org.customers
@@ -195,11 +187,7 @@ def _story_of_the_ledger(
         every = list(
             list_grants(session, now=now, status="all", max_duration=settings.policy.max_duration)
         )
-        emails = session.execute(
-            select(OutboxRow.kind, OutboxRow.state, GrantRow.org_name, GrantRow.grantor_email)
-            .join(GrantRow, GrantRow.id == OutboxRow.grant_id)
-            .order_by(OutboxRow.id)
-        ).all()
+        every_email = emails.listing(session)
     counts = Counter(grant.status for grant in every)
     console.print(
         "\nThe ledger now holds "
@@ -209,13 +197,14 @@ def _story_of_the_ledger(
     table = Table(title=f"Emails ({settings.mail.file_dir}/)", title_justify="left")
     for column in ("Kind", "Org", "To", "State"):
         table.add_column(column)
-    for kind, state, org_name, grantor_email in emails[:15]:
+    for kind, state, org_name, grantor_email in every_email[:15]:
         table.add_row(kind, Text(org_name or ""), Text(grantor_email or ""), state)
-    if len(emails) > 15:
-        table.add_row("…", f"{len(emails) - 15} more", "", "")
+    if len(every_email) > 15:
+        table.add_row("…", f"{len(every_email) - 15} more", "", "")
     console.print(table)
-    by_kind = Counter(kind for kind, state, *_ in emails if state == "sent")
+    by_kind = Counter(kind for kind, state, *_ in every_email if state == WorkState.SENT)
     console.print(
-        f"Written: {by_kind['reminder']} reminders, {by_kind['revoked']} revocation notices, "
-        f"{by_kind['rejected']} rejections; the text of each is in its .eml file."
+        f"Written: {by_kind[EmailKind.REMINDER]} reminders, "
+        f"{by_kind[EmailKind.REVOKED]} revocation notices, "
+        f"{by_kind[EmailKind.REJECTED]} rejections; the text of each is in its .eml file."
     )

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from firmgrant.ledger.queries import JSON_KEYS, EventView, GrantView, Lifecycle
+from firmgrant.lifecycle import GrantStatus, RevocationStatus
 from firmgrant.timeutil import iso_z
 
 # OWASP CSV injection: a spreadsheet treats cells starting with these as formulas.
@@ -67,13 +68,13 @@ def grants_csv(grants: Iterable[GrantView], out: IO[str]) -> None:
     write_csv(out, JSON_KEYS, ([getattr(g, key) for key in JSON_KEYS] for g in grants))
 
 
-_STATUS_STYLE = {
-    "active": "green",
-    "expiring": "yellow",
-    "expired": "dim",
-    "revoked": "dim",
-    "rejected": "red",
-    "deleted": "dim",
+_STATUS_STYLE: dict[str, str] = {
+    GrantStatus.ACTIVE: "green",
+    GrantStatus.EXPIRING: "yellow",
+    GrantStatus.EXPIRED: "dim",
+    GrantStatus.REVOKED: "dim",
+    GrantStatus.REJECTED: "red",
+    GrantStatus.DELETED: "dim",
 }
 
 
@@ -114,7 +115,7 @@ def grant_story(
         details.add_row(key, Text("" if value is None else str(value)))
     if lifecycle is not None and lifecycle.revocation is not None:
         state = lifecycle.revocation
-        if lifecycle.revocation_error and state == "revoke_failed":
+        if lifecycle.revocation_error and state == RevocationStatus.REVOKE_FAILED:
             state += f" ({lifecycle.revocation_error})"
         details.add_row("revocation", Text(state))
         details.add_row("revocation_reason", Text(lifecycle.revocation_reason or ""))

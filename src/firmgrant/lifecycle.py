@@ -11,6 +11,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from sqlalchemy import ColumnElement, SQLColumnExpression, case, or_
+
 
 class GrantStatus(StrEnum):
     """What support sees; ``active`` and ``expiring`` grants may be used right now."""
@@ -44,6 +46,10 @@ class EndCause(StrEnum):
     MANUAL = "manual"  # a person asked (`firmgrant revoke`)
 
 
+# Causes that are the end of access itself: an extension before the revocation makes it moot.
+ENDED_CAUSES = (EndCause.EXPIRED, EndCause.CAPPED)
+
+
 class WorkState(StrEnum):
     """Where a revocation or an email stands (revocations and outbox rows)."""
 
@@ -57,6 +63,24 @@ class WorkState(StrEnum):
 
 
 OPEN_STATES = (WorkState.PENDING, WorkState.FAILED)
+
+
+class RevocationStatus(StrEnum):
+    """A grant's revocation as `firmgrant show` and the JSON output name it."""
+
+    PENDING_REVOCATION = "pending_revocation"  # queued, not tried yet
+    REVOKE_FAILED = "revoke_failed"  # the last try failed; retried after a backoff
+    REVOKED = "revoked"  # done in Salesforce (its notice may still be queued)
+    CANCELLED = "cancelled"  # the grant was extended before it was revoked
+
+
+REVOCATION_STATUS: dict[str, RevocationStatus] = {
+    WorkState.PENDING: RevocationStatus.PENDING_REVOCATION,
+    WorkState.FAILED: RevocationStatus.REVOKE_FAILED,
+    WorkState.LANDED: RevocationStatus.REVOKED,
+    WorkState.REVOKED: RevocationStatus.REVOKED,
+    WorkState.CANCELLED: RevocationStatus.CANCELLED,
+}
 
 
 class EmailKind(StrEnum):
@@ -93,9 +117,32 @@ class EventKind(StrEnum):
     EMAIL_UNDELIVERABLE = "email_undeliverable"  # an email was refused for good
 
 
+# The event that records why a revocation was opened.
+OPENING_EVENT = {
+    EndCause.LOGIN_AS: EventKind.REJECTED,
+    EndCause.EXPIRED: EventKind.EXPIRED,
+    EndCause.CAPPED: EventKind.CAPPED,
+    EndCause.MANUAL: EventKind.REVOKE_REQUESTED,
+}
+
+# The event that records an email of each kind sent.
+SENT_EVENT = {
+    EmailKind.REMINDER: EventKind.REMINDED,
+    EmailKind.REVOKED: EventKind.NOTIFIED,
+    EmailKind.REJECTED: EventKind.NOTIFIED,
+}
+
+
 def ends_at(granted_at: datetime, expires_at: datetime, cap: timedelta) -> datetime:
     """When access really ends: Salesforce's expiry, or the vendor's cap if that is sooner."""
     return min(expires_at, granted_at + cap)
+
+
+def nothing_to_revoke(status: GrantStatus, revoked_at: datetime | None) -> bool:
+    """A revocation by hand has nothing to do: access was already revoked or the record is
+    gone. (An expired or rejected grant may still be live in Salesforce: revoking it is not moot.)
+    """
+    return status in (GrantStatus.REVOKED, GrantStatus.DELETED) or revoked_at is not None
 
 
 def grant_status(
@@ -113,7 +160,7 @@ def grant_status(
 
     In this order: deleted, rejected (Login-As), revoked, expired (Salesforce says so, or its
     end has come), expiring (it ends within ``expiring_within``), else active.
-    Twins: ``ledger.queries.status_expression`` (SQL) and ``export.rows._status`` (text).
+    Twins: :func:`grant_status_sql` below and ``export.rows._status`` (over the export's text).
     """
     if deleted:
         return GrantStatus.DELETED
@@ -129,16 +176,66 @@ def grant_status(
     return GrantStatus.ACTIVE
 
 
+def ends_by_sql(
+    granted_at: SQLColumnExpression[datetime],
+    expires_at: SQLColumnExpression[datetime],
+    moment: datetime,
+    cap: timedelta,
+) -> ColumnElement[bool]:
+    """SQL: access ends at or before ``moment`` (``ends_at(...) <= moment``)."""
+    return or_(expires_at <= moment, granted_at <= moment - cap)
+
+
+def grant_status_sql(
+    *,
+    deleted: SQLColumnExpression[bool],
+    via_login_as: SQLColumnExpression[bool],
+    sf_status: SQLColumnExpression[str],
+    granted_at: SQLColumnExpression[datetime],
+    expires_at: SQLColumnExpression[datetime],
+    now: datetime,
+    cap: timedelta,
+    expiring_within: timedelta = DEFAULT_EXPIRING_WITHIN,
+) -> ColumnElement[str]:
+    """:func:`grant_status` over columns, for the database to evaluate (its SQL twin:
+    tests/test_lifecycle_rule.py holds the two to the same answers)."""
+    return case(
+        (deleted.is_(True), GrantStatus.DELETED.value),
+        (via_login_as.is_(True), GrantStatus.REJECTED.value),
+        (sf_status == SalesforceStatus.REVOKED.value, GrantStatus.REVOKED.value),
+        (
+            or_(
+                sf_status == SalesforceStatus.EXPIRED.value,
+                ends_by_sql(granted_at, expires_at, now, cap),
+            ),
+            GrantStatus.EXPIRED.value,
+        ),
+        (
+            ends_by_sql(granted_at, expires_at, now + expiring_within, cap),
+            GrantStatus.EXPIRING.value,
+        ),
+        else_=GrantStatus.ACTIVE.value,
+    )
+
+
 __all__ = [
     "DEFAULT_EXPIRING_WITHIN",
+    "ENDED_CAUSES",
+    "OPENING_EVENT",
     "OPEN_STATES",
+    "REVOCATION_STATUS",
+    "SENT_EVENT",
     "USABLE",
     "EmailKind",
     "EndCause",
     "EventKind",
     "GrantStatus",
+    "RevocationStatus",
     "SalesforceStatus",
     "WorkState",
     "ends_at",
+    "ends_by_sql",
     "grant_status",
+    "grant_status_sql",
+    "nothing_to_revoke",
 ]

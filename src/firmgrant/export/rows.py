@@ -111,7 +111,7 @@ def _ended(grant: Snapshot | None, kind: str) -> Snapshot | None:
     if kind == EventKind.VANISHED:  # gone from the org without a record
         grant[_DELETED] = True
     else:
-        grant[_SF_STATUS] = "Revoked"
+        grant[_SF_STATUS] = SalesforceStatus.REVOKED.value
     return grant
 
 

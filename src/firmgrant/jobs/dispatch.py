@@ -21,9 +21,10 @@ from jinja2 import Environment, TemplateError
 
 from firmgrant.errors import MailServerUnavailable, PermanentMailError, TemporaryMailError
 from firmgrant.jobs.history import facts, grant_event
-from firmgrant.ledger import Ledger, append_events
+from firmgrant.ledger import Ledger, append_events, emails
 from firmgrant.ledger.models import GrantRow, OutboxRow, RevocationRow
-from firmgrant.ledger.work import claim, release
+from firmgrant.ledger.work import release
+from firmgrant.lifecycle import SENT_EVENT, EmailKind, EventKind, WorkState
 from firmgrant.notify.render import context, render
 from firmgrant.notify.send import Backend, FileBackend, build_message
 from firmgrant.policy import effective_expiry, reminder_schedule, retry_delay
@@ -32,7 +33,6 @@ from firmgrant.timeutil import Clock, iso_z
 
 log = logging.getLogger("firmgrant.jobs")
 BATCH = 50
-SENT_KIND = {"reminder": "reminded", "revoked": "notified", "rejected": "notified"}
 
 
 @dataclass
@@ -83,12 +83,9 @@ def dispatch(
     try:
         while not stop():
             with ledger.transaction() as session:
-                claimed = [
-                    (row.id, unsure)
-                    for row, unsure in claim(
-                        session, OutboxRow, now=clock(), owner=owner, lease=lease, limit=BATCH
-                    )
-                ]
+                claimed = emails.claim_due(
+                    session, now=clock(), owner=owner, lease=lease, limit=BATCH
+                )
             if not claimed:
                 break
             for index, (row_id, unsure) in enumerate(claimed):
@@ -108,11 +105,7 @@ def dispatch(
 
 def _give_back(ledger: Ledger, row_ids: list[int], owner: str) -> None:
     with ledger.transaction() as session:
-        for row_id in row_ids:
-            row = session.get(OutboxRow, row_id)
-            if row is not None and row.lease_owner == owner:
-                row.attempts -= 1  # never tried
-                release(row)
+        emails.give_back(session, row_ids, owner)
 
 
 def _send_one(
@@ -128,11 +121,7 @@ def _send_one(
 ) -> bool:
     """Send one claimed row and record it; ``False`` when the mail server is unreachable."""
     with ledger.sessions() as session:
-        row = session.get(OutboxRow, row_id)
-        assert row is not None
-        grant = session.get(GrantRow, row.grant_id)
-        assert grant is not None
-        revocation = session.get(RevocationRow, row.grant_id)
+        row, grant, revocation = emails.with_context(session, row_id)
         now = clock()
         obsolete = _obsolete(settings, row, grant, now)
         message = None
@@ -160,7 +149,7 @@ def _send_one(
 
 def _obsolete(settings: Settings, row: OutboxRow, grant: GrantRow, now: datetime) -> str | None:
     """Why a queued reminder should not go out any more (extension, end of access)."""
-    if row.kind != "reminder":
+    if row.kind != EmailKind.REMINDER:
         return None
     grant_facts = facts(grant)
     cap = settings.policy.max_duration
@@ -225,44 +214,44 @@ def _record(
 ) -> None:
     worker = settings.worker
     with ledger.appending() as session:
-        row = session.get(OutboxRow, row_id, with_for_update=True)
-        assert row is not None
-        grant = session.get(GrantRow, row.grant_id)
-        assert grant is not None
+        row, grant, _ = emails.with_context(session, row_id, lock=True)
         if row.lease_owner != owner:
             log.warning("email %s: lease lost to %s", row.message_id, row.lease_owner)
             return
-        was_failing = row.state == "failed"
+        was_failing = row.state == WorkState.FAILED
         payload: dict[str, object] = {
             "email": row.kind,
             "message_id": row.message_id,
             "due_at": iso_z(row.due_at),
         }
         reason: str | None
+        kind: EventKind
         if obsolete is not None:
-            release(row, state="cancelled", done_at=now, last_error=obsolete)
+            release(row, state=WorkState.CANCELLED, done_at=now, last_error=obsolete)
             result.cancelled += 1
-            kind, reason = "reminder_cancelled", obsolete
+            kind, reason = EventKind.REMINDER_CANCELLED, obsolete
         elif isinstance(problem, TemporaryMailError):
             wait = retry_delay(
                 row.attempts,
                 timedelta(seconds=worker.retry_first_seconds),
                 timedelta(seconds=worker.retry_max_seconds),
             )
-            release(row, state="failed", last_error=str(problem), next_attempt_at=now + wait)
+            release(
+                row, state=WorkState.FAILED, last_error=str(problem), next_attempt_at=now + wait
+            )
             result.failed += 1
-            kind, reason = "email_failed", f"{problem}; retrying from {iso_z(now + wait)}"
+            kind, reason = EventKind.EMAIL_FAILED, f"{problem}; retrying from {iso_z(now + wait)}"
         elif problem is not None:
-            release(row, state="undeliverable", done_at=now, last_error=str(problem))
+            release(row, state=WorkState.UNDELIVERABLE, done_at=now, last_error=str(problem))
             result.undeliverable += 1
-            kind, reason = "email_undeliverable", str(problem)
+            kind, reason = EventKind.EMAIL_UNDELIVERABLE, str(problem)
         else:
-            release(row, state="sent", done_at=now, last_error=note)
+            release(row, state=WorkState.SENT, done_at=now, last_error=note)
             result.sent += 1
-            kind, reason = SENT_KIND[row.kind], note
+            kind, reason = SENT_EVENT[EmailKind(row.kind)], note
             payload["to"] = json.loads(row.recipients)
             log.debug("email sent: %s %s", row.kind, row.message_id)
-        if kind != "email_failed" or not was_failing:  # one event per outage, not per retry
+        if kind != EventKind.EMAIL_FAILED or not was_failing:  # one event per outage, not per retry
             append_events(session, [grant_event(kind, grant, now, reason, payload=payload)])
         if problem is not None:
             log.warning(

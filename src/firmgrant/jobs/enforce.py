@@ -12,23 +12,24 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from firmgrant.jobs.history import facts, grant_event
 from firmgrant.jobs.outbox import enqueue
 from firmgrant.jobs.revoke import complete, revocation_event
-from firmgrant.ledger import Ledger, NewEvent, append_events
+from firmgrant.ledger import Ledger, NewEvent, append_events, revocations
 from firmgrant.ledger.chain import SYSTEM_ACTOR
 from firmgrant.ledger.models import GrantRow, RevocationRow
-from firmgrant.ledger.queries import ends_by
-from firmgrant.lifecycle import OPEN_STATES
-from firmgrant.policy import (
-    LOGIN_AS,
-    effective_expiry,
-    revocation_landed,
-    revocation_needed,
+from firmgrant.lifecycle import (
+    ENDED_CAUSES,
+    OPENING_EVENT,
+    EmailKind,
+    EndCause,
+    EventKind,
+    SalesforceStatus,
+    WorkState,
 )
+from firmgrant.policy import effective_expiry, revocation_landed, revocation_needed
 from firmgrant.settings import Settings
 from firmgrant.timeutil import iso_z
 
@@ -69,40 +70,28 @@ def _open_revocations(
 ) -> None:
     """A revocation for each live grant that breaks the rules or whose access has ended."""
     cap = settings.policy.max_duration
-    # A finished revocation does not shield a grant the customer made live again
-    # (re-activated after we revoked it, or extended and now ended once more).
-    needing = session.execute(
-        select(GrantRow, RevocationRow)
-        .outerjoin(RevocationRow, RevocationRow.grant_id == GrantRow.id)
-        .where(
-            or_(
-                RevocationRow.grant_id.is_(None),
-                RevocationRow.state.in_(("revoked", "cancelled")),
-            ),
-            GrantRow.sf_status == "Active",
-            GrantRow.deleted.is_(False),
-            or_(GrantRow.via_login_as.is_(True), ends_by(now, cap)),
-        )
-        .order_by(GrantRow.id)
-    )
-    for grant, earlier in needing:
+    for grant, earlier in revocations.candidates(session, now, cap):
         verdict = revocation_needed(facts(grant), now, cap)
         if verdict is None:
             continue
-        revocation = earlier or RevocationRow(grant_id=grant.id)
-        revocation.cause, revocation.reason = verdict.cause, verdict.reason
-        revocation.actor, revocation.state = SYSTEM_ACTOR, "pending"
-        revocation.attempts, revocation.next_attempt_at, revocation.created_at = 0, now, now
-        revocation.last_error = revocation.done_at = revocation.attempted_at = None
-        revocation.lease_owner = revocation.lease_until = None
-        if earlier is None:
-            session.add(revocation)
+        revocations.open_for(
+            session,
+            grant,
+            earlier,
+            cause=verdict.cause,
+            reason=verdict.reason,
+            actor=SYSTEM_ACTOR,
+            now=now,
+        )
         result.to_revoke += 1
-        kind = "rejected" if verdict.cause == LOGIN_AS else verdict.cause
-        events.append(grant_event(kind, grant, now, verdict.reason, cause=verdict.cause))
-        if verdict.cause == LOGIN_AS:
+        events.append(
+            grant_event(
+                OPENING_EVENT[verdict.cause], grant, now, verdict.reason, cause=verdict.cause
+            )
+        )
+        if verdict.cause == EndCause.LOGIN_AS:
             result.rejected += 1
-            enqueue(session, settings, grant, "rejected", grant.granted_at, now)
+            enqueue(session, settings, grant, EmailKind.REJECTED, grant.granted_at, now)
 
 
 def _settle_revocations(
@@ -114,20 +103,14 @@ def _settle_revocations(
 ) -> None:
     """Open revocations that Salesforce or the customer made moot, and landed ones told."""
     cap = settings.policy.max_duration
-    unleased = or_(RevocationRow.lease_until.is_(None), RevocationRow.lease_until < now)
-    rows = session.execute(
-        select(RevocationRow, GrantRow)
-        .join(GrantRow, GrantRow.id == RevocationRow.grant_id)
-        .where(RevocationRow.state.in_((*OPEN_STATES, "landed")), unleased)
-    )
-    for revocation, grant in rows:
+    for revocation, grant in revocations.unsettled(session, now):
         grant_facts = facts(grant)
-        if revocation.state == "landed":  # a sync found our attempt done: tell the grantor
+        if revocation.state == WorkState.LANDED:  # a sync found our attempt done: tell them
             complete(session, settings, grant, revocation, now)
         elif not grant_facts.live_in_salesforce:
             if _landed(revocation, grant):  # our attempt's outcome was lost, not its effect
                 events.append(
-                    revocation_event("revoked", grant, revocation, now, revocation.reason)
+                    revocation_event(EventKind.REVOKED, grant, revocation, now, revocation.reason)
                 )
                 complete(session, settings, grant, revocation, now)
                 result.settled += 1
@@ -136,19 +119,13 @@ def _settle_revocations(
             why = "already revoked in Salesforce (not by firmgrant)" + (
                 " and deleted" if grant.deleted else ""
             )
-            revocation.state, revocation.done_at = "revoked", now
-            events.append(grant_event("revocation_settled", grant, now, why))
+            revocation.state, revocation.done_at = WorkState.REVOKED, now
+            events.append(grant_event(EventKind.REVOCATION_SETTLED, grant, now, why))
             result.settled += 1
-        elif revocation.cause in ("expired", "capped") and effective_expiry(grant_facts, cap) > now:
-            revocation.state, revocation.done_at = "cancelled", now
-            events.append(
-                grant_event(
-                    "revocation_cancelled",
-                    grant,
-                    now,
-                    f"the grant was extended to {iso_z(grant.expires_at)}",
-                )
-            )
+        elif revocation.cause in ENDED_CAUSES and effective_expiry(grant_facts, cap) > now:
+            revocation.state, revocation.done_at = WorkState.CANCELLED, now
+            why = f"the grant was extended to {iso_z(grant.expires_at)}"
+            events.append(grant_event(EventKind.REVOCATION_CANCELLED, grant, now, why))
             result.cancelled += 1
 
 
@@ -156,7 +133,7 @@ def _landed(revocation: RevocationRow, grant: GrantRow) -> bool:
     """An attempt of ours went out (its outcome never recorded) and the record shows it."""
     return (
         revocation.lease_owner is not None
-        and grant.sf_status == "Revoked"
+        and grant.sf_status == SalesforceStatus.REVOKED
         and revocation_landed(
             revocation.reason, revocation.attempted_at, grant.revoke_reason, grant.revoked_at
         )

@@ -7,6 +7,7 @@ from datetime import datetime
 from firmgrant.ledger import NewEvent
 from firmgrant.ledger.chain import SYSTEM_ACTOR
 from firmgrant.ledger.models import GrantRow
+from firmgrant.lifecycle import EventKind
 from firmgrant.policy import GrantFacts
 
 
@@ -17,7 +18,7 @@ def facts(grant: GrantRow) -> GrantFacts:
 
 
 def grant_event(
-    kind: str,
+    kind: EventKind,
     grant: GrantRow,
     now: datetime,
     reason: str | None,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from firmgrant.ledger.models import GrantRow, OutboxRow
+from firmgrant.ledger import emails
+from firmgrant.ledger.models import GrantRow
+from firmgrant.lifecycle import EmailKind
 from firmgrant.settings import Settings
 
 
@@ -22,7 +22,7 @@ def recipients(settings: Settings, grant: GrantRow, *, admins: bool = True) -> l
     return list(seen.values())
 
 
-def message_id(settings: Settings, grant_id: int, kind: str, due_at: datetime) -> str:
+def message_id(settings: Settings, grant_id: int, kind: EmailKind, due_at: datetime) -> str:
     """Stable per outbox key (``grant:kind:due``), so a resent copy is recognisably the same."""
     sender = settings.mail.from_ or ""
     domain = sender.rpartition("@")[2].strip("> ") or "firmgrant.invalid"
@@ -33,40 +33,31 @@ def enqueue(
     session: Session,
     settings: Settings,
     grant: GrantRow,
-    kind: str,
+    kind: EmailKind,
     due_at: datetime,
     now: datetime,
     *,
     offset_seconds: int | None = None,
     admins: bool = True,
-    existing: set[tuple[int, str, datetime]] | None = None,
+    existing: set[emails.Key] | None = None,
 ) -> bool:
     """Add one email to the outbox unless that (grant, kind, due) is already there.
 
     ``existing``: the keys already known to be in the outbox, read in one query by a caller
-    that enqueues many (without it, this one key is looked up).
+    that enqueues many (without it, this grant's keys are looked up).
     """
     if existing is None:
-        found = session.execute(
-            select(OutboxRow.id).where(
-                OutboxRow.grant_id == grant.id, OutboxRow.kind == kind, OutboxRow.due_at == due_at
-            )
-        ).first()
-        existing = {(grant.id, kind, due_at)} if found else set()
+        existing = emails.keys(session, kind, [grant.id])
     if (grant.id, kind, due_at) in existing:
         return False
-    session.add(
-        OutboxRow(
-            grant_id=grant.id,
-            kind=kind,
-            due_at=due_at,
-            offset_seconds=offset_seconds,
-            recipients=json.dumps(recipients(settings, grant, admins=admins)),
-            message_id=message_id(settings, grant.id, kind, due_at),
-            state="pending",
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-        )
+    emails.add(
+        session,
+        grant_id=grant.id,
+        kind=kind,
+        due_at=due_at,
+        offset_seconds=offset_seconds,
+        recipients=recipients(settings, grant, admins=admins),
+        message_id=message_id(settings, grant.id, kind, due_at),
+        now=now,
     )
     return True

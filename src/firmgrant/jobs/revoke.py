@@ -13,19 +13,27 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, NamedTuple
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from firmgrant.errors import GrantNotFound, SalesforceError
 from firmgrant.jobs.history import grant_event
 from firmgrant.jobs.outbox import enqueue
-from firmgrant.ledger import Ledger, NewEvent, append_events
+from firmgrant.ledger import Ledger, NewEvent, append_events, revocations
 from firmgrant.ledger.models import GrantRow, RevocationRow
-from firmgrant.ledger.work import claim, release
-from firmgrant.lifecycle import OPEN_STATES, EndCause
-from firmgrant.policy import MANUAL, REVOKE_REASON_LIMIT, retry_delay, revocation_landed
+from firmgrant.ledger.work import release
+from firmgrant.lifecycle import (
+    OPEN_STATES,
+    OPENING_EVENT,
+    EmailKind,
+    EndCause,
+    EventKind,
+    SalesforceStatus,
+    WorkState,
+)
+from firmgrant.policy import REVOKE_REASON_LIMIT, retry_delay, revocation_landed
 from firmgrant.salesforce.client import COLLECTION_LIMIT, SalesforceClient
 from firmgrant.settings import Settings, SourceSettings
 from firmgrant.timeutil import Clock, parse_sf_datetime
@@ -62,10 +70,18 @@ class _Claimed:
     earlier_sent_at: datetime | None  # what that attempt sent as Revoked_At__c
 
 
+class _Result(StrEnum):
+    """What became of one record's revocation call."""
+
+    REVOKED = "revoked"  # this call (or a lost earlier one of ours) revoked it
+    ALREADY = "already"  # it had ended otherwise: revoked by the customer, expired, or gone
+    FAILED = "failed"  # not revoked: tried again after a backoff
+
+
 class _Outcome(NamedTuple):
-    kind: str  # revoked, already, failed
+    kind: _Result
     detail: str | None = None
-    revoked_at: datetime | None = None  # for "revoked": what Salesforce now holds
+    revoked_at: datetime | None = None  # for REVOKED: what Salesforce now holds
 
 
 def _sf_time(at: datetime) -> str:
@@ -84,39 +100,20 @@ def _claim_batch(
     """Lease up to a collection's worth of due revocations, stamping the time they send."""
     sent_at = now.replace(microsecond=0)  # Revoked_At__c has whole seconds
     with ledger.transaction() as session:
-        where = [GrantRow.connection == connection]
-        if grant_ids is not None:
-            where.append(RevocationRow.grant_id.in_(grant_ids))
-        grant_ids_due = select(RevocationRow.grant_id).join(
-            GrantRow, GrantRow.id == RevocationRow.grant_id
-        )
-        rows = claim(
+        claimed = revocations.claim_due(
             session,
-            RevocationRow,
+            connection,
             now=now,
             owner=owner,
             lease=lease,
             limit=COLLECTION_LIMIT,
-            where=[RevocationRow.grant_id.in_(grant_ids_due.where(*where))],
+            grant_ids=grant_ids,
         )
-        source_ids = {
-            found.id: found.source_id
-            for found in session.execute(
-                select(GrantRow.id, GrantRow.source_id).where(
-                    GrantRow.id.in_([row.grant_id for row, _ in rows])
-                )
-            )
-        }
         batch = []
-        for row, unsure in rows:
+        for row, unsure, source_id in claimed:
             batch.append(
                 _Claimed(
-                    row.grant_id,
-                    source_ids[row.grant_id],
-                    row.reason,
-                    row.attempts,
-                    unsure,
-                    row.attempted_at,
+                    row.grant_id, source_id, row.reason, row.attempts, unsure, row.attempted_at
                 )
             )
             row.attempted_at = sent_at
@@ -150,7 +147,7 @@ def revoke(
             outcomes = _call_salesforce(settings, connection, client, batch, now)
         except SalesforceError as exc:
             # The whole call failed after the client's own retries: every row waits its turn.
-            outcomes = {item.grant_id: _Outcome("failed", str(exc)) for item in batch}
+            outcomes = {item.grant_id: _Outcome(_Result.FAILED, str(exc)) for item in batch}
             result.error = type(exc).__name__
         _record(ledger, settings, batch, outcomes, clock(), result, owner)
         if result.error:
@@ -178,7 +175,7 @@ def _call_salesforce(
         [
             {
                 "id": item.source_id,
-                fields.status: "Revoked",
+                fields.status: SalesforceStatus.REVOKED.value,
                 fields.revoked_at: _sf_time(sent_at),
                 fields.revoke_reason: item.reason[:REVOKE_REASON_LIMIT],
             }
@@ -188,17 +185,19 @@ def _call_salesforce(
     for item, answer in zip(to_update, results, strict=False):
         errors: list[dict[str, Any]] = answer.get("errors") or []
         if answer.get("success"):
-            outcomes[item.grant_id] = _Outcome("revoked", None, sent_at)
+            outcomes[item.grant_id] = _Outcome(_Result.REVOKED, None, sent_at)
         elif any(error.get("statusCode") in GONE for error in errors):
-            outcomes[item.grant_id] = _Outcome("already", "deleted in Salesforce")
+            outcomes[item.grant_id] = _Outcome(_Result.ALREADY, "deleted in Salesforce")
         else:
             detail = "; ".join(
                 f"{error.get('statusCode')}: {error.get('message')}" for error in errors
             )
-            outcomes[item.grant_id] = _Outcome("failed", detail or "no result for this record")
+            outcomes[item.grant_id] = _Outcome(
+                _Result.FAILED, detail or "no result for this record"
+            )
     for item in to_update[len(results) :]:
         outcomes[item.grant_id] = _Outcome(
-            "failed", "Salesforce returned no result for this record"
+            _Result.FAILED, "Salesforce returned no result for this record"
         )
     return outcomes
 
@@ -223,17 +222,19 @@ def _read_back(
     for item in unsure:
         record = current.get(item.source_id)
         if record is None:
-            outcomes[item.grant_id] = _Outcome("already", "the record is gone from Salesforce")
+            outcomes[item.grant_id] = _Outcome(
+                _Result.ALREADY, "the record is gone from Salesforce"
+            )
             continue
         status = record.get(fields.status)
         revoked_at = _time_or_none(record.get(fields.revoked_at))
         landed = revocation_landed(
             item.reason, item.earlier_sent_at, record.get(fields.revoke_reason), revoked_at
         )
-        if status == "Revoked" and landed:
-            outcomes[item.grant_id] = _Outcome("revoked", None, revoked_at)
-        elif status != "Active":
-            outcomes[item.grant_id] = _Outcome("already", f"already {status}")
+        if status == SalesforceStatus.REVOKED and landed:
+            outcomes[item.grant_id] = _Outcome(_Result.REVOKED, None, revoked_at)
+        elif status != SalesforceStatus.ACTIVE:
+            outcomes[item.grant_id] = _Outcome(_Result.ALREADY, f"already {status}")
     return outcomes
 
 
@@ -261,20 +262,7 @@ def _record(
     ids = [item.grant_id for item in batch]
     with ledger.appending() as session:
         events: list[NewEvent] = []
-        # Two queries for the batch, not two per row.
-        rows = {
-            row.grant_id: row
-            for row in session.execute(
-                select(RevocationRow)
-                .where(RevocationRow.grant_id.in_(ids))
-                .order_by(RevocationRow.grant_id)
-                .with_for_update()
-            ).scalars()
-        }
-        grants = {
-            grant.id: grant
-            for grant in session.execute(select(GrantRow).where(GrantRow.id.in_(ids))).scalars()
-        }
+        rows, grants = revocations.locked_with_grants(session, ids)
         for item in batch:
             row, grant = rows[item.grant_id], grants[item.grant_id]
             if row.state not in OPEN_STATES:  # a sync saw the record revoked and recorded it
@@ -286,27 +274,34 @@ def _record(
                 )
                 continue
             outcome = outcomes[item.grant_id]
-            if outcome.kind == "failed":
+            if outcome.kind == _Result.FAILED:
                 wait = retry_delay(item.attempts, first, ceiling)
-                release(row, state="failed", last_error=outcome.detail, next_attempt_at=now + wait)
+                release(
+                    row,
+                    state=WorkState.FAILED,
+                    last_error=outcome.detail,
+                    next_attempt_at=now + wait,
+                )
                 result.failed += 1
                 log.warning(
                     "revoke %s (%s) failed: %s", grant.source_id, grant.org_id, outcome.detail
                 )
-                events.append(revocation_event("revoke_failed", grant, row, now, outcome.detail))
-            elif outcome.kind == "revoked":
+                events.append(
+                    revocation_event(EventKind.REVOKE_FAILED, grant, row, now, outcome.detail)
+                )
+            elif outcome.kind == _Result.REVOKED:
                 result.revoked += 1
                 # What Salesforce now holds, so the next sync sees no change of ours.
-                grant.sf_status, grant.revoked_at = "Revoked", outcome.revoked_at
+                grant.sf_status, grant.revoked_at = SalesforceStatus.REVOKED, outcome.revoked_at
                 grant.revoke_reason = row.reason[:REVOKE_REASON_LIMIT]
                 grant.updated_at = now
-                events.append(revocation_event("revoked", grant, row, now, row.reason))
+                events.append(revocation_event(EventKind.REVOKED, grant, row, now, row.reason))
                 complete(session, settings, grant, row, now)
             else:
-                release(row, state="revoked", done_at=now, last_error=None)
+                release(row, state=WorkState.REVOKED, done_at=now, last_error=None)
                 result.already += 1
                 events.append(
-                    revocation_event("revocation_settled", grant, row, now, outcome.detail)
+                    revocation_event(EventKind.REVOCATION_SETTLED, grant, row, now, outcome.detail)
                 )
         append_events(session, events)
 
@@ -320,13 +315,13 @@ def complete(
     found the record revoked with our marker). A row completes once, and its notice's key
     carries this moment: the key is new, no lookup needed.
     """
-    release(row, state="revoked", done_at=row.done_at or now, last_error=None)
+    release(row, state=WorkState.REVOKED, done_at=row.done_at or now, last_error=None)
     if row.cause != EndCause.LOGIN_AS:  # those were told why in the "rejected" email
-        enqueue(session, settings, grant, "revoked", now, now, admins=False, existing=set())
+        enqueue(session, settings, grant, EmailKind.REVOKED, now, now, admins=False, existing=set())
 
 
 def revocation_event(
-    kind: str, grant: GrantRow, row: RevocationRow, now: datetime, reason: str | None
+    kind: EventKind, grant: GrantRow, row: RevocationRow, now: datetime, reason: str | None
 ) -> NewEvent:
     """An event of a revocation's course, by its actor, with its cause and attempt."""
     return grant_event(
@@ -342,21 +337,22 @@ def request_revocation(
     A finished or cancelled earlier revocation is reopened with the new reason and actor.
     """
     with ledger.appending() as session:
-        grant = session.get(GrantRow, grant_id)
+        grant, row = revocations.grant_and_revocation(session, grant_id)
         if grant is None:
             raise GrantNotFound(f"no grant {grant_id!r} in the ledger")
-        row = session.get(RevocationRow, grant_id, with_for_update=True)
-        if row is not None and row.state in ("pending", "failed"):
+        if row is not None and row.state in OPEN_STATES:
             return False
-        if row is None:
-            row = RevocationRow(grant_id=grant_id, created_at=now)
-            session.add(row)
-        row.cause, row.reason, row.actor = MANUAL, reason[:REVOKE_REASON_LIMIT], actor
-        row.state, row.attempts, row.next_attempt_at = "pending", 0, now
-        row.last_error = row.lease_owner = row.lease_until = row.done_at = None
-        row.attempted_at = None
-        append_events(
+        revocations.open_for(
             session,
-            [grant_event("revoke_requested", grant, now, reason, actor=actor, cause=MANUAL)],
+            grant,
+            row,
+            cause=EndCause.MANUAL,
+            reason=reason[:REVOKE_REASON_LIMIT],
+            actor=actor,
+            now=now,
         )
+        event = grant_event(
+            OPENING_EVENT[EndCause.MANUAL], grant, now, reason, actor=actor, cause=EndCause.MANUAL
+        )
+        append_events(session, [event])
         return True

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from firmgrant.ledger._bulk import insert_rows, iso_from_db, time_converter
 from firmgrant.ledger.models import GENESIS_HASH, ChainHead, EventRow
 from firmgrant.ledger.ranges import Reader, map_ranges, spans
+from firmgrant.lifecycle import EventKind
 from firmgrant.timeutil import iso_z
 
 SYSTEM_ACTOR = "system:firmgrant"
@@ -80,7 +81,7 @@ def _hash(
 class NewEvent(NamedTuple):
     """An event to append. (A named tuple: the sync makes one per record it mirrors.)"""
 
-    kind: str
+    kind: EventKind
     at: datetime
     payload: dict[str, Any]
     connection: str | None = None
@@ -95,6 +96,12 @@ def lock_chain_head(session: Session) -> ChainHead:
     return session.execute(
         select(ChainHead).where(ChainHead.id == 1).with_for_update()
     ).scalar_one()
+
+
+def read_chain_head(session: Session) -> tuple[int, str]:
+    """The last event's id and hash, unlocked: what a reader's snapshot ends at."""
+    head = session.execute(select(ChainHead).where(ChainHead.id == 1)).scalar_one()
+    return head.last_event_id, head.hash
 
 
 def append_events(session: Session, events: Sequence[NewEvent]) -> None:

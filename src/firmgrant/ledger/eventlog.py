@@ -13,8 +13,11 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from firmgrant.ledger._bulk import iso_from_db, time_converter, time_from_db
+from firmgrant.ledger.models import EventRow
 from firmgrant.ledger.ranges import Reader
 
 SNAPSHOT_PREFIXES = ('{"changes":', '{"grant":')
@@ -128,3 +131,20 @@ __all__ = [
     "range_events",
     "time_from_db",
 ]
+
+
+def id_bounds(
+    session: Session, *, up_to: int, since: datetime | None, until: datetime | None
+) -> tuple[int | None, int | None]:
+    """The first and last event id worth reading: up to ``up_to``, at ``since`` or later and
+    before ``until``."""
+    e = EventRow
+    wanted = [e.id <= up_to]
+    if since:
+        wanted.append(e.at >= since)
+    if until:
+        wanted.append(e.at < until)
+    # Each on its own: SQLite finds a lone min() or max() with one seek, both in one read all.
+    first = session.execute(select(func.min(e.id)).where(*wanted)).scalar()
+    last = session.execute(select(func.max(e.id)).where(*wanted)).scalar()
+    return first, last

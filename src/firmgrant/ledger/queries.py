@@ -8,46 +8,42 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, or_, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from firmgrant.errors import GrantNotFound
 from firmgrant.ledger.models import EventRow, GrantRow, OutboxRow, RevocationRow
 from firmgrant.lifecycle import (
     DEFAULT_EXPIRING_WITHIN,
+    REVOCATION_STATUS,
     USABLE,
     GrantStatus,
-    SalesforceStatus,
-    WorkState,
+    ends_by_sql,
+    grant_status_sql,
 )
 from firmgrant.timeutil import iso_z
 
 STATUS_CHOICES = ("all", *(status.value for status in GrantStatus))
 
 
-def ends_by(moment: datetime, max_duration: timedelta) -> ColumnElement[bool]:
-    """SQL: access ends at or before ``moment`` (:func:`firmgrant.lifecycle.ends_at`)."""
-    return or_(GrantRow.expires_at <= moment, GrantRow.granted_at <= moment - max_duration)
+def ends_by(moment: datetime, cap: timedelta) -> ColumnElement[bool]:
+    """SQL: a grant's access ends at or before ``moment`` (see ``lifecycle.ends_by_sql``)."""
+    return ends_by_sql(GrantRow.granted_at, GrantRow.expires_at, moment, cap)
 
 
 def status_expression(
     now: datetime, expiring_within: timedelta, max_duration: timedelta
 ) -> ColumnElement[str]:
-    """:func:`firmgrant.lifecycle.grant_status` evaluated by the database (its SQL twin;
-    tests/test_lifecycle_rule.py holds the two to the same answers)."""
-    return case(
-        (GrantRow.deleted.is_(True), GrantStatus.DELETED.value),
-        (GrantRow.via_login_as.is_(True), GrantStatus.REJECTED.value),
-        (GrantRow.sf_status == SalesforceStatus.REVOKED.value, GrantStatus.REVOKED.value),
-        (
-            or_(
-                GrantRow.sf_status == SalesforceStatus.EXPIRED.value,
-                ends_by(now, max_duration),
-            ),
-            GrantStatus.EXPIRED.value,
-        ),
-        (ends_by(now + expiring_within, max_duration), GrantStatus.EXPIRING.value),
-        else_=GrantStatus.ACTIVE.value,
+    """A grant's status, evaluated by the database (``lifecycle.grant_status_sql``)."""
+    return grant_status_sql(
+        deleted=GrantRow.deleted,
+        via_login_as=GrantRow.via_login_as,
+        sf_status=GrantRow.sf_status,
+        granted_at=GrantRow.granted_at,
+        expires_at=GrantRow.expires_at,
+        now=now,
+        cap=max_duration,
+        expiring_within=expiring_within,
     )
 
 
@@ -84,7 +80,7 @@ def list_grants(
     session: Session,
     *,
     now: datetime,
-    status: str = "active",
+    status: str = GrantStatus.ACTIVE,
     org_id: str | None = None,
     connection: str | None = None,
     expiring_within: timedelta | None = None,
@@ -145,23 +141,23 @@ def grant_events(session: Session, grant_id: int) -> list[EventView]:
     return [EventView(e.id, e.at, e.kind, e.actor, e.reason, json.loads(e.payload)) for e in rows]
 
 
+def events_after(session: Session, event_id: int) -> list[EventRow]:
+    """The log's events after this id, oldest first."""
+    return list(
+        session.execute(
+            select(EventRow).where(EventRow.id > event_id).order_by(EventRow.id)
+        ).scalars()
+    )
+
+
 @dataclass(frozen=True)
 class Lifecycle:
     """What firmgrant is doing about a grant: its revocation and its emails."""
 
-    revocation: str | None  # pending_revocation, revoked, revoke_failed, cancelled
+    revocation: str | None  # a RevocationStatus
     revocation_reason: str | None
     revocation_error: str | None
     emails: list[tuple[str, datetime, str, str | None]]  # kind, due, state, last error
-
-
-REVOCATION_STATES: dict[str, str] = {
-    WorkState.PENDING: "pending_revocation",
-    WorkState.FAILED: "revoke_failed",
-    WorkState.LANDED: "revoked",  # done in Salesforce; the notice is being queued
-    WorkState.REVOKED: "revoked",
-    WorkState.CANCELLED: "cancelled",
-}
 
 
 def grant_lifecycle(session: Session, grant_id: int) -> Lifecycle:
@@ -175,7 +171,7 @@ def grant_lifecycle(session: Session, grant_id: int) -> Lifecycle:
     if revocation is None:
         return Lifecycle(None, None, None, emails)
     return Lifecycle(
-        REVOCATION_STATES.get(revocation.state, revocation.state),
+        REVOCATION_STATUS.get(revocation.state, revocation.state),
         revocation.reason,
         revocation.last_error,
         emails,

@@ -19,7 +19,7 @@ from firmgrant.ledger.chain import NewEvent, append_events, lock_chain_head
 from firmgrant.ledger.locks import planning_lock, single_worker_lock
 from firmgrant.ledger.models import GrantRow, InvalidRecordRow, RevocationRow, SyncStateRow
 from firmgrant.ledger.work import release
-from firmgrant.lifecycle import OPEN_STATES
+from firmgrant.lifecycle import OPEN_STATES, EventKind, SalesforceStatus, WorkState
 from firmgrant.policy import revocation_landed
 from firmgrant.timeutil import iso_z
 
@@ -29,6 +29,9 @@ if TYPE_CHECKING:  # the ledger needs no Salesforce client loaded (export, verif
 # A modstamp-only difference (a touch with nothing we mirror changed) is not a change.
 COMPARED_FIELDS = tuple(f for f in MIRRORED_FIELDS if f != "modstamp")
 _TIME_POSITIONS = tuple(MIRRORED_FIELDS.index(name) for name in TIME_FIELDS)
+
+
+_Change = tuple[EventKind, GrantRecord, int | None, dict[str, list[Any]] | None]
 
 
 @dataclass
@@ -160,7 +163,9 @@ class Ledger:
             bad_ids = [p.source_id for p in invalid if p.source_id]
             existing = self._existing(session, connection, [*by_id, *bad_ids])
             # (kind, record, ledger id or None while new, changes): events once ids are known
-            changed: list[tuple[str, GrantRecord, int | None, dict[str, list[Any]] | None]] = []
+            changed: list[
+                tuple[EventKind, GrantRecord, int | None, dict[str, list[Any]] | None]
+            ] = []
             upserts: list[GrantRecord] = []
             for source_id, record in by_id.items():
                 current = existing.get(source_id)
@@ -168,7 +173,7 @@ class Ledger:
                     counts.inserted += 1
                     counts.rejected += record.via_login_as and not record.deleted
                     upserts.append(record)
-                    changed.append(("discovered", record, None, None))
+                    changed.append((EventKind.DISCOVERED, record, None, None))
                     continue
                 grant_id, values = current
                 changes = {
@@ -183,16 +188,16 @@ class Ledger:
                     continue
                 if "deleted" in changes and record.deleted:
                     counts.deleted += 1
-                    kind = "deleted"
+                    kind = EventKind.DELETED
                 else:
                     counts.updated += 1
                     counts.rejected += "via_login_as" in changes and record.via_login_as
                     if "deleted" in changes:
-                        kind = "undeleted"
-                    elif "sf_status" in changes and record.sf_status == "Revoked":
-                        kind = "customer_revoked"  # ours update the ledger as they happen
+                        kind = EventKind.UNDELETED
+                    elif "sf_status" in changes and record.sf_status == SalesforceStatus.REVOKED:
+                        kind = EventKind.CUSTOMER_REVOKED  # ours update the ledger as they happen
                     else:
-                        kind = "changed"
+                        kind = EventKind.CHANGED
                 changed.append((kind, record, grant_id, changes))
             # Revocation rows before grant rows, as the revoke job locks them: no deadlock.
             ours = self._landed_revocations(
@@ -200,7 +205,7 @@ class Ledger:
                 {
                     grant_id: record
                     for kind, record, grant_id, _ in changed
-                    if kind == "customer_revoked" and grant_id is not None
+                    if kind == EventKind.CUSTOMER_REVOKED and grant_id is not None
                 },
                 now,
             )
@@ -226,7 +231,7 @@ class Ledger:
                     grant = existing.get(problem.key)
                     events.append(
                         NewEvent(
-                            kind="invalid",
+                            kind=EventKind.INVALID,
                             at=now,
                             connection=connection,
                             source_id=problem.key,
@@ -274,7 +279,7 @@ class Ledger:
                 session,
                 [
                     NewEvent(
-                        kind="vanished",
+                        kind=EventKind.VANISHED,
                         at=now,
                         connection=connection,
                         source_id=grant.source_id,
@@ -348,7 +353,7 @@ class Ledger:
 
     @staticmethod
     def _event(
-        kind: str,
+        kind: EventKind,
         connection: str,
         record: GrantRecord,
         now: datetime,
@@ -398,7 +403,7 @@ class Ledger:
                 )
             ):
                 ours[row.grant_id] = row
-                release(row, state="landed", done_at=now, last_error=None)
+                release(row, state=WorkState.LANDED, done_at=now, last_error=None)
         return ours
 
     @staticmethod
@@ -447,7 +452,7 @@ def _our_revocation(
 ) -> NewEvent:
     """The ``revoked`` event of an attempt whose effect a sync found (see above)."""
     return NewEvent(
-        kind="revoked",
+        kind=EventKind.REVOKED,
         at=now,
         connection=connection,
         source_id=record.source_id,
@@ -463,10 +468,10 @@ def _our_revocation(
     )
 
 
-def _actor(kind: str, record: GrantRecord) -> str:
-    if kind == "discovered":  # the grantor made it
+def _actor(kind: EventKind, record: GrantRecord) -> str:
+    if kind == EventKind.DISCOVERED:  # the grantor made it
         return f"salesforce:{record.grantor_username or record.grantor_id or 'unknown'}"
-    if kind == "customer_revoked":  # someone in the customer's org; the object names no one
+    if kind == EventKind.CUSTOMER_REVOKED:  # someone in the customer's org; the object names no one
         return f"customer:{record.org_id}"
     return "salesforce"
 

@@ -23,9 +23,8 @@ from jinja2 import (
 )
 
 from firmgrant.display import in_words
+from firmgrant.lifecycle import EmailKind
 from firmgrant.timeutil import format_duration
-
-KINDS = ("reminder", "revoked", "rejected")
 
 
 def environment(override_dir: Path | None = None) -> Environment:
@@ -89,8 +88,8 @@ def context(
 
 
 def render(env: Environment, kind: str, values: dict[str, Any]) -> Rendered:
-    if kind not in KINDS:
-        raise ValueError(f"no email template for {kind!r}")
+    """The email of this kind (an ``EmailKind``; anything else is a bug: ``ValueError``)."""
+    kind = EmailKind(kind)
     # A subject is one line, whatever a customer put in an org name.
     subject = " ".join(env.get_template(f"{kind}.subject.j2").render(values).split())
     values = {**values, "subject": subject}
