@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from firmgrant._collector import collector_per_batch
@@ -72,6 +72,39 @@ def _known_usage(ledger: Ledger, name: str, policy: SyncSettings, clock: Clock) 
     return ApiUsage(state.api_used, state.api_limit, state.api_seen_at)
 
 
+def _mirror(
+    ledger: Ledger,
+    name: str,
+    source: ObjectSource,
+    client: SalesforceClient,
+    since: datetime | None,
+    seen_run: int | None,
+    counts: PageCounts,
+    result: SyncResult,
+    clock: Clock,
+    stop: Callable[[], bool],
+) -> tuple[int, bool]:
+    """Write the source's pages as they come: (valid records read, stopped on request)."""
+    mirrored = 0
+    with collector_per_batch() as collect_page_garbage:
+        for records, invalid in source.pages(client, since):
+            if stop():  # the watermark is per page: the next sync goes on from here
+                log.info("%s: sync stopped early on request", name)
+                return mirrored, True  # an unfinished full sync must not call the rest vanished
+            result.fetched += len(records) + len(invalid)
+            mirrored += len(records)
+            page = ledger.apply_page(
+                name, source.kind, records, invalid, now=clock(), seen_run=seen_run
+            )
+            for problem in page.new_invalid:  # re-reads of a known bad record stay quiet
+                log.warning("%s: skipped record %s: %s", name, problem.key, problem.reason)
+            counts += page
+            collect_page_garbage()
+    if seen_run is not None:
+        counts.deleted += ledger.mark_vanished(name, seen_run, clock())
+    return mirrored, False
+
+
 def sync_connection(
     ledger: Ledger,
     name: str,
@@ -97,29 +130,12 @@ def sync_connection(
     if not full and state.watermark is not None:
         since = state.watermark - timedelta(seconds=settings.source.overlap_seconds)
     seen_run = int(clock().timestamp() * 1000) if full else None
-    counts = PageCounts()
     calls_before = client.api_calls
-    stopped = False
-    mirrored = 0  # valid records read, changed or not
+    counts, mirrored, stopped = PageCounts(), 0, False
     try:
-        with collector_per_batch() as collect_page_garbage:
-            for records, invalid in source.pages(client, since):
-                if stop():  # the watermark is per page: the next sync goes on from here
-                    log.info("%s: sync stopped early on request", name)
-                    stopped = True  # an unfinished full sync must not call the rest vanished
-                    seen_run = None
-                    break
-                result.fetched += len(records) + len(invalid)
-                mirrored += len(records)
-                page = ledger.apply_page(
-                    name, source.kind, records, invalid, now=clock(), seen_run=seen_run
-                )
-                for problem in page.new_invalid:  # re-reads of a known bad record stay quiet
-                    log.warning("%s: skipped record %s: %s", name, problem.key, problem.reason)
-                counts += page
-                collect_page_garbage()
-        if seen_run is not None:
-            counts.deleted += ledger.mark_vanished(name, seen_run, clock())
+        mirrored, stopped = _mirror(
+            ledger, name, source, client, since, seen_run, counts, result, clock, stop
+        )
     except SalesforceError as exc:
         result.error = str(exc)
         result.error_kind = "api_limit" if isinstance(exc, ApiLimitExceeded) else type(exc).__name__

@@ -179,17 +179,17 @@ class _Work:
 class RevocationRow(_Work, Base):
     """A grant to revoke in Salesforce: at expiry, at the vendor's cap, on a rule break, by hand.
 
-    ``state``: ``pending`` (not tried yet), ``failed`` (last try failed; retried with backoff),
-    ``landed`` (a sync found our attempt done in Salesforce; enforce queues its notice),
-    ``revoked`` (done, or found already revoked/deleted), ``cancelled`` (the grant was extended
-    before it was revoked).
+    ``state`` (a ``lifecycle.WorkState``): ``pending`` (not tried yet), ``failed`` (last try
+    failed; retried with backoff), ``landed`` (a sync found our attempt done in Salesforce;
+    enforce queues its notice), ``revoked`` (done, or found already revoked/deleted),
+    ``cancelled`` (the grant was extended before it was revoked).
     """
 
     __tablename__ = "revocations"
     __table_args__ = (Index("ix_revocations_due", "state", "next_attempt_at"),)
 
     grant_id: Mapped[int] = mapped_column(ForeignKey("grants.id"), primary_key=True)
-    cause: Mapped[str] = mapped_column(String(16))  # expired, capped, login_as, manual
+    cause: Mapped[str] = mapped_column(String(16))  # a lifecycle.EndCause
     reason: Mapped[str] = mapped_column(String(1000))
     actor: Mapped[str] = mapped_column(String(255))
     # The Revoked_At__c the last attempt sent (whole seconds): with the reason, our marker.
@@ -199,8 +199,9 @@ class RevocationRow(_Work, Base):
 class OutboxRow(_Work, Base):
     """One email to send, exactly once: unique per (grant, kind, due time).
 
-    ``state``: ``pending``, ``failed`` (temporary failure, retried), ``sent``, ``bounced``
-    (refused for good: a 5xx), ``cancelled`` (an extension made a reminder obsolete).
+    ``state``: a ``lifecycle.WorkState``: ``pending``, ``failed`` (temporary failure,
+    retried), ``sent``, ``undeliverable`` (refused for good: a 5xx), ``cancelled`` (an
+    extension made a reminder obsolete).
     """
 
     __tablename__ = "outbox"
@@ -211,7 +212,7 @@ class OutboxRow(_Work, Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     grant_id: Mapped[int] = mapped_column(ForeignKey("grants.id"))
-    kind: Mapped[str] = mapped_column(String(16))  # reminder, revoked, rejected
+    kind: Mapped[str] = mapped_column(String(16))  # a lifecycle.EmailKind
     due_at: Mapped[datetime] = mapped_column(UTCDateTime())
     offset_seconds: Mapped[int | None] = mapped_column(Integer)
     recipients: Mapped[str] = mapped_column(Text)  # JSON list of addresses

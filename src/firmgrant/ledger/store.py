@@ -16,10 +16,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from firmgrant.grant import MIRRORED_FIELDS, TIME_FIELDS, GrantRecord
 from firmgrant.ledger._bulk import insert_rows, time_converter
 from firmgrant.ledger.chain import NewEvent, append_events, lock_chain_head
+from firmgrant.ledger.changes import actor, classify, our_revocation
 from firmgrant.ledger.locks import planning_lock, single_worker_lock
 from firmgrant.ledger.models import GrantRow, InvalidRecordRow, RevocationRow, SyncStateRow
 from firmgrant.ledger.work import release
-from firmgrant.lifecycle import OPEN_STATES, EventKind, SalesforceStatus, WorkState
+from firmgrant.lifecycle import OPEN_STATES, EventKind, WorkState
 from firmgrant.policy import revocation_landed
 from firmgrant.timeutil import iso_z
 
@@ -27,11 +28,7 @@ if TYPE_CHECKING:  # the ledger needs no Salesforce client loaded (export, verif
     from firmgrant.salesforce.records import InvalidRecord
 
 # A modstamp-only difference (a touch with nothing we mirror changed) is not a change.
-COMPARED_FIELDS = tuple(f for f in MIRRORED_FIELDS if f != "modstamp")
 _TIME_POSITIONS = tuple(MIRRORED_FIELDS.index(name) for name in TIME_FIELDS)
-
-
-_Change = tuple[EventKind, GrantRecord, int | None, dict[str, list[Any]] | None]
 
 
 @dataclass
@@ -162,43 +159,7 @@ class Ledger:
         with self.appending() as session:
             bad_ids = [p.source_id for p in invalid if p.source_id]
             existing = self._existing(session, connection, [*by_id, *bad_ids])
-            # (kind, record, ledger id or None while new, changes): events once ids are known
-            changed: list[
-                tuple[EventKind, GrantRecord, int | None, dict[str, list[Any]] | None]
-            ] = []
-            upserts: list[GrantRecord] = []
-            for source_id, record in by_id.items():
-                current = existing.get(source_id)
-                if current is None:
-                    counts.inserted += 1
-                    counts.rejected += record.via_login_as and not record.deleted
-                    upserts.append(record)
-                    changed.append((EventKind.DISCOVERED, record, None, None))
-                    continue
-                grant_id, values = current
-                changes = {
-                    field: [_jsonable(values[field]), _jsonable(getattr(record, field))]
-                    for field in COMPARED_FIELDS
-                    if values[field] != getattr(record, field)
-                }
-                if not changes and values["modstamp"] == record.modstamp:
-                    continue
-                upserts.append(record)
-                if not changes:
-                    continue
-                if "deleted" in changes and record.deleted:
-                    counts.deleted += 1
-                    kind = EventKind.DELETED
-                else:
-                    counts.updated += 1
-                    counts.rejected += "via_login_as" in changes and record.via_login_as
-                    if "deleted" in changes:
-                        kind = EventKind.UNDELETED
-                    elif "sf_status" in changes and record.sf_status == SalesforceStatus.REVOKED:
-                        kind = EventKind.CUSTOMER_REVOKED  # ours update the ledger as they happen
-                    else:
-                        kind = EventKind.CHANGED
-                changed.append((kind, record, grant_id, changes))
+            changed, upserts = classify(by_id, existing, counts)
             # Revocation rows before grant rows, as the revoke job locks them: no deadlock.
             ours = self._landed_revocations(
                 session,
@@ -221,25 +182,10 @@ class Ledger:
                     kind, connection, record, now, grant_id or new_ids[record.source_id], changes
                 )
                 if grant_id not in ours
-                else _our_revocation(connection, record, grant_id, now, ours[grant_id], changes)
+                else our_revocation(connection, record, grant_id, now, ours[grant_id], changes)
                 for kind, record, grant_id, changes in changed
             ]
-            for problem in invalid:
-                if self._first_report(session, connection, problem, now):
-                    counts.invalid += 1
-                    counts.new_invalid.append(problem)
-                    grant = existing.get(problem.key)
-                    events.append(
-                        NewEvent(
-                            kind=EventKind.INVALID,
-                            at=now,
-                            connection=connection,
-                            source_id=problem.key,
-                            grant_id=grant[0] if grant else None,
-                            reason=problem.reason,
-                            payload={"modstamp": iso_z(problem.modstamp)},
-                        )
-                    )
+            events += self._report_invalid(session, connection, invalid, existing, counts, now)
             if seen_run is not None and (by_id or bad_ids):
                 # A record that turned malformed is still in the org: not vanished.
                 session.execute(
@@ -258,6 +204,35 @@ class Ledger:
                 if state.watermark is None or newest > state.watermark:
                     state.watermark = newest
         return counts
+
+    def _report_invalid(
+        self,
+        session: Session,
+        connection: str,
+        invalid: Sequence[InvalidRecord],
+        existing: dict[str, tuple[int, dict[str, Any]]],
+        counts: PageCounts,
+        now: datetime,
+    ) -> list[NewEvent]:
+        """An ``invalid`` event for each malformed record not reported in this shape before."""
+        events = []
+        for problem in invalid:
+            if self._first_report(session, connection, problem, now):
+                counts.invalid += 1
+                counts.new_invalid.append(problem)
+                grant = existing.get(problem.key)
+                events.append(
+                    NewEvent(
+                        kind=EventKind.INVALID,
+                        at=now,
+                        connection=connection,
+                        source_id=problem.key,
+                        grant_id=grant[0] if grant else None,
+                        reason=problem.reason,
+                        payload={"modstamp": iso_z(problem.modstamp)},
+                    )
+                )
+        return events
 
     def mark_vanished(self, connection: str, seen_run: int, now: datetime) -> int:
         """After a full sync: grants the org no longer returns at all (purged, re-targeted)."""
@@ -369,7 +344,7 @@ class Ledger:
             connection=connection,
             source_id=record.source_id,
             grant_id=grant_id,
-            actor=_actor(kind, record),
+            actor=actor(kind, record),
             payload=payload,
         )
 
@@ -440,41 +415,3 @@ def _source_id_in(session: Session, source_ids: list[str]) -> ColumnElement[bool
         ids = func.json_each(orjson.dumps(source_ids).decode()).table_valued("value")
         return GrantRow.source_id.in_(select(ids.c.value))
     return GrantRow.source_id == any_(bindparam("source_ids", source_ids, ARRAY(String)))
-
-
-def _our_revocation(
-    connection: str,
-    record: GrantRecord,
-    grant_id: int,
-    now: datetime,
-    revocation: RevocationRow,
-    changes: dict[str, list[Any]] | None,
-) -> NewEvent:
-    """The ``revoked`` event of an attempt whose effect a sync found (see above)."""
-    return NewEvent(
-        kind=EventKind.REVOKED,
-        at=now,
-        connection=connection,
-        source_id=record.source_id,
-        grant_id=grant_id,
-        actor=revocation.actor,
-        reason=revocation.reason,
-        # The snapshot first (canonical JSON sorts keys): the export finds it by its start.
-        payload={
-            "changes": changes,
-            "grant": record.snapshot(),
-            "revocation": {"attempt": revocation.attempts, "cause": revocation.cause},
-        },
-    )
-
-
-def _actor(kind: EventKind, record: GrantRecord) -> str:
-    if kind == EventKind.DISCOVERED:  # the grantor made it
-        return f"salesforce:{record.grantor_username or record.grantor_id or 'unknown'}"
-    if kind == EventKind.CUSTOMER_REVOKED:  # someone in the customer's org; the object names no one
-        return f"customer:{record.org_id}"
-    return "salesforce"
-
-
-def _jsonable(value: Any) -> Any:
-    return iso_z(value) if isinstance(value, datetime) else value
