@@ -291,7 +291,15 @@ def _sync(
     from firmgrant.jobs.sync import sync_connection
 
     results = [
-        sync_connection(ledger, name, conn, settings.vendor, settings.sync, full=full)
+        sync_connection(
+            ledger,
+            name,
+            conn,
+            settings.vendor,
+            settings.sync,
+            full=full,
+            cap=settings.policy.max_duration,
+        )
         for name, conn in targets.items()
     ]
     if as_json:

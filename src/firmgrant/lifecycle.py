@@ -115,6 +115,17 @@ class EventKind(StrEnum):
     NOTIFIED = "notified"  # a revoked/rejected notice was sent
     EMAIL_FAILED = "email_failed"  # an email could not go for now (one per outage)
     EMAIL_UNDELIVERABLE = "email_undeliverable"  # an email was refused for good
+    ACCESS_USED = "access_used"  # support logged in as a customer user under a valid grant
+    VIOLATION = "violation"  # support logged in with no valid grant at that moment
+    SESSIONS_ENDED = "sessions_ended"  # the vendor's Login-As sessions in the org were ended
+    SESSIONS_NOT_ENDED = "sessions_not_ended"  # they could not be (e.g. no "Manage Users")
+
+
+class SourceKind(StrEnum):
+    """Where a connection's grants are read."""
+
+    OBJECT = "object"  # records of an SObject, revoked by updating them
+    AUDIT = "audit"  # the customer org's Setup Audit Trail: read-only, no revoke API
 
 
 # The event that records why a revocation was opened.
@@ -232,6 +243,7 @@ __all__ = [
     "GrantStatus",
     "RevocationStatus",
     "SalesforceStatus",
+    "SourceKind",
     "WorkState",
     "ends_at",
     "ends_by_sql",

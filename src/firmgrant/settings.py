@@ -16,6 +16,7 @@ from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AliasChoices,
@@ -36,6 +37,7 @@ from pydantic_settings import (
 )
 
 from firmgrant.errors import ConfigError
+from firmgrant.lifecycle import SourceKind
 from firmgrant.timeutil import DurationRange, parse_duration
 
 ENV_PREFIX = "FIRMGRANT_"
@@ -111,12 +113,25 @@ class FieldMap(_Section):
     is_deleted: SalesforceName = "IsDeleted"
 
 
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not an IANA time zone such as Europe/Berlin") from None
+    return value
+
+
 class SourceSettings(_Section):
-    kind: Literal["object"] = "object"
+    # object: records of an SObject; audit: the customer org's Setup Audit Trail.
+    kind: SourceKind = SourceKind.OBJECT
     object_name: SalesforceName = "Login_Access_Grant__c"
     fields: FieldMap = FieldMap()
     batch_size: int = Field(2000, ge=200, le=2000)
     overlap_seconds: int = Field(300, ge=0, le=86400)
+    # audit: how the org writes dates in Display ("through 11/1/2030"), and the zone whose
+    # midnight starts that date (access is treated as ending then).
+    date_order: Literal["MDY", "DMY", "YMD"] = "MDY"
+    time_zone: Annotated[str, BeforeValidator(lambda v: _time_zone(str(v)))] = "UTC"
 
 
 AuthKind = Literal["jwt", "client_credentials", "password", "token"]
@@ -190,6 +205,11 @@ class VendorSettings(_Section):
     )
     publisher_org_id: str | None = None
     support_email: str | None = None
+    # The support team's usernames in customer orgs (shell patterns: *@firmworks.example):
+    # a Login-As use by one of them is support entering an org.
+    support_usernames: Annotated[list[str], NoDecode, BeforeValidator(_split_list)] = Field(
+        default_factory=list
+    )
 
     @field_validator("publisher_org_id")
     @classmethod
@@ -397,6 +417,13 @@ def load_settings(config_file: Path | None = None, env_file: Path | None = None)
         for name, connection in settings.connections.items()
         for problem in connection.problems(f"connections.{name}")
     ]
+    audit = sorted(n for n, c in settings.connections.items() if c.source.kind == SourceKind.AUDIT)
+    if audit and settings.vendor.publisher_org_id is None:
+        problems.append(
+            f"{env_name('vendor', 'publisher_org_id')} (vendor.publisher_org_id): required by "
+            f"the audit source (connections {', '.join(audit)}): the audit trail names the "
+            "publisher by its org id"
+        )
     if problems:
         raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
     return settings

@@ -12,12 +12,16 @@ from typing import Any
 from firmgrant._collector import collector_per_batch
 from firmgrant.errors import ApiLimitExceeded, SalesforceError
 from firmgrant.ledger import Ledger, PageCounts
+from firmgrant.ledger.episodes import latest_by_grantor
+from firmgrant.lifecycle import SourceKind
+from firmgrant.salesforce.audit import AuditSource, fold
 from firmgrant.salesforce.client import ApiUsage, SalesforceClient
 from firmgrant.salesforce.sources import ObjectSource
-from firmgrant.settings import ConnectionSettings, SyncSettings, VendorSettings
+from firmgrant.settings import ConnectionSettings, PolicySettings, SyncSettings, VendorSettings
 from firmgrant.timeutil import Clock, utcnow
 
 log = logging.getLogger("firmgrant.jobs.sync")
+DEFAULT_CAP = PolicySettings().max_duration
 # A sync that fetched records, reported some newly invalid and could mirror none of them:
 # a non-conforming endpoint or a changed format. It must not look like success to cron.
 NOTHING_MIRRORED = "nothing_mirrored"
@@ -33,6 +37,8 @@ class SyncResult:
     deleted: int = 0
     invalid: int = 0
     rejected: int = 0
+    used: int = 0  # audit source: support's uses of Login-As access under a valid grant
+    violations: int = 0  # and uses with no valid grant at that moment
     api_calls: int = 0
     seconds: float = 0.0
     error: str | None = None
@@ -62,9 +68,11 @@ class SyncResult:
         )
 
 
-def _known_usage(ledger: Ledger, name: str, policy: SyncSettings, clock: Clock) -> ApiUsage | None:
+def _known_usage(
+    ledger: Ledger, name: str, kind: str, policy: SyncSettings, clock: Clock
+) -> ApiUsage | None:
     """The org's API usage from the last sync, if recent enough to trust for the floor."""
-    state = ledger.sync_state(name, ObjectSource.kind)
+    state = ledger.sync_state(name, kind)
     if state.api_used is None or state.api_limit is None or state.api_seen_at is None:
         return None
     if clock() - state.api_seen_at > timedelta(seconds=policy.api_floor_recheck_seconds):
@@ -105,6 +113,47 @@ def _mirror(
     return mirrored, False
 
 
+def _mirror_audit(
+    ledger: Ledger,
+    name: str,
+    source: AuditSource,
+    client: SalesforceClient,
+    since: datetime | None,
+    counts: PageCounts,
+    result: SyncResult,
+    clock: Clock,
+    stop: Callable[[], bool],
+    cap: timedelta,
+) -> tuple[int, bool]:
+    """Fold each page of audit rows into grants and write them (never "vanished": rows that
+    aged out of the trail say nothing about the grants they made)."""
+    mirrored = 0
+    for page in source.pages(client, since):
+        if stop():
+            log.info("%s: sync stopped early on request", name)
+            return mirrored, True
+        result.fetched += len(page.grants) + len(page.uses) + len(page.invalid)
+        mirrored += len(page.grants) + len(page.uses)
+        org_id = client.org_id or name
+        with ledger.sessions() as session:
+            current = latest_by_grantor(session, name, [row.user_id for row, _ in page.grants])
+        records = fold(page.grants, current, org_id=org_id, zone=source.settings.time_zone)
+        written = ledger.apply_page(
+            name,
+            source.kind,
+            records,
+            page.invalid,
+            now=clock(),
+            uses=page.uses,
+            cap=cap,
+            newest=page.newest,
+        )
+        for problem in written.new_invalid:
+            log.warning("%s: skipped audit row %s: %s", name, problem.key, problem.reason)
+        counts += written
+    return mirrored, False
+
+
 def sync_connection(
     ledger: Ledger,
     name: str,
@@ -116,26 +165,39 @@ def sync_connection(
     client: SalesforceClient | None = None,
     clock: Clock = utcnow,
     stop: Callable[[], bool] = lambda: False,
+    cap: timedelta = DEFAULT_CAP,
 ) -> SyncResult:
     """Mirror one connection's grants. Errors are recorded and returned, not raised."""
     started = time.perf_counter()
     result = SyncResult(connection=name, full=full)
-    source = ObjectSource(settings.source, vendor)
+    source: ObjectSource | AuditSource = (
+        AuditSource(settings.source, vendor)
+        if settings.source.kind == SourceKind.AUDIT
+        else ObjectSource(settings.source, vendor)
+    )
     if client is None:
         client = SalesforceClient(
-            name, settings, policy, usage=_known_usage(ledger, name, policy, clock)
+            name, settings, policy, usage=_known_usage(ledger, name, source.kind, policy, clock)
         )
     state = ledger.sync_state(name, source.kind)
     since = None
     if not full and state.watermark is not None:
         since = state.watermark - timedelta(seconds=settings.source.overlap_seconds)
-    seen_run = int(clock().timestamp() * 1000) if full else None
+    # A full sync of the object source finds what vanished; the audit trail forgets by design.
+    seen_run = (
+        int(clock().timestamp() * 1000) if full and isinstance(source, ObjectSource) else None
+    )
     calls_before = client.api_calls
     counts, mirrored, stopped = PageCounts(), 0, False
     try:
-        mirrored, stopped = _mirror(
-            ledger, name, source, client, since, seen_run, counts, result, clock, stop
-        )
+        if isinstance(source, AuditSource):
+            mirrored, stopped = _mirror_audit(
+                ledger, name, source, client, since, counts, result, clock, stop, cap
+            )
+        else:
+            mirrored, stopped = _mirror(
+                ledger, name, source, client, since, seen_run, counts, result, clock, stop
+            )
     except SalesforceError as exc:
         result.error = str(exc)
         result.error_kind = "api_limit" if isinstance(exc, ApiLimitExceeded) else type(exc).__name__
@@ -151,6 +213,7 @@ def sync_connection(
     result.inserted, result.updated = counts.inserted, counts.updated
     result.deleted, result.invalid = counts.deleted, counts.invalid
     result.rejected = counts.rejected
+    result.used, result.violations = counts.used, counts.violations
     result.api_calls = client.api_calls - calls_before
     usage = client.usage
     ledger.record_sync_outcome(

@@ -217,3 +217,18 @@ class OutboxRow(_Work, Base):
     offset_seconds: Mapped[int | None] = mapped_column(Integer)
     recipients: Mapped[str] = mapped_column(Text)  # JSON list of addresses
     message_id: Mapped[str] = mapped_column(String(255))
+
+
+class AccessUseRow(Base):
+    """A use of Login-As access by the vendor's support, once per audit row."""
+
+    __tablename__ = "access_uses"
+    __table_args__ = (Index("ix_access_uses_grant_id", "grant_id"),)
+
+    connection: Mapped[str] = mapped_column(String(40), primary_key=True)
+    row_id: Mapped[str] = mapped_column(String(18), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    support_user: Mapped[str] = mapped_column(String(255))
+    customer_user_id: Mapped[str] = mapped_column(String(18))
+    grant_id: Mapped[int | None] = mapped_column(ForeignKey("grants.id"))
+    valid: Mapped[bool] = mapped_column(Boolean)

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -17,6 +17,7 @@ from firmgrant.grant import MIRRORED_FIELDS, TIME_FIELDS, GrantRecord
 from firmgrant.ledger._bulk import insert_rows, time_converter
 from firmgrant.ledger.chain import NewEvent, append_events, lock_chain_head
 from firmgrant.ledger.changes import actor, classify, our_revocation
+from firmgrant.ledger.episodes import record_uses
 from firmgrant.ledger.locks import planning_lock, single_worker_lock
 from firmgrant.ledger.models import GrantRow, InvalidRecordRow, RevocationRow, SyncStateRow
 from firmgrant.ledger.work import release
@@ -25,6 +26,7 @@ from firmgrant.policy import revocation_landed
 from firmgrant.timeutil import iso_z
 
 if TYPE_CHECKING:  # the ledger needs no Salesforce client loaded (export, verify, grants)
+    from firmgrant.salesforce.audit import AccessUse
     from firmgrant.salesforce.records import InvalidRecord
 
 # A modstamp-only difference (a touch with nothing we mirror changed) is not a change.
@@ -38,6 +40,8 @@ class PageCounts:
     deleted: int = 0
     invalid: int = 0
     rejected: int = 0  # newly seen grants made through a Login-As session
+    used: int = 0  # uses of Login-As access by support under a valid grant (audit source)
+    violations: int = 0  # uses with no valid grant at that moment
     new_invalid: list[InvalidRecord] = field(default_factory=list)  # reported for the first time
 
     def __iadd__(self, other: PageCounts) -> PageCounts:
@@ -46,6 +50,8 @@ class PageCounts:
         self.deleted += other.deleted
         self.invalid += other.invalid
         self.rejected += other.rejected
+        self.used += other.used
+        self.violations += other.violations
         self.new_invalid += other.new_invalid
         return self
 
@@ -149,9 +155,14 @@ class Ledger:
         *,
         now: datetime,
         seen_run: int | None = None,
+        uses: Sequence[AccessUse] = (),
+        cap: timedelta | None = None,
+        newest: datetime | None = None,
     ) -> PageCounts:
         """Upsert a page of records, log what really changed, advance the watermark.
 
+        The audit source also brings ``uses`` of Login-As access (judged with the vendor's
+        ``cap``) and the ``newest`` row time it read (rows it skipped move the watermark too).
         All in one transaction: a crash loses or repeats nothing.
         """
         counts = PageCounts()
@@ -186,6 +197,12 @@ class Ledger:
                 for kind, record, grant_id, changes in changed
             ]
             events += self._report_invalid(session, connection, invalid, existing, counts, now)
+            if uses:
+                assert cap is not None
+                used = record_uses(session, connection, uses, cap, now)
+                counts.used += sum(e.kind == EventKind.ACCESS_USED for e in used)
+                counts.violations += sum(e.kind == EventKind.VIOLATION for e in used)
+                events += used
             if seen_run is not None and (by_id or bad_ids):
                 # A record that turned malformed is still in the org: not vanished.
                 session.execute(
@@ -198,6 +215,7 @@ class Ledger:
                 )
             append_events(session, events)
             stamps = [r.modstamp for r in records] + [p.modstamp for p in invalid if p.modstamp]
+            stamps += [newest] if newest is not None else []
             if stamps:
                 state = self._state_row(session, connection, source)
                 newest = max(stamps)

@@ -31,6 +31,18 @@ JWT_LIFETIME = timedelta(minutes=3)
 class Token:
     access_token: SecretStr = field(repr=False)
     instance_url: str
+    identity: str | None = None  # the token response's ``id``: …/id/<org id>/<user id>
+
+    @property
+    def org_id(self) -> str | None:
+        """The org's 18-character Id from the identity URL; else the 15 that starts every
+        Salesforce access token (``00D…!…``)."""
+        if self.identity:
+            parts = self.identity.rstrip("/").split("/")
+            if len(parts) >= 2 and parts[-2].startswith("00D"):
+                return parts[-2]
+        head = self.access_token.get_secret_value().partition("!")[0]
+        return head if head.startswith("00D") and len(head) in (15, 18) else None
 
 
 class Authenticator:
@@ -63,7 +75,11 @@ class Authenticator:
         url = f"{settings.login_url}/services/oauth2/token"
         body = with_backoff("token request", self.name, self.policy, lambda: self._post(url, form))
         try:
-            token = Token(SecretStr(body["access_token"]), body["instance_url"].rstrip("/"))
+            token = Token(
+                SecretStr(body["access_token"]),
+                body["instance_url"].rstrip("/"),
+                body.get("id") if isinstance(body.get("id"), str) else None,
+            )
         except (KeyError, AttributeError, TypeError):
             raise AuthenticationError(
                 "token response lacks access_token or instance_url", connection=self.name

@@ -30,7 +30,7 @@ from firmgrant.errors import (
     SalesforceApiError,
 )
 from firmgrant.salesforce._retry import with_backoff
-from firmgrant.salesforce.auth import Authenticator
+from firmgrant.salesforce.auth import Authenticator, Token
 from firmgrant.settings import ConnectionSettings, SyncSettings
 from firmgrant.timeutil import utcnow
 
@@ -125,6 +125,7 @@ class SalesforceClient:
         self.api_calls = 0
         self.usage = usage
         self._sf: Salesforce | None = None
+        self._token: Token | None = None
 
     def __repr__(self) -> str:
         return f"SalesforceClient({self.name!r}, api_calls={self.api_calls})"
@@ -140,9 +141,14 @@ class SalesforceClient:
             self.usage = parse_limit_info(header, utcnow()) or self.usage
 
     # -- calls -------------------------------------------------------------------------------
+    @property
+    def org_id(self) -> str | None:
+        """The connected org's Id, known once a token was issued."""
+        return self._token.org_id if self._token is not None else None
+
     def _salesforce(self) -> Salesforce:
         if self._sf is None:
-            token = self.authenticator.authenticate()
+            token = self._token = self.authenticator.authenticate()
             self._sf = _Salesforce(
                 instance_url=token.instance_url,
                 session_id=token.access_token.get_secret_value(),
@@ -255,6 +261,21 @@ class SalesforceClient:
             f"update {len(records)} {object_name}",
             lambda sf: sf.restful(
                 "composite/sobjects", method="PATCH", json=body, timeout=self._timeout
+            ),
+        )
+        return results or []
+
+    def delete_collection(self, ids: list[str]) -> list[dict[str, Any]]:
+        """DELETE ``composite/sobjects`` (≤ 200 Ids, ``allOrNone=false``): one result per Id."""
+        if len(ids) > COLLECTION_LIMIT:
+            raise ValueError(f"at most {COLLECTION_LIMIT} records per collection call")
+        results: list[dict[str, Any]] | None = self.call(
+            f"delete {len(ids)} records",
+            lambda sf: sf.restful(
+                "composite/sobjects",
+                method="DELETE",
+                params={"ids": ",".join(ids), "allOrNone": "false"},
+                timeout=self._timeout,
             ),
         )
         return results or []

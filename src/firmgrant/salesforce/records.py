@@ -131,7 +131,7 @@ def record_parser(fields: FieldMap) -> Callable[[dict[str, Any]], GrantRecord | 
                 deleted=_flag(record, names.is_deleted),
             )
         except _Invalid as problem:
-            key = source_id if source_id is not None else _digest(record)
+            key = source_id if source_id is not None else record_digest(record)
             return InvalidRecord(
                 key=key, source_id=source_id, modstamp=modstamp, reason=str(problem)
             )
@@ -144,6 +144,6 @@ def parse_record(record: dict[str, Any], fields: FieldMap) -> GrantRecord | Inva
     return record_parser(fields)(record)
 
 
-def _digest(record: dict[str, Any]) -> str:
+def record_digest(record: dict[str, Any]) -> str:
     canonical = json.dumps(record, sort_keys=True, default=str, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:32]

@@ -55,7 +55,7 @@ class ObjectSource:
         raw_pages = client.query_pages(
             self.soql(since), include_deleted=True, batch_size=self.settings.batch_size
         )
-        for raw in _one_ahead(raw_pages):
+        for raw in one_ahead(raw_pages):
             yield self.parse(raw)
 
     def parse(self, raw: list[dict[str, Any]]) -> Page:
@@ -67,7 +67,7 @@ class ObjectSource:
         return good, bad
 
 
-def _one_ahead(pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+def one_ahead(pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
     """Fetch page n+1 in a helper thread while page n is consumed.
 
     Only one fetch is ever in flight, so the client and its session are never used by two
