@@ -31,9 +31,11 @@ from firmgrant.lifecycle import (
     EndCause,
     EventKind,
     SalesforceStatus,
+    SourceKind,
     WorkState,
 )
 from firmgrant.policy import REVOKE_REASON_LIMIT, retry_delay, revocation_landed
+from firmgrant.salesforce.audit import end_sessions
 from firmgrant.salesforce.client import COLLECTION_LIMIT, SalesforceClient
 from firmgrant.settings import Settings, SourceSettings
 from firmgrant.timeutil import Clock, parse_sf_datetime
@@ -49,14 +51,16 @@ class RevokeResult:
     revoked: int = 0
     already: int = 0
     failed: int = 0
+    sessions: int = 0  # audit source: grants whose support sessions were ended (or tried)
     api_calls: int = 0
     error: str | None = None
 
     def summary(self) -> str:
         outcome = f" error={self.error}" if self.error else ""
+        sessions = f" sessions_ended={self.sessions}" if self.sessions else ""
         return (
-            f"revoke: revoked={self.revoked} already={self.already} failed={self.failed} "
-            f"api_calls={self.api_calls}{outcome}"
+            f"revoke: revoked={self.revoked} already={self.already} failed={self.failed}"
+            f"{sessions} api_calls={self.api_calls}{outcome}"
         )
 
 
@@ -68,6 +72,7 @@ class _Claimed:
     attempts: int
     unsure: bool  # an earlier attempt never recorded its outcome
     earlier_sent_at: datetime | None  # what that attempt sent as Revoked_At__c
+    grantor_id: str | None  # the customer user whose Login-As sessions end (audit source)
 
 
 class _Result(StrEnum):
@@ -76,6 +81,8 @@ class _Result(StrEnum):
     REVOKED = "revoked"  # this call (or a lost earlier one of ours) revoked it
     ALREADY = "already"  # it had ended otherwise: revoked by the customer, expired, or gone
     FAILED = "failed"  # not revoked: tried again after a backoff
+    SESSIONS_ENDED = "sessions_ended"  # audit source: support's Login-As sessions ended
+    SESSIONS_NOT_ENDED = "sessions_not_ended"  # audit source: Salesforce refused to end them
 
 
 class _Outcome(NamedTuple):
@@ -110,10 +117,16 @@ def _claim_batch(
             grant_ids=grant_ids,
         )
         batch = []
-        for row, unsure, source_id in claimed:
+        for row, unsure, source_id, grantor_id in claimed:
             batch.append(
                 _Claimed(
-                    row.grant_id, source_id, row.reason, row.attempts, unsure, row.attempted_at
+                    row.grant_id,
+                    source_id,
+                    row.reason,
+                    row.attempts,
+                    unsure,
+                    row.attempted_at,
+                    grantor_id,
                 )
             )
             row.attempted_at = sent_at
@@ -164,6 +177,8 @@ def _call_salesforce(
     now: datetime,
 ) -> dict[int, _Outcome]:
     source = settings.connections[connection].source
+    if source.kind == SourceKind.AUDIT:
+        return _end_sessions(client, batch)
     fields = source.fields
     sent_at = now.replace(microsecond=0)
     outcomes = _read_back(client, source, [item for item in batch if item.unsure])
@@ -199,6 +214,25 @@ def _call_salesforce(
         outcomes[item.grant_id] = _Outcome(
             _Result.FAILED, "Salesforce returned no result for this record"
         )
+    return outcomes
+
+
+def _end_sessions(client: SalesforceClient, batch: list[_Claimed]) -> dict[int, _Outcome]:
+    """The audit source has no revoke API: end the Login-As sessions of each grantor instead
+    (ending sessions twice is harmless, so an unsure attempt is simply made again)."""
+    users = sorted({item.grantor_id for item in batch if item.grantor_id})
+    found = end_sessions(client, users) if users else {}
+    outcomes = {}
+    for item in batch:
+        done = found.get(item.grantor_id or "")
+        if done is None:
+            outcomes[item.grant_id] = _Outcome(_Result.SESSIONS_ENDED, "no grantor to end")
+        elif done.error:
+            outcomes[item.grant_id] = _Outcome(_Result.SESSIONS_NOT_ENDED, done.error)
+        else:
+            outcomes[item.grant_id] = _Outcome(
+                _Result.SESSIONS_ENDED, f"{done.ended} Login-As session(s) of support ended"
+            )
     return outcomes
 
 
@@ -297,6 +331,11 @@ def _record(
                 grant.updated_at = now
                 events.append(revocation_event(EventKind.REVOKED, grant, row, now, row.reason))
                 complete(session, settings, grant, row, now)
+            elif outcome.kind in _SESSIONS_EVENT:
+                result.sessions += 1
+                kind = _SESSIONS_EVENT[outcome.kind]
+                events.append(revocation_event(kind, grant, row, now, outcome.detail))
+                complete(session, settings, grant, row, now)
             else:
                 release(row, state=WorkState.REVOKED, done_at=now, last_error=None)
                 result.already += 1
@@ -304,6 +343,12 @@ def _record(
                     revocation_event(EventKind.REVOCATION_SETTLED, grant, row, now, outcome.detail)
                 )
         append_events(session, events)
+
+
+_SESSIONS_EVENT = {
+    _Result.SESSIONS_ENDED: EventKind.SESSIONS_ENDED,
+    _Result.SESSIONS_NOT_ENDED: EventKind.SESSIONS_NOT_ENDED,
+}
 
 
 def complete(

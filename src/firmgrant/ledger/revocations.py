@@ -9,16 +9,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from firmgrant.ledger.models import GrantRow, RevocationRow
 from firmgrant.ledger.queries import ends_by
 from firmgrant.ledger.work import claim
 from firmgrant.lifecycle import OPEN_STATES, EndCause, SalesforceStatus, WorkState
-
-# A finished revocation does not shield a grant the customer made live again.
-_FINISHED = (WorkState.REVOKED, WorkState.CANCELLED)
 
 
 def candidates(
@@ -30,7 +27,16 @@ def candidates(
         select(GrantRow, RevocationRow)
         .outerjoin(RevocationRow, RevocationRow.grant_id == GrantRow.id)
         .where(
-            or_(RevocationRow.grant_id.is_(None), RevocationRow.state.in_(_FINISHED)),
+            or_(
+                RevocationRow.grant_id.is_(None),
+                RevocationRow.state == WorkState.CANCELLED,
+                # A done revocation shields the grant until the customer changes it again
+                # (re-activates or extends it): an audit grant stays live in Salesforce.
+                and_(
+                    RevocationRow.state == WorkState.REVOKED,
+                    RevocationRow.done_at < GrantRow.updated_at,
+                ),
+            ),
             GrantRow.sf_status == SalesforceStatus.ACTIVE,
             GrantRow.deleted.is_(False),
             or_(GrantRow.via_login_as.is_(True), ends_by(now, cap)),
@@ -83,9 +89,10 @@ def claim_due(
     lease: timedelta,
     limit: int,
     grant_ids: list[int] | None = None,
-) -> list[tuple[RevocationRow, bool, str]]:
+) -> list[tuple[RevocationRow, bool, str, str | None]]:
     """Lease up to ``limit`` due revocations of this connection (``grant_ids`` only, if
-    given): each with ``unsure`` (an earlier attempt's outcome is unknown) and its record Id."""
+    given): each with ``unsure`` (an earlier attempt's outcome is unknown), its record Id and
+    its grantor's user Id."""
     where = [GrantRow.connection == connection]
     if grant_ids is not None:
         where.append(RevocationRow.grant_id.in_(grant_ids))
@@ -103,15 +110,15 @@ def claim_due(
         limit=limit,
         where=[RevocationRow.grant_id.in_(of_connection)],
     )
-    source_ids = {
-        found.id: found.source_id
-        for found in session.execute(
-            select(GrantRow.id, GrantRow.source_id).where(
+    found = {
+        grant.id: (grant.source_id, grant.grantor_id)
+        for grant in session.execute(
+            select(GrantRow.id, GrantRow.source_id, GrantRow.grantor_id).where(
                 GrantRow.id.in_([row.grant_id for row, _ in rows])
             )
         )
     }
-    return [(row, unsure, source_ids[row.grant_id]) for row, unsure in rows]
+    return [(row, unsure, *found[row.grant_id]) for row, unsure in rows]
 
 
 def locked_with_grants(

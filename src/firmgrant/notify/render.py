@@ -67,6 +67,7 @@ def context(
     reason: str | None = None,
     event_at: datetime | None = None,
     offset: timedelta | None = None,
+    in_setup_only: bool = False,
 ) -> dict[str, Any]:
     """Everything a template may use; times in UTC and in words relative to ``now``."""
     return {
@@ -84,6 +85,8 @@ def context(
         "reason": reason or "",
         "event_at_utc": utc_text(event_at or now),
         "offset": format_duration(offset) if offset is not None else "",
+        # The grant exists only in the customer's Setup: only they can revoke it there.
+        "in_setup_only": in_setup_only,
     }
 
 
