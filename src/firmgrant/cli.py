@@ -160,6 +160,13 @@ def _sandbox_parser(commands: Any) -> None:
         help="start with N valid grants naming the vendor",
     )
     sandbox.add_argument(
+        "--customers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also serve N customer orgs with audit-trail histories (customers.env)",
+    )
+    sandbox.add_argument(
         "--random-seed", type=int, metavar="S", help="make data and faults repeatable"
     )
     sandbox.add_argument(
@@ -196,6 +203,22 @@ def _sandbox_parser(commands: Any) -> None:
     fail_next.add_argument("kind", choices=("503", "expired", "slow", "limit"))
     fail_next.add_argument("--count", type=int, default=1)
     verbs.add_parser("stats", help="record count and API usage")
+    orgs = verbs.add_parser("add-orgs", help="add N customer orgs (audit source)")
+    orgs.add_argument("count", type=int)
+    orgs.add_argument("--grants", type=int, default=0, help="history: grants per org")
+    orgs.add_argument("--date-order", choices=("MDY", "DMY", "YMD"), default="MDY")
+    orgs.add_argument("--time-zone", default="UTC")
+    orgs.add_argument("--no-view-setup", action="store_true", help="cannot read the trail")
+    orgs.add_argument("--no-manage-users", action="store_true", help="cannot end sessions")
+    in_org = verbs.add_parser("in-org", help="a user of a customer org acts in Setup")
+    in_org.add_argument("org", help="the org's number or Id")
+    in_org.add_argument(
+        "org_action", choices=("grant", "change", "revoke", "use", "salesforce", "other", "stats")
+    )
+    in_org.add_argument("--user", help="the customer user (default jane@customerN.example)")
+    in_org.add_argument("--days", type=int, default=7)
+    in_org.add_argument("--login-as", metavar="USER", help="done while USER was logged in as")
+    in_org.add_argument("--support-user", help="for `use`: who from support logged in")
 
 
 def _configure_logging(level: str) -> None:
@@ -277,6 +300,7 @@ def _sandbox(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         seed=args.seed,
+        customers=args.customers,
         random_seed=args.random_seed,
         faults=args.faults,
     )

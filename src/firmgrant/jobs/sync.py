@@ -12,7 +12,7 @@ from typing import Any
 from firmgrant._collector import collector_per_batch
 from firmgrant.errors import ApiLimitExceeded, SalesforceError
 from firmgrant.ledger import Ledger, PageCounts
-from firmgrant.ledger.episodes import latest_by_grantor
+from firmgrant.ledger.episodes import known_org_name, latest_by_grantor
 from firmgrant.lifecycle import SourceKind
 from firmgrant.salesforce.audit import AuditSource, fold
 from firmgrant.salesforce.client import ApiUsage, SalesforceClient
@@ -128,7 +128,14 @@ def _mirror_audit(
     """Fold each page of audit rows into grants and write them (never "vanished": rows that
     aged out of the trail say nothing about the grants they made)."""
     mirrored = 0
+    with ledger.sessions() as session:
+        org_name = known_org_name(session, name)
+    asked = False
     for page in source.pages(client, since):
+        # The name is asked once on a first or full sync (it may have changed), or when a
+        # grant needs it and the ledger has none: an idle sync stays one call.
+        if not asked and page.grants and (since is None or org_name is None):
+            org_name, asked = source.org_name(client) or org_name, True
         if stop():
             log.info("%s: sync stopped early on request", name)
             return mirrored, True
@@ -137,7 +144,13 @@ def _mirror_audit(
         org_id = client.org_id or name
         with ledger.sessions() as session:
             current = latest_by_grantor(session, name, [row.user_id for row, _ in page.grants])
-        records = fold(page.grants, current, org_id=org_id, zone=source.settings.time_zone)
+        records = fold(
+            page.grants,
+            current,
+            org_id=org_id,
+            org_name=org_name,
+            zone=source.settings.time_zone,
+        )
         written = ledger.apply_page(
             name,
             source.kind,

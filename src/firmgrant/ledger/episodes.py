@@ -47,6 +47,16 @@ def latest_by_grantor(
     return {row.grantor_id: GrantRecord(*row) for row in rows}
 
 
+def known_org_name(session: Session, connection: str) -> str | None:
+    """The org name the connection's latest grant carries, if any."""
+    return session.execute(
+        select(GrantRow.org_name)
+        .where(GrantRow.connection == connection, GrantRow.org_name.is_not(None))
+        .order_by(GrantRow.id.desc())
+        .limit(1)
+    ).scalar()
+
+
 def record_uses(
     session: Session,
     connection: str,

@@ -96,6 +96,14 @@ class AuditSource:
             query += format_soql(" AND CreatedDate > {}", since)
         return query + " ORDER BY CreatedDate ASC, Id ASC"
 
+    @staticmethod
+    def org_name(client: SalesforceClient) -> str | None:
+        """The customer org's name (one API call: asked on a first or full sync only)."""
+        for page in client.query_pages("SELECT Name FROM Organization", include_deleted=False):
+            for record in page:
+                return _limited(record.get("Name"), "org_name")
+        return None
+
     def pages(self, client: SalesforceClient, since: datetime | None) -> Iterator[AuditPage]:
         raw_pages = client.query_pages(
             self.soql(since), include_deleted=False, batch_size=self.settings.batch_size
@@ -193,6 +201,7 @@ def fold(
     current: dict[str, GrantRecord],
     *,
     org_id: str,
+    org_name: str | None,
     zone: str,
 ) -> list[GrantRecord]:
     """The grants these rows make or change, given each customer user's latest episode."""
@@ -224,17 +233,19 @@ def fold(
             if prior is not None and not ended:  # one grant per user: the new one replaces it
                 replaced = prior._replace(sf_status=SalesforceStatus.EXPIRED.value, modstamp=row.at)
                 changed[replaced.source_id] = replaced
-            update = _episode(row, shown, org_id, zone)
+            update = _episode(row, shown, org_id, org_name, zone)
         latest[row.user_id] = changed[update.source_id] = update
     return list(changed.values())
 
 
-def _episode(row: AuditRow, shown: GrantDisplay, org_id: str, zone: str) -> GrantRecord:
+def _episode(
+    row: AuditRow, shown: GrantDisplay, org_id: str, org_name: str | None, zone: str
+) -> GrantRecord:
     assert shown.through is not None
     return GrantRecord(
         source_id=row.id,
         org_id=org_id,
-        org_name=None,
+        org_name=org_name,
         grantor_id=row.user_id,
         grantor_username=row.username,
         grantor_email=row.email,

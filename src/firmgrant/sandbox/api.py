@@ -337,6 +337,7 @@ class RestApi:
         if record.get("IsDeleted"):
             raise SalesforceFault(400, "ENTITY_IS_DELETED", "entity is deleted")
         if verb == "delete":
+            self.store.check_delete(target)
 
             def delete() -> str:
                 self.store.delete(target, record_id)

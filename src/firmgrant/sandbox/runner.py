@@ -36,6 +36,7 @@ def serve(
     port: int,
     seed: int,
     random_seed: int | None,
+    customers: int = 0,
     faults: str | None,
 ) -> int:
     """Write ``connection.env``, print the base URL as the first line, serve until signalled."""
@@ -68,6 +69,8 @@ def serve(
     try:
         if seed:
             org.customers.seed(seed)
+        if customers:
+            org.tenants.seed(customers)
         org.write_files()
         print(org.base_url, flush=True)
         print(
@@ -133,4 +136,30 @@ _ACTIONS: dict[str, Any] = {
         {"kind": a["kind"], "count": a["count"]},
     ),
     "stats": lambda a: ("GET", "/_sandbox/stats", None),
+    "add-orgs": lambda a: (
+        "POST",
+        "/_sandbox/tenants",
+        {
+            "count": a["count"],
+            "grants": a["grants"],
+            "date_order": a["date_order"],
+            "time_zone": a["time_zone"],
+            "view_setup": not a["no_view_setup"],
+            "manage_users": not a["no_manage_users"],
+        },
+    ),
+    "in-org": lambda a: (
+        "GET" if a["org_action"] == "stats" else "POST",
+        f"/_sandbox/tenants/{a['org']}/{a['org_action']}",
+        {
+            key: value
+            for key, value in {
+                "user": a["user"],
+                "days": a["days"],
+                "login_as": a["login_as"],
+                "support_user": a["support_user"],
+            }.items()
+            if value is not None
+        },
+    ),
 }

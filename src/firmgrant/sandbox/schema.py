@@ -215,6 +215,9 @@ AUDIT = ObjectDef(
         FieldDef("Action", "string", 255, createable=False, updateable=False),
         FieldDef("Section", "string", 255, createable=False, updateable=False),
         FieldDef("CreatedById", "reference", 18, createable=False, updateable=False),
+        # The CreatedBy relationship's fields, as SOQL names them (answered nested).
+        FieldDef("CreatedBy.Username", "string", 80, createable=False, updateable=False),
+        FieldDef("CreatedBy.Email", "email", 128, createable=False, updateable=False),
         FieldDef("CreatedByContext", "string", 255, createable=False, updateable=False),
         FieldDef("DelegateUser", "string", 255, createable=False, updateable=False),
         FieldDef("Display", "string", 1000, createable=False, updateable=False),
@@ -268,4 +271,19 @@ AUTH_SESSION = ObjectDef(
     audit_fields_settable=False,
 )
 
-OBJECTS = {obj.name.lower(): obj for obj in (GRANT, AUDIT, AUTH_SESSION)}
+ORGANIZATION = ObjectDef(
+    "Organization",
+    "00D",
+    "Organization",
+    (
+        _SYSTEM[0],
+        FieldDef("Name", "string", 80, createable=False, updateable=False),
+        FieldDef("TimeZoneSidKey", "picklist", 40, createable=False, updateable=False),
+    ),
+    createable=False,
+    updateable=False,
+    deletable=False,
+    audit_fields_settable=False,
+)
+
+OBJECTS = {obj.name.lower(): obj for obj in (GRANT, AUDIT, AUTH_SESSION, ORGANIZATION)}

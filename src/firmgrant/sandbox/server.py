@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import jwt
+
 from firmgrant.sandbox.api import Request, Response, RestApi
 from firmgrant.sandbox.certs import ensure_material, public_key_pem
 from firmgrant.sandbox.customers import Customers
@@ -21,11 +23,31 @@ from firmgrant.sandbox.faults import FaultInjector, FaultPlan
 from firmgrant.sandbox.oauth import ConnectedApp, Sessions
 from firmgrant.sandbox.schema import GRANT, make_id
 from firmgrant.sandbox.store import OrgStore, SalesforceFault
-from firmgrant.timeutil import Clock, utcnow
+from firmgrant.sandbox.tenants import (
+    OTHER_PUBLISHER,
+    SUPPORT_USERS,
+    CustomerOrg,
+    TenantOptions,
+    Tenants,
+)
+from firmgrant.timeutil import Clock, parse_sf_datetime, utcnow
 
 log = logging.getLogger("firmgrant.sandbox")
 VENDOR = "FirmWorks Support"
 CONNECTION = "sandbox"
+
+
+def _token_user(body: bytes) -> str | None:
+    """Whose token a token request asks for (routing only: the org checks it all)."""
+    form = {k: v[0] for k, v in parse_qs(body.decode(errors="replace")).items()}
+    if form.get("username"):
+        return form["username"]
+    try:
+        claims = jwt.decode(form.get("assertion", ""), options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    sub = claims.get("sub")
+    return sub if isinstance(sub, str) else None
 
 
 def read_connection_env(path: Path) -> dict[str, str]:
@@ -122,6 +144,15 @@ class SandboxOrg:
         self.api = RestApi(
             self.store, self.app, self.sessions, self.faults, self.base_url, api_version
         )
+        self.tenants = Tenants(
+            app=self.app,
+            vendor=(VENDOR, self.app.org_id),
+            make_api=lambda store: RestApi(
+                store, self.app, self.sessions, self.faults, self.base_url, api_version
+            ),
+            clock=clock,
+            rng=random.Random(random_seed),
+        )
         self._thread: threading.Thread | None = None
         self._load()
 
@@ -166,8 +197,11 @@ class SandboxOrg:
         return "\n".join(lines) + "\n"
 
     def write_files(self) -> None:
-        """``connection.env`` for workers and ``control.json`` for `firmgrant sandbox act`."""
+        """``connection.env`` for workers and ``control.json`` for `firmgrant sandbox act`;
+        ``customers.env`` (one audit connection per customer org) once there are some."""
         (self.state / "connection.env").write_text(self.connection_env())
+        if self.tenants.orgs:
+            (self.state / "customers.env").write_text(self.customers_env())
         control = self.state / "control.json"
         control.write_text(json.dumps({"url": self.base_url, "key": self.control_key}))
         control.chmod(0o600)
@@ -186,6 +220,7 @@ class SandboxOrg:
         self.store.observed = data.get("observed", True)
         self.customers.restart_orgs(data["orgs"])
         self.api.api_used = data.get("api_used", 0)
+        self.tenants.load(data.get("tenants", []))
 
     def save(self) -> None:
         if not self.persist:
@@ -199,6 +234,7 @@ class SandboxOrg:
                 "orgs": self.customers.orgs,
                 "api_used": self.api.api_used,
                 "observed": self.store.observed,
+                "tenants": self.tenants.dump(),
             }
             tmp = self.state / "org.json.tmp"
             tmp.write_text(json.dumps(data, separators=(",", ":")))
@@ -206,9 +242,45 @@ class SandboxOrg:
 
     # -- serving -----------------------------------------------------------------------------
     def dispatch(self, request: Request) -> Response:
+        """Control requests, then each customer org's own calls (by token or by the token
+        request's user), then the vendor's org."""
         if request.path.startswith("/_sandbox/"):
             return self._control(request)
+        if request.path == "/services/oauth2/token" and request.method == "POST":
+            tenant = self.tenants.by_username(_token_user(request.body))
+            if tenant is not None:
+                tenant.api.app = self.tenants.app_for(tenant)
+                return tenant.api.handle(request)  # type: ignore[no-any-return]
+        token = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        tenant = self.tenants.by_token(token)
+        if tenant is not None:
+            tenant.prune()
+            return tenant.api.handle(request)  # type: ignore[no-any-return]
         return self.api.handle(request)
+
+    def customers_env(self) -> str:
+        """``FIRMGRANT_*`` lines for one audit connection per customer org."""
+        lines = [f"# {len(self.tenants.orgs)} customer orgs of the sandbox at {self.base_url}"]
+        common = {
+            "LOGIN_URL": self.base_url,
+            "AUTH": "jwt",
+            "CLIENT_ID": self.app.client_id,
+            "PRIVATE_KEY_FILE": str(self.state / "jwt.key"),
+            "CA_BUNDLE": str(self.state / "tls.crt"),
+            "SOURCE__KIND": "audit",
+        }
+        for org in self.tenants.orgs.values():
+            prefix = f"FIRMGRANT_CONNECTIONS__ORG{org.number}__"
+            values = {**common, "USERNAME": org.integration_username}
+            values["SOURCE__DATE_ORDER"] = org.options.date_order
+            values["SOURCE__TIME_ZONE"] = org.options.time_zone
+            lines += [f"{prefix}{key}={shlex.quote(value)}" for key, value in values.items()]
+        lines += [
+            "FIRMGRANT_VENDOR__GRANTEE_NAMES=" + shlex.quote(VENDOR),
+            "FIRMGRANT_VENDOR__PUBLISHER_ORG_ID=" + self.app.org_id,
+            "FIRMGRANT_VENDOR__SUPPORT_USERNAMES=" + shlex.quote("*@firmworks.example"),
+        ]
+        return "\n".join(lines) + "\n"
 
     def serve_forever(self) -> None:
         self._server.serve_forever(poll_interval=0.2)
@@ -252,6 +324,52 @@ class SandboxOrg:
         except (ValueError, TypeError, KeyError) as exc:
             return Response(400, {"error": str(exc)})
 
+    def _act_in_tenant(self, method: str, parts: list[str], body: dict[str, Any]) -> Any:
+        """``/_sandbox/tenants``: make customer orgs; ``/_sandbox/tenants/<org>/<action>``:
+        act in one as its users (and support) would."""
+        tenants = self.tenants
+        if not parts and method == "POST":
+            options = TenantOptions(
+                date_order=body.get("date_order", "MDY"),
+                time_zone=body.get("time_zone", "UTC"),
+                view_setup=bool(body.get("view_setup", True)),
+                manage_users=bool(body.get("manage_users", True)),
+            )
+            made = [tenants.add(options) for _ in range(int(body.get("count", 1)))]
+            for org in made:
+                if int(body.get("grants", 0)):
+                    tenants.history(org, int(body["grants"]), dict.fromkeys(_COUNTS, 0))
+            self.write_files()
+            return [_describe_tenant(org) for org in made]
+        if not parts and method == "GET":
+            return [_describe_tenant(org) for org in tenants.orgs.values()]
+        org = tenants.find(parts[0])
+        action = parts[1] if len(parts) > 1 else ""
+        at = parse_sf_datetime(body["at"]) if body.get("at") else None
+        user = body.get("user", f"jane@{org.domain}")
+        vendor = tenants.vendor
+        if action == "grant" and method == "POST":
+            return org.grant(user, int(body.get("days", 7)), vendor=vendor, at=at,
+                             login_as=body.get("login_as"))  # fmt: skip
+        if action == "change" and method == "POST":
+            return org.grant(user, int(body.get("days", 7)), vendor=vendor, at=at, verb="changed")
+        if action == "revoke" and method == "POST":
+            return org.revoke(user, vendor=vendor, at=at)
+        if action == "use" and method == "POST":
+            return org.use(body.get("support_user", SUPPORT_USERS[0]), user, at=at)
+        if action == "salesforce" and method == "POST":
+            return org.grant(user, int(body.get("days", 7)), vendor=vendor, at=at,
+                             to_salesforce=True)  # fmt: skip
+        if action == "other" and method == "POST":
+            return org.grant(user, int(body.get("days", 7)), vendor=OTHER_PUBLISHER, at=at)
+        if action == "stats" and method == "GET":
+            return {
+                **_describe_tenant(org),
+                "audit_rows": org.store.count("SetupAuditTrail"),
+                "login_as_sessions": {u: org.live_sessions(u) for u in org.users},
+            }
+        raise ValueError(f"unknown customer org action {method} {action!r}")
+
     def _act(self, method: str, parts: list[str], body: dict[str, Any]) -> Any:
         customers = self.customers
         if parts == ["seed"] and method == "POST":
@@ -276,6 +394,8 @@ class SandboxOrg:
             if action == "delete":
                 customers.delete(record_id)
                 return {"deleted": record_id}
+        if parts and parts[0] == "tenants":
+            return self._act_in_tenant(method, parts[1:], body)
         if parts == ["faults"] and method == "PUT":
             self.faults.plan = FaultPlan.parse(body.get("spec", ""))
             return {"faults": body.get("spec", "")}
@@ -297,3 +417,17 @@ class SandboxOrg:
                 ),
             }
         raise ValueError(f"unknown control action {method} /_sandbox/{'/'.join(parts)}")
+
+
+_COUNTS = ("orgs", "grants", "login_as", "revoked", "uses", "violations")
+
+
+def _describe_tenant(org: CustomerOrg) -> dict[str, Any]:
+    return {
+        "number": org.number,
+        "org_id": org.org_id,
+        "name": org.name,
+        "username": org.integration_username,
+        "connection": f"org{org.number}",
+        "options": vars(org.options),
+    }

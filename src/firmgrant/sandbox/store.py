@@ -40,8 +40,19 @@ class _Cursor:
 class OrgStore:
     """Thread-safe: every public method holds the store's lock."""
 
-    def __init__(self, *, clock: Clock = utcnow, api_version: str = "62.0") -> None:
+    def __init__(
+        self,
+        *,
+        clock: Clock = utcnow,
+        api_version: str = "62.0",
+        hidden: frozenset[str] = frozenset(),
+        undeletable: frozenset[str] = frozenset(),
+    ) -> None:
         self.lock = threading.RLock()
+        # What the connected user's permissions hide or forbid (lower-case object names):
+        # a hidden object does not exist for its queries; an undeletable one refuses deletes.
+        self.visible = {name: obj for name, obj in OBJECTS.items() if name not in hidden}
+        self.undeletable = undeletable
         self.clock = clock
         self.api_version = api_version
         self.records: dict[str, dict[str, Record]] = {name: {} for name in OBJECTS}
@@ -183,7 +194,16 @@ class OrgStore:
             clean = self.validate(obj, values, creating=False)
             return self.touch(obj, record, clean)
 
+    def check_delete(self, obj: ObjectDef) -> None:
+        if obj.name.lower() in self.undeletable:
+            raise SalesforceFault(
+                400,
+                "INSUFFICIENT_ACCESS_OR_READONLY",
+                "insufficient access rights on object id",
+            )
+
     def delete(self, obj: ObjectDef, record_id: str) -> None:
+        self.check_delete(obj)
         with self.lock:
             record = self.get(obj, record_id)
             if not obj.deletable:
@@ -259,7 +279,7 @@ class OrgStore:
     def query(self, soql: str, *, include_deleted: bool, batch_size: int) -> dict[str, Any]:
         with self.lock:
             self.observed = True
-            query = parse_query(soql, OBJECTS)
+            query = parse_query(soql, self.visible)
             rows = list(self._matching(query, include_deleted))
             if query.order:
                 sort_records(rows, query.order)
@@ -288,7 +308,7 @@ class OrgStore:
             records = [
                 {
                     "attributes": {"type": cursor.object_name, "url": url + r["Id"]},
-                    **{name: r.get(name) for name in names},
+                    **_shaped(names, r, version),
                 }
                 for r in chunk
             ]
@@ -327,6 +347,31 @@ class OrgStore:
     def count(self, object_name: str) -> int:
         with self.lock:
             return len(self.records[object_name.lower()])
+
+
+def _shaped(names: list[str], record: Record, version: str) -> Record:
+    """Fields as Salesforce answers them: ``CreatedBy.Username`` nested under ``CreatedBy``."""
+    out: Record = {}
+    for name in names:
+        relation, dot, field = name.partition(".")
+        if not dot:
+            out[name] = record.get(name)
+            continue
+        target = record.get(relation + "Id")
+        if target is None:
+            out[relation] = None
+            continue
+        nested = out.setdefault(
+            relation,
+            {
+                "attributes": {
+                    "type": "User",
+                    "url": f"/services/data/v{version}/sobjects/User/{target}",
+                }
+            },
+        )
+        nested[field] = record.get(name)
+    return out
 
 
 def _coerce(field: FieldDef, value: Any) -> Any:
