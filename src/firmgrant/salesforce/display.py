@@ -42,8 +42,9 @@ _VERBS = {
     AuditAction.CHANGED: "changed",
     AuditAction.REVOKED: "revoked",
 }
+_MARK = " to package publisher "
 _TAIL = re.compile(
-    r" to package publisher (?P<name>.+) \((?P<org>00D[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?)\)\Z",
+    r"(?P<name>.+) \((?P<org>00D[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?)\)\Z",
     re.DOTALL,
 )
 _DATES: dict[str, tuple[re.Pattern[str], tuple[int, int, int], str]] = {
@@ -69,11 +70,28 @@ class GrantDisplay:
 
 
 def parse_display(action: AuditAction, text: str, order: DateOrder = "MDY") -> GrantDisplay:
-    """The parts of a grant action's ``Display``; :class:`DisplayError` if it has another shape."""
-    tail = _TAIL.search(text)
-    if tail is None:
+    """The parts of a grant action's ``Display``; :class:`DisplayError` if it has another shape.
+
+    Names may hold anything, even the words around them: each place the text could split into
+    user and publisher is tried, first to last, and the first that reads whole wins.
+    """
+    tails = [
+        (found.start(), tail)
+        for found in re.finditer(re.escape(_MARK), text)
+        if (tail := _TAIL.fullmatch(text, found.end())) is not None
+    ]
+    if not tails:
         raise DisplayError("does not end in 'to package publisher <name> (<org id 00D…>)'")
-    head = text[: tail.start()]
+    problem = DisplayError("unreadable")
+    for at, tail in tails:
+        try:
+            return _read(action, text[:at], tail, order)
+        except DisplayError as exc:
+            problem = exc
+    raise problem
+
+
+def _read(action: AuditAction, head: str, tail: re.Match[str], order: DateOrder) -> GrantDisplay:
     verb = _VERBS[action]
     if action == AuditAction.REVOKED:
         match = re.fullmatch(rf"(?P<user>\S.*?) has {verb} user login access", head, re.DOTALL)

@@ -1,0 +1,307 @@
+"""The audit source against the sandbox's customer orgs over HTTPS, with a real SMTP server.
+
+Each customer org has its own Setup Audit Trail, users and sessions; customers act as in
+Setup, support logs in, and the worker must mirror exactly the vendor's grants, reject
+Login-As grants, end support's sessions where access is over, flag uses outside a grant and
+tell each customer once.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from firmgrant.ledger import Ledger, verify_chain
+from firmgrant.ledger.models import EventRow, GrantRow
+from firmgrant.ledger.queries import find_grant
+from firmgrant.lifecycle import GrantStatus
+from firmgrant.salesforce.display import access_ends
+from firmgrant.sandbox import VENDOR, SandboxOrg
+from firmgrant.sandbox.tenants import CustomerOrg, TenantOptions
+from firmgrant.settings import ConnectionSettings, Settings, SourceSettings
+from firmgrant.timeutil import utcnow
+from firmgrant.worker import CycleResult, Worker
+from tests.lifecycling import SUPPORT, SmtpServer
+
+SUPPORT_USER = "ana.support@firmworks.example"
+YEAR = timedelta(days=365)
+
+
+def audit_connection(org: SandboxOrg, tenant: CustomerOrg) -> ConnectionSettings:
+    return ConnectionSettings(
+        login_url=org.base_url,
+        auth="jwt",
+        client_id=org.app.client_id,
+        username=tenant.integration_username,
+        private_key_file=org.state / "jwt.key",
+        ca_bundle=org.state / "tls.crt",
+        source=SourceSettings(
+            kind="audit",  # type: ignore[arg-type]
+            date_order=tenant.options.date_order,  # type: ignore[arg-type]
+            time_zone=tenant.options.time_zone,
+        ),
+    )
+
+
+class Audit:
+    """A vendor with some customer orgs in the sandbox, its worker and its mail server."""
+
+    def __init__(self, org: SandboxOrg, ledger: Ledger, smtp: SmtpServer) -> None:
+        self.org, self.ledger, self.smtp = org, ledger, smtp
+        self.vendor = (VENDOR, org.app.org_id)
+
+    def add(self, **options: Any) -> CustomerOrg:
+        return self.org.tenants.add(TenantOptions(**options))
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(
+            connections={
+                f"org{t.number}": audit_connection(self.org, t)
+                for t in self.org.tenants.orgs.values()
+            },
+            vendor={
+                "grantee_names": [VENDOR],
+                "publisher_org_id": self.org.app.org_id,
+                "support_usernames": ["*@firmworks.example"],
+                "support_email": SUPPORT,
+            },
+            sync={"api_floor": 0},
+            mail={
+                "backend": "smtp",
+                "smtp_host": "127.0.0.1",
+                "smtp_port": self.smtp.port,
+                "smtp_starttls": False,
+                "from": f"FirmWorks Support <{SUPPORT}>",
+            },
+        )
+
+    def cycle(self) -> CycleResult:
+        return Worker(self.settings, self.ledger).cycle()
+
+    def grants(self) -> dict[str, GrantRow]:
+        with self.ledger.sessions() as session:
+            return {g.source_id: g for g in session.execute(select(GrantRow)).scalars()}
+
+    def status(self, source_id: str) -> str:
+        with self.ledger.sessions() as session:
+            return find_grant(session, source_id, now=utcnow(), max_duration=YEAR).status
+
+    def events(self, kind: str | None = None) -> list[EventRow]:
+        with self.ledger.sessions() as session:
+            query = select(EventRow).order_by(EventRow.id)
+            if kind:
+                query = query.where(EventRow.kind == kind)
+            return list(session.execute(query).scalars())
+
+
+@pytest.fixture
+def audit(sandbox: SandboxOrg, ledger: Ledger, smtp: SmtpServer) -> Audit:
+    return Audit(sandbox, ledger, smtp)
+
+
+def ago(**delta: float) -> datetime:
+    return utcnow() - timedelta(**delta)
+
+
+def test_grants_made_in_setup_become_the_ledgers_grants_with_their_whole_timeline(
+    audit: Audit,
+) -> None:
+    acme = audit.add()
+    jane = f"jane@{acme.domain}"
+    granted = acme.grant(jane, 7, vendor=audit.vendor, at=ago(hours=2))
+    audit.cycle()
+
+    grant = audit.grants()[granted["Id"]]
+    through = (datetime.fromisoformat(granted["CreatedDate"]) + timedelta(days=7)).date()
+    assert grant.expires_at == access_ends(through, "UTC")
+    assert (grant.org_id, grant.org_name) == (acme.org_id, acme.name)
+    assert (grant.grantor_username, grant.grantee) == (jane, VENDOR)
+    assert audit.status(granted["Id"]) == GrantStatus.ACTIVE
+
+    change = acme.grant(jane, 30, vendor=audit.vendor, at=ago(hours=1), verb="changed")
+    changed_at = datetime.fromisoformat(change["CreatedDate"])
+    audit.cycle()
+    acme.revoke(jane, vendor=audit.vendor, at=ago(minutes=30))
+    again = acme.grant(jane, 7, vendor=audit.vendor, at=ago(minutes=20))
+    audit.cycle()
+
+    assert audit.status(granted["Id"]) == GrantStatus.REVOKED
+    assert audit.grants()[granted["Id"]].expires_at == access_ends(
+        (changed_at + timedelta(days=30)).date(), "UTC"
+    ), "the change moved the expiry"
+    kinds = [(e.kind, e.actor) for e in audit.events() if e.source_id == granted["Id"]]
+    assert kinds == [
+        ("discovered", f"salesforce:{jane}"),
+        ("changed", "salesforce"),
+        ("customer_revoked", f"customer:{acme.org_id}"),
+    ]
+    assert audit.status(again["Id"]) == GrantStatus.ACTIVE, "a later grant opens a new episode"
+    with audit.ledger.sessions() as session:
+        assert verify_chain(session).ok
+
+
+def test_login_as_grants_are_rejected_sessions_ended_and_the_customer_told_once(
+    audit: Audit,
+) -> None:
+    acme = audit.add()
+    jane = f"jane@{acme.domain}"
+    made = acme.grant(
+        jane, 7, vendor=audit.vendor, at=ago(hours=3), login_as=f"admin@{acme.domain}"
+    )
+    acme.use(SUPPORT_USER, jane, at=ago(hours=2))
+    assert acme.live_sessions(jane) == 1
+
+    first = audit.cycle()
+
+    assert audit.status(made["Id"]) == GrantStatus.REJECTED
+    assert acme.live_sessions(jane) == 0, "support's Login-As session was ended"
+    assert [e.reason for e in audit.events("sessions_ended")] == [
+        "1 Login-As session(s) of support ended"
+    ]
+    rejected = audit.smtp.mailbox.of_kind("not accepted")
+    assert [m["To"] for m in rejected] == [jane]
+    body = rejected[0].get_body(("plain",)).get_content()
+    assert "No Access" in body
+    assert "has revoked it" not in body
+    assert [e.kind for e in audit.events("violation")] == ["violation"], (
+        "a rejected grant is no grant"
+    )
+
+    second = audit.cycle()
+
+    assert len(audit.smtp.mailbox.messages) == 1, "told once, never again"
+    assert first.api_calls > second.api_calls == 1, "an idle org costs one API call"
+
+
+def test_an_expired_grant_ends_supports_sessions_and_a_use_outside_any_grant_is_a_violation(
+    audit: Audit,
+) -> None:
+    acme = audit.add()
+    jane, li = f"jane@{acme.domain}", f"li@{acme.domain}"
+    old = acme.grant(jane, 1, vendor=audit.vendor, at=ago(days=10))
+    acme.use(SUPPORT_USER, jane, at=ago(hours=1))  # long after the grant ended
+    fresh = acme.grant(li, 7, vendor=audit.vendor, at=ago(hours=2))
+    acme.use(SUPPORT_USER, li, at=ago(hours=1))
+
+    result = audit.cycle()
+
+    assert audit.status(old["Id"]) == GrantStatus.EXPIRED
+    assert (acme.live_sessions(jane), acme.live_sessions(li)) == (0, 1)
+    violations = audit.events("violation")
+    assert [(v.actor, v.grant_id) for v in violations] == [
+        (f"support:{SUPPORT_USER}", audit.grants()[old["Id"]].id)
+    ]
+    used = audit.events("access_used")
+    assert [u.grant_id for u in used] == [audit.grants()[fresh["Id"]].id]
+    assert (result.syncs[0].used, result.syncs[0].violations) == (1, 1)
+    ended = audit.smtp.mailbox.of_kind("ended")
+    assert [m["To"] for m in ended] == [jane]
+    assert "Setup" in ended[0].get_body(("plain",)).get_content()
+
+    audit.cycle()
+    assert len(audit.events("violation")) == 1, "a re-read records nothing twice"
+
+
+def test_only_the_vendors_grants_are_mirrored_in_the_orgs_date_order(audit: Audit) -> None:
+    berlin = audit.add(date_order="DMY", time_zone="Europe/Berlin")
+    jane = f"jane@{berlin.domain}"
+    at = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    ours = berlin.grant(jane, 3, vendor=audit.vendor, at=at)  # "through 3/12/2026"
+    berlin.grant(jane, 7, vendor=audit.vendor, at=at, to_salesforce=True)
+    berlin.grant(jane, 7, vendor=("FirmWorks Support", "00D5e00000OTHER"), at=at)
+    berlin._row(  # the same action written in German: reported, never guessed
+        "loginasgrantedtopartnerbt",
+        f"{jane} hat Anmeldezugriff bis 3.12.2026 für FirmWorks Support "
+        f"({audit.org.app.org_id[:15]}) gewährt",
+        jane,
+        at=at,
+    )
+
+    result = audit.cycle()
+
+    assert list(audit.grants()) == [ours["Id"]]
+    assert audit.grants()[ours["Id"]].expires_at == datetime(2026, 12, 2, 23, tzinfo=UTC)
+    assert result.syncs[0].invalid == 1
+    assert len(audit.events("invalid")) == 1
+    audit.cycle()
+    assert len(audit.events("invalid")) == 1, "reported once"
+
+
+def test_missing_permissions_are_reported_and_the_other_orgs_go_on(audit: Audit) -> None:
+    blind = audit.add(view_setup=False)
+    limited = audit.add(manage_users=False)
+    jane = f"jane@{limited.domain}"
+    limited.grant(jane, 1, vendor=audit.vendor, at=ago(days=5))
+    limited.use(SUPPORT_USER, jane, at=ago(days=4, hours=12))
+
+    result = audit.cycle()
+
+    by_org = {s.connection: s for s in result.syncs}
+    assert "sObject type 'SetupAuditTrail' is not supported" in (by_org["org1"].error or "")
+    assert by_org["org2"].error is None
+    not_ended = audit.events("sessions_not_ended")
+    assert len(not_ended) == 1
+    assert "INSUFFICIENT_ACCESS_OR_READONLY" in (not_ended[0].reason or "")
+    assert limited.live_sessions(jane) == 1
+    assert [m["To"] for m in audit.smtp.mailbox.of_kind("ended")] == [jane]
+    audit.cycle()
+    assert len(audit.events("sessions_not_ended")) == 1, "recorded once, not retried forever"
+    assert blind.org_id
+
+
+def test_late_rows_in_the_overlap_are_applied_once_and_a_full_sync_changes_nothing(
+    audit: Audit,
+) -> None:
+    acme = audit.add()
+    jane = f"jane@{acme.domain}"
+    made = acme.grant(jane, 7, vendor=audit.vendor, at=ago(minutes=10))
+    audit.cycle()
+    # A change made a minute ago that Salesforce shows only now: inside the overlap.
+    acme.grant(jane, 30, vendor=audit.vendor, at=ago(minutes=1), verb="changed")
+    audit.cycle()
+    audit.cycle()
+    changed = [e for e in audit.events("changed") if e.source_id == made["Id"]]
+    assert len(changed) == 1
+    before = len(audit.events())
+
+    Worker(audit.settings, audit.ledger)._clients.clear()
+    from firmgrant.jobs.sync import sync_connection
+
+    name, connection = next(iter(audit.settings.connections.items()))
+    full = sync_connection(
+        audit.ledger, name, connection, audit.settings.vendor, audit.settings.sync, full=True
+    )
+    assert (full.inserted, full.updated, full.deleted) == (0, 0, 0)
+    assert len(audit.events()) == before
+
+
+def test_rows_that_age_out_of_the_trail_never_delete_their_grants(
+    tmp_path: Path, sandbox_keys: Path, ledger: Ledger, smtp: SmtpServer
+) -> None:
+    import shutil
+
+    from tests.lifecycling import FakeClock
+
+    clock = FakeClock(utcnow())
+    state = tmp_path / "org"
+    shutil.copytree(sandbox_keys, state)
+    with SandboxOrg(state, random_seed=5, persist=False, clock=clock) as org:
+        audit = Audit(org, ledger, smtp)
+        acme = audit.add()
+        made = acme.grant(f"jane@{acme.domain}", 365, vendor=audit.vendor, at=ago(days=179))
+        audit.cycle()
+        clock.advance(timedelta(days=2))  # the grant's row is now 181 days old: gone
+        from firmgrant.jobs.sync import sync_connection
+
+        name, connection = next(iter(audit.settings.connections.items()))
+        full = sync_connection(
+            ledger, name, connection, audit.settings.vendor, audit.settings.sync, full=True
+        )
+        assert acme.store.count("SetupAuditTrail") == 0
+        assert full.deleted == 0
+        assert audit.status(made["Id"]) == GrantStatus.ACTIVE
