@@ -9,6 +9,7 @@ tell each customer once.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,8 @@ def audit_connection(org: SandboxOrg, tenant: CustomerOrg) -> ConnectionSettings
         private_key_file=org.state / "jwt.key",
         ca_bundle=org.state / "tls.crt",
         source=SourceSettings(
-            kind="audit",  # type: ignore[arg-type]
-            date_order=tenant.options.date_order,  # type: ignore[arg-type]
+            kind="audit",
+            date_order=tenant.options.date_order,
             time_zone=tenant.options.time_zone,
         ),
     )
@@ -102,6 +103,12 @@ class Audit:
 @pytest.fixture
 def audit(sandbox: SandboxOrg, ledger: Ledger, smtp: SmtpServer) -> Audit:
     return Audit(sandbox, ledger, smtp)
+
+
+def plain(message: EmailMessage) -> str:
+    part = message.get_body(("plain",))
+    assert part is not None
+    return str(part.get_content())
 
 
 def ago(**delta: float) -> datetime:
@@ -165,7 +172,7 @@ def test_login_as_grants_are_rejected_sessions_ended_and_the_customer_told_once(
     ]
     rejected = audit.smtp.mailbox.of_kind("not accepted")
     assert [m["To"] for m in rejected] == [jane]
-    body = rejected[0].get_body(("plain",)).get_content()
+    body = plain(rejected[0])
     assert "No Access" in body
     assert "has revoked it" not in body
     assert [e.kind for e in audit.events("violation")] == ["violation"], (
@@ -201,7 +208,7 @@ def test_an_expired_grant_ends_supports_sessions_and_a_use_outside_any_grant_is_
     assert (result.syncs[0].used, result.syncs[0].violations) == (1, 1)
     ended = audit.smtp.mailbox.of_kind("ended")
     assert [m["To"] for m in ended] == [jane]
-    assert "Setup" in ended[0].get_body(("plain",)).get_content()
+    assert "Setup" in plain(ended[0])
 
     audit.cycle()
     assert len(audit.events("violation")) == 1, "a re-read records nothing twice"
@@ -305,3 +312,25 @@ def test_rows_that_age_out_of_the_trail_never_delete_their_grants(
         assert acme.store.count("SetupAuditTrail") == 0
         assert full.deleted == 0
         assert audit.status(made["Id"]) == GrantStatus.ACTIVE
+
+
+def test_check_says_whether_the_trail_can_be_read_and_sessions_ended(
+    audit: Audit, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from firmgrant.cli import _check
+
+    audit.add()
+    audit.add(view_setup=False)
+    audit.add(manage_users=False)
+
+    code = _check(audit.settings)
+
+    out = capsys.readouterr().out
+    assert code == 1, "a connection that cannot read the trail fails the check"
+    assert "ok   connection org1: reads the Setup Audit Trail" in out
+    assert "ok   connection org1: can end support's Login-As sessions" in out
+    assert "FAIL connection org2: cannot read the Setup Audit Trail" in out
+    assert "View Setup and Configuration" in out
+    assert (
+        "note connection org3: cannot end support's Login-As sessions (needs Manage Users)" in out
+    )

@@ -28,7 +28,7 @@ from firmgrant.ledger.queries import (
     grant_lifecycle,
     list_grants,
 )
-from firmgrant.lifecycle import GrantStatus
+from firmgrant.lifecycle import GrantStatus, SourceKind
 from firmgrant.sandbox.schema import DURATIONS
 from firmgrant.settings import Settings, load_settings
 from firmgrant.timeutil import DurationRange, parse_duration, utcnow
@@ -423,6 +423,13 @@ def _check(settings: Settings) -> int:
         from firmgrant.salesforce.client import SalesforceClient
 
         client = SalesforceClient(name, conn, settings.sync)
+        if conn.source.kind == SourceKind.AUDIT:
+            for ok, what in _check_audit(client):
+                if ok is None:
+                    print(f"note {what}")
+                else:
+                    report(ok, what)
+            continue
         try:
             described = client.describe(conn.source.object_name)
         except SalesforceError as exc:
@@ -443,6 +450,40 @@ def _check(settings: Settings) -> int:
     mail_ok, mail_what = _check_mail(settings)
     report(mail_ok, mail_what)
     return 1 if failures else 0
+
+
+def _check_audit(client: Any) -> list[tuple[bool | None, str]]:
+    """An audit connection: can it read the trail, can it end support's sessions?"""
+    from firmgrant.salesforce.audit import permissions
+
+    name = client.name
+    try:
+        readable, can_end = permissions(client)
+    except FirmgrantError as exc:
+        return [(False, f"connection {name}: {getattr(exc, 'detail', exc)}")]
+    if readable is not None:
+        return [
+            (
+                False,
+                f"connection {name}: cannot read the Setup Audit Trail (the integration user "
+                f"needs View Setup and Configuration): {readable}",
+            )
+        ]
+    usage = f" (API {client.usage.used}/{client.usage.limit})" if client.usage else ""
+    found: list[tuple[bool | None, str]] = [
+        (True, f"connection {name}: reads the Setup Audit Trail of org {client.org_id}{usage}")
+    ]
+    if can_end:
+        found.append((True, f"connection {name}: can end support's Login-As sessions"))
+    else:
+        found.append(
+            (
+                None,
+                f"connection {name}: cannot end support's Login-As sessions (needs Manage "
+                "Users): firmgrant will record sessions_not_ended and still tell the customer",
+            )
+        )
+    return found
 
 
 def _check_mail(settings: Settings) -> tuple[bool, str]:

@@ -263,6 +263,24 @@ def _episode(
     )
 
 
+def permissions(client: SalesforceClient) -> tuple[str | None, bool]:
+    """What ``check`` says of an audit connection: why the trail cannot be read (``None``
+    if it can), and whether support's sessions can be ended (``AuthSession`` deletable)."""
+    try:
+        for _ in client.query_pages(
+            "SELECT Id FROM SetupAuditTrail ORDER BY CreatedDate DESC LIMIT 1",
+            include_deleted=False,
+        ):
+            break
+    except SalesforceApiError as exc:
+        return exc.detail, False
+    try:
+        can_end = bool(client.describe("AuthSession").get("deletable"))
+    except SalesforceApiError:
+        can_end = False
+    return None, can_end
+
+
 class SessionsOutcome(NamedTuple):
     ended: int  # Login-As sessions deleted
     error: str | None  # why they could not be (Salesforce's error), if so

@@ -203,7 +203,12 @@ class RestApi:
                 return Response(201, {"id": record["Id"], "success": True, "errors": []})
             return Response(200, {"objectDescribe": obj.summary(self.version), "recentItems": []})
         if parts[1] == "describe":
-            return Response(200, obj.describe(self.version))
+            described = obj.describe(self.version)
+            # Describe answers for the connected user: what their permissions allow.
+            described["deletable"] = (
+                obj.deletable and obj.name.lower() not in self.store.undeletable
+            )
+            return Response(200, described)
         record_id = parts[1]
         if method == "GET":
             record = self.store.get(obj, record_id)

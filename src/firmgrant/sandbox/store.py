@@ -116,9 +116,9 @@ class OrgStore:
     def restart_numbers(self, next_number: int) -> None:
         self._number = max(self._number, next_number - 1)
 
-    @staticmethod
-    def object(name: str) -> ObjectDef:
-        obj = OBJECTS.get(name.lower())
+    def object(self, name: str) -> ObjectDef:
+        """An object the connected user can see (REST calls name them)."""
+        obj = self.visible.get(name.lower())
         if obj is None:
             raise SalesforceFault(404, "NOT_FOUND", "The requested resource does not exist")
         return obj

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from firmgrant.sandbox.customers import ORG_NAMES
 from firmgrant.sandbox.oauth import ConnectedApp
-from firmgrant.sandbox.schema import AUDIT, AUTH_SESSION, ORGANIZATION, make_id
+from firmgrant.sandbox.schema import AUDIT, AUTH_SESSION, OBJECTS, ORGANIZATION, make_id
 from firmgrant.sandbox.soql import Record, sf_datetime
 from firmgrant.sandbox.store import OrgStore
 
@@ -297,7 +297,7 @@ class Tenants:
             org.users.update(data["users"])
             with org.store.bulk():
                 for object_name, records in data["records"].items():
-                    obj = org.store.object(object_name)
+                    obj = OBJECTS[object_name]
                     for record in records:
                         org.store.restore(obj, record)
             org.store.restart_numbers(data["next_number"])
