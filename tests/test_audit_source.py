@@ -8,6 +8,7 @@ tell each customer once.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -334,3 +335,100 @@ def test_check_says_whether_the_trail_can_be_read_and_sessions_ended(
     assert (
         "note connection org3: cannot end support's Login-As sessions (needs Manage Users)" in out
     )
+
+
+def expected_grants(tenant: CustomerOrg, publisher: str) -> dict[str, dict[str, Any]]:
+    """The vendor's grants in one org, read straight from its trail (not with firmgrant's code):
+    each grant row opens one, a change moves the open one's date, a revocation ends it."""
+    rows = sorted(
+        tenant.store.records["setupaudittrail"].values(), key=lambda r: (r["CreatedDate"], r["Id"])
+    )
+    grants: dict[str, dict[str, Any]] = {}
+    open_by_user: dict[str, str] = {}
+    for row in rows:
+        if not row["Display"].endswith(f"({publisher[:15]})"):
+            continue
+        user, action = row["CreatedById"], row["Action"]
+        through = re.search(r" through (\d+)/(\d+)/(\d+) ", row["Display"])
+        end = (
+            datetime(int(through[3]), int(through[1]), int(through[2]), tzinfo=UTC)
+            if through
+            else None
+        )
+        current = grants.get(open_by_user.get(user, ""), {"revoked": True})
+        if action == "loginasrevokedtopartnerbt":
+            current["revoked"] = True
+            continue
+        if action == "loginasmodifiedtopartnerbt" and not current["revoked"]:
+            current.update(
+                expires_at=end, login_as=current["login_as"] or bool(row["DelegateUser"])
+            )
+            continue
+        grants[row["Id"]] = {
+            "expires_at": end,
+            "revoked": False,
+            "login_as": bool(row["DelegateUser"]),
+            "user": user,
+            "granted_at": datetime.fromisoformat(row["CreatedDate"]),
+        }
+        open_by_user[user] = row["Id"]
+    return grants
+
+
+def test_fifty_customer_orgs_twice_mirror_exactly_their_grants_and_the_second_run_is_quiet(
+    audit: Audit,
+) -> None:
+    audit.org.tenants.seed(50, grants=4)
+
+    audit.cycle()
+    mails_after_first = len(audit.smtp.mailbox.messages)
+    events_after_first = len(audit.events())
+    second = audit.cycle()
+
+    mirrored = audit.grants()
+    expected: dict[str, dict[str, Any]] = {}
+    for tenant in audit.org.tenants.orgs.values():
+        expected.update(expected_grants(tenant, audit.org.app.org_id))
+    assert set(mirrored) == set(expected)
+    for source_id, grant in mirrored.items():
+        want = expected[source_id]
+        assert grant.expires_at == want["expires_at"], source_id
+        assert grant.via_login_as == want["login_as"], source_id
+        assert (grant.sf_status == "Revoked") == want["revoked"], source_id
+        status = audit.status(source_id)
+        if want["login_as"]:
+            assert status == GrantStatus.REJECTED
+        if status not in (GrantStatus.ACTIVE, GrantStatus.EXPIRING):
+            tenant = audit.org.tenants.orgs[grant.org_id[:15]]
+            user = next(u for u, i in tenant.users.items() if i == grant.grantor_id)
+            live_elsewhere = any(
+                g.grantor_id == grant.grantor_id
+                and audit.status(g.source_id) in ("active", "expiring")
+                for g in mirrored.values()
+            )
+            if not live_elsewhere and grant.sf_status != "Revoked":
+                assert tenant.live_sessions(user) == 0, f"{source_id}: support still logged in"
+    uses = [
+        (tenant, row)
+        for tenant in audit.org.tenants.orgs.values()
+        for row in tenant.store.records["setupaudittrail"].values()
+        if row["Action"] == "suloginaccessused"
+    ]
+
+    def valid(tenant: CustomerOrg, row: dict[str, Any]) -> bool:
+        at = datetime.fromisoformat(row["CreatedDate"])
+        return any(
+            g["user"] == row["CreatedById"]
+            and g["granted_at"] <= at < min(g["expires_at"], g["granted_at"] + YEAR)
+            and not g["login_as"]
+            and not (g["revoked"] and (mirrored[i].revoked_at or at) <= at)
+            for i, g in expected.items()
+        )
+
+    assert len(audit.events("violation")) == sum(not valid(t, r) for t, r in uses)
+    assert len(audit.events("access_used")) == sum(valid(t, r) for t, r in uses)
+    assert second.api_calls == 50, "an idle cycle is one API call per org"
+    assert len(audit.smtp.mailbox.messages) == mails_after_first, "the second run sends nothing"
+    assert len(audit.events()) == events_after_first
+    with audit.ledger.sessions() as session:
+        assert verify_chain(session).ok

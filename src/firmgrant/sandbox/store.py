@@ -47,6 +47,7 @@ class OrgStore:
         api_version: str = "62.0",
         hidden: frozenset[str] = frozenset(),
         undeletable: frozenset[str] = frozenset(),
+        first_number: int = 0,
     ) -> None:
         self.lock = threading.RLock()
         # What the connected user's permissions hide or forbid (lower-case object names):
@@ -57,7 +58,7 @@ class OrgStore:
         self.api_version = api_version
         self.records: dict[str, dict[str, Record]] = {name: {} for name in OBJECTS}
         self._index: dict[str, list[tuple[str, str]]] = {name: [] for name in OBJECTS}
-        self._number = 0
+        self._number = first_number  # orgs of one sandbox number their records apart
         self._cursors: OrderedDict[str, _Cursor] = OrderedDict()
         self._cursor_numbers = itertools.count(1)
         self._last_stamp = ""

@@ -192,6 +192,7 @@ class Tenants:
             clock=self.clock,
             hidden=frozenset() if options.view_setup else frozenset({"setupaudittrail"}),
             undeletable=frozenset() if options.manage_users else frozenset({"authsession"}),
+            first_number=number * 10_000_000,  # Ids unique across orgs, as Salesforce's are
         )
         org = CustomerOrg(
             number=number,
