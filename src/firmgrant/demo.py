@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from firmgrant.demo_audit import audit_story
 from firmgrant.ledger import Ledger, emails, make_engine, upgrade, verify_chain
 from firmgrant.ledger.queries import events_after, list_grants
 from firmgrant.lifecycle import EmailKind, WorkState
@@ -150,6 +151,7 @@ def run_demo(base: Path) -> int:
         _print_events(console, ledger, last)
         _cycle(console, worker, "Cycle 4, nothing to do")
         _story_of_the_ledger(console, ledger, settings, clock())
+        audit_story(console, org, ledger, settings, clock)
         with ledger.sessions() as session:
             report = verify_chain(session)
         ledger.engine.dispose()
