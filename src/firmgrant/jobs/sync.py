@@ -163,6 +163,7 @@ def _mirror_audit(
         )
         for problem in written.new_invalid:
             log.warning("%s: skipped audit row %s: %s", name, problem.key, problem.reason)
+        log.debug("%s: a page of %d audit rows written", name, len(page.grants) + len(page.uses))
         counts += written
     return mirrored, False
 
