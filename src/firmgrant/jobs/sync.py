@@ -62,6 +62,8 @@ class SyncResult:
     def summary(self) -> str:
         keys = ("fetched", "inserted", "updated", "deleted", "invalid", "rejected", "api_calls")
         parts = " ".join(f"{key}={getattr(self, key)}" for key in keys)
+        if self.used or self.violations:  # the audit source's uses of access
+            parts += f" used={self.used} violations={self.violations}"
         outcome = f" error={self.error_kind}" if self.error else ""
         return f"sync {self.connection}{' full' if self.full else ''}: {parts} " + (
             f"seconds={self.seconds:.2f}{outcome}"
