@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from firmgrant.jobs.sync import SyncResult, sync_connection
 from firmgrant.ledger import Ledger, verify_chain
 from firmgrant.ledger.models import EventRow, GrantRow
 from firmgrant.ledger.queries import find_grant
@@ -84,6 +85,14 @@ class Audit:
 
     def cycle(self) -> CycleResult:
         return Worker(self.settings, self.ledger).cycle()
+
+    def full_sync(self) -> SyncResult:
+        """``sync --full`` of the first customer org."""
+        name, connection = next(iter(self.settings.connections.items()))
+        settings = self.settings
+        return sync_connection(
+            self.ledger, name, connection, settings.vendor, settings.sync, full=True
+        )
 
     def grants(self) -> dict[str, GrantRow]:
         with self.ledger.sessions() as session:
@@ -277,13 +286,7 @@ def test_late_rows_in_the_overlap_are_applied_once_and_a_full_sync_changes_nothi
     assert len(changed) == 1
     before = len(audit.events())
 
-    Worker(audit.settings, audit.ledger)._clients.clear()
-    from firmgrant.jobs.sync import sync_connection
-
-    name, connection = next(iter(audit.settings.connections.items()))
-    full = sync_connection(
-        audit.ledger, name, connection, audit.settings.vendor, audit.settings.sync, full=True
-    )
+    full = audit.full_sync()
     assert (full.inserted, full.updated, full.deleted) == (0, 0, 0)
     assert len(audit.events()) == before
 
@@ -304,12 +307,7 @@ def test_rows_that_age_out_of_the_trail_never_delete_their_grants(
         made = acme.grant(f"jane@{acme.domain}", 365, vendor=audit.vendor, at=ago(days=179))
         audit.cycle()
         clock.advance(timedelta(days=2))  # the grant's row is now 181 days old: gone
-        from firmgrant.jobs.sync import sync_connection
-
-        name, connection = next(iter(audit.settings.connections.items()))
-        full = sync_connection(
-            ledger, name, connection, audit.settings.vendor, audit.settings.sync, full=True
-        )
+        full = audit.full_sync()
         assert acme.store.count("SetupAuditTrail") == 0
         assert full.deleted == 0
         assert audit.status(made["Id"]) == GrantStatus.ACTIVE

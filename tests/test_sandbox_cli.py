@@ -164,6 +164,11 @@ def test_demo_tells_the_story(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "Cycle 4, nothing to do: sync fetched" in out
     assert "to revoke 0, revoked in Salesforce 0, reminders due 0" in out
     assert "hash chain intact" in out
+    assert "sessions_ended: org2 — 1 Login-As session(s) of support ended" in out
+    assert "violation: org3 — ana.support@firmworks.example logged in as" in out
+    assert "changed: org1 — aiko@customer1.example" in out
+    assert "customer_revoked: org1 — li@customer1.example" in out
+    assert "A quiet cycle: 3 API calls (one per org), 0 emails." in out
     assert (tmp_path / "demo" / "firmgrant.db").exists()
     emails = list((tmp_path / "demo" / "outbox").glob("*.eml"))
     subjects = [
@@ -190,3 +195,47 @@ def test_the_demo_ledger_exports_and_verifies(
     assert main(["verify", "--export", str(target)]) == 0
     assert main(["verify"]) == 0
     assert capsys.readouterr().out.count("ok:") == 2
+
+
+def test_customer_orgs_from_the_command_line_then_the_worker_reads_their_trails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "org"
+    process = subprocess.Popen(
+        [*FIRMGRANT, "sandbox", "--state", str(state), "--customers", "2", "--random-seed", "4"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        first_line(process)
+        act = ["sandbox", "act", "--state", str(state)]
+        assert main([*act, "add-orgs", "1", "--date-order", "DMY", "--no-manage-users"]) == 0
+        added = json.loads(capsys.readouterr().out)
+        grant = [*act, "in-org", "3", "grant", "--user", "zoë@customer3.example", "--days", "3"]
+        assert main(grant) == 0
+        row = json.loads(capsys.readouterr().out)
+        use = [*act, "in-org", "3", "use", "--user", "zoë@customer3.example"]
+        assert main(use) == 0
+        capsys.readouterr()
+        assert main([*act, "in-org", "3", "stats"]) == 0
+        stats = json.loads(capsys.readouterr().out)
+        env = read_connection_env(state / "customers.env")
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("FIRMGRANT_DATABASE_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+        monkeypatch.setenv("FIRMGRANT_MAIL__FILE_DIR", str(tmp_path / "outbox"))
+        assert main(["run", "--once", "--json"]) == 0
+        cycle = json.loads(capsys.readouterr().out)
+        assert main(["grants", "--format", "json"]) == 0
+        usable = json.loads(capsys.readouterr().out)
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+
+    assert added[0]["options"]["date_order"] == "DMY"
+    assert row["Action"] == "loginasgrantedtopartnerbt"
+    assert stats["login_as_sessions"]["zoë@customer3.example"] == 1
+    assert sorted(s["connection"] for s in cycle["sync"]) == ["org1", "org2", "org3"]
+    assert row["Id"] in {g["source_id"] for g in usable}
+    assert {s["connection"]: s["used"] for s in cycle["sync"]}["org3"] == 1

@@ -39,6 +39,19 @@ ORG_NAMES = (
 FIRST_NAMES = ("jane", "ana", "jürgen", "siobhan", "li", "zoë", "marc-andré", "o'neil", "ravi")
 
 
+def login_as_session(user_id: str) -> Record:
+    """The ``AuthSession`` of someone logged in as this user (Login-As)."""
+    return {
+        "UsersId": user_id,
+        "SessionType": "SubstituteUser",
+        "LoginType": "Application",
+        "SourceIp": "127.0.0.1",
+        "NumSecondsValid": 7200,
+        "UserType": "Standard",
+        "SessionSecurityLevel": "STANDARD",
+    }
+
+
 class Customers:
     def __init__(
         self, store: OrgStore, *, vendor: str, publisher_org_id: str, rng: random.Random
@@ -197,18 +210,7 @@ class Customers:
 
     def support_logs_in(self, record: Record) -> Record:
         """A live Login-As session of the vendor's support in the customer's org."""
-        return self.store.put(
-            AUTH_SESSION,
-            {
-                "UsersId": record["Grantor_Id__c"],
-                "SessionType": "SubstituteUser",
-                "LoginType": "Application",
-                "SourceIp": "127.0.0.1",
-                "NumSecondsValid": 7200,
-                "UserType": "Standard",
-                "SessionSecurityLevel": "STANDARD",
-            },
-        )
+        return self.store.put(AUTH_SESSION, login_as_session(record["Grantor_Id__c"]))
 
     # -- seeding -----------------------------------------------------------------------------
     def seed(self, count: int, *, other_grantees: int = 0, malformed: int = 0) -> dict[str, int]:

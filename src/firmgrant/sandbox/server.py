@@ -23,14 +23,8 @@ from firmgrant.sandbox.faults import FaultInjector, FaultPlan
 from firmgrant.sandbox.oauth import ConnectedApp, Sessions
 from firmgrant.sandbox.schema import GRANT, make_id
 from firmgrant.sandbox.store import OrgStore, SalesforceFault
-from firmgrant.sandbox.tenants import (
-    OTHER_PUBLISHER,
-    SUPPORT_USERS,
-    CustomerOrg,
-    TenantOptions,
-    Tenants,
-)
-from firmgrant.timeutil import Clock, parse_sf_datetime, utcnow
+from firmgrant.sandbox.tenants import Tenants
+from firmgrant.timeutil import Clock, utcnow
 
 log = logging.getLogger("firmgrant.sandbox")
 VENDOR = "FirmWorks Support"
@@ -325,50 +319,10 @@ class SandboxOrg:
             return Response(400, {"error": str(exc)})
 
     def _act_in_tenant(self, method: str, parts: list[str], body: dict[str, Any]) -> Any:
-        """``/_sandbox/tenants``: make customer orgs; ``/_sandbox/tenants/<org>/<action>``:
-        act in one as its users (and support) would."""
-        tenants = self.tenants
+        answer = self.tenants.act(method, parts, body)
         if not parts and method == "POST":
-            options = TenantOptions(
-                date_order=body.get("date_order", "MDY"),
-                time_zone=body.get("time_zone", "UTC"),
-                view_setup=bool(body.get("view_setup", True)),
-                manage_users=bool(body.get("manage_users", True)),
-            )
-            made = [tenants.add(options) for _ in range(int(body.get("count", 1)))]
-            for org in made:
-                if int(body.get("grants", 0)):
-                    tenants.history(org, int(body["grants"]), dict.fromkeys(_COUNTS, 0))
-            self.write_files()
-            return [_describe_tenant(org) for org in made]
-        if not parts and method == "GET":
-            return [_describe_tenant(org) for org in tenants.orgs.values()]
-        org = tenants.find(parts[0])
-        action = parts[1] if len(parts) > 1 else ""
-        at = parse_sf_datetime(body["at"]) if body.get("at") else None
-        user = body.get("user", f"jane@{org.domain}")
-        vendor = tenants.vendor
-        if action == "grant" and method == "POST":
-            return org.grant(user, int(body.get("days", 7)), vendor=vendor, at=at,
-                             login_as=body.get("login_as"))  # fmt: skip
-        if action == "change" and method == "POST":
-            return org.grant(user, int(body.get("days", 7)), vendor=vendor, at=at, verb="changed")
-        if action == "revoke" and method == "POST":
-            return org.revoke(user, vendor=vendor, at=at)
-        if action == "use" and method == "POST":
-            return org.use(body.get("support_user", SUPPORT_USERS[0]), user, at=at)
-        if action == "salesforce" and method == "POST":
-            return org.grant(user, int(body.get("days", 7)), vendor=vendor, at=at,
-                             to_salesforce=True)  # fmt: skip
-        if action == "other" and method == "POST":
-            return org.grant(user, int(body.get("days", 7)), vendor=OTHER_PUBLISHER, at=at)
-        if action == "stats" and method == "GET":
-            return {
-                **_describe_tenant(org),
-                "audit_rows": org.store.count("SetupAuditTrail"),
-                "login_as_sessions": {u: org.live_sessions(u) for u in org.users},
-            }
-        raise ValueError(f"unknown customer org action {method} {action!r}")
+            self.write_files()  # customers.env names the new orgs
+        return answer
 
     def _act(self, method: str, parts: list[str], body: dict[str, Any]) -> Any:
         customers = self.customers
@@ -417,17 +371,3 @@ class SandboxOrg:
                 ),
             }
         raise ValueError(f"unknown control action {method} /_sandbox/{'/'.join(parts)}")
-
-
-_COUNTS = ("orgs", "grants", "login_as", "revoked", "uses", "violations")
-
-
-def _describe_tenant(org: CustomerOrg) -> dict[str, Any]:
-    return {
-        "number": org.number,
-        "org_id": org.org_id,
-        "name": org.name,
-        "username": org.integration_username,
-        "connection": f"org{org.number}",
-        "options": vars(org.options),
-    }

@@ -17,11 +17,12 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from firmgrant.sandbox.customers import ORG_NAMES
+from firmgrant.sandbox.customers import ORG_NAMES, login_as_session
 from firmgrant.sandbox.oauth import ConnectedApp
 from firmgrant.sandbox.schema import AUDIT, AUTH_SESSION, OBJECTS, ORGANIZATION, make_id
 from firmgrant.sandbox.soql import Record, sf_datetime
 from firmgrant.sandbox.store import OrgStore
+from firmgrant.timeutil import parse_sf_datetime
 
 RETENTION = timedelta(days=180)  # Salesforce deletes audit rows older than this
 OTHER_PUBLISHER = ("Another Vendor Support", "00D5e00000OTHER")
@@ -130,19 +131,7 @@ class CustomerOrg:
 
     def use(self, support_user: str, username: str, *, at: datetime | None = None) -> Record:
         """Support logs in as this user: the audit row and a live Login-As session."""
-        self.store.put(
-            AUTH_SESSION,
-            {
-                "UsersId": self.user(username),
-                "SessionType": "SubstituteUser",
-                "LoginType": "Application",
-                "SourceIp": "127.0.0.1",
-                "NumSecondsValid": 7200,
-                "UserType": "Standard",
-                "SessionSecurityLevel": "STANDARD",
-            },
-            at=at,
-        )
+        self.store.put(AUTH_SESSION, login_as_session(self.user(username)), at=at)
         display = f"Logged in using Login-As access for {username}"
         return self._row("suloginaccessused", display, username, at=at, delegate=support_user)
 
@@ -278,6 +267,51 @@ class Tenants:
             org.grant(f"admin@{org.domain}", 7, vendor=OTHER_PUBLISHER, at=now - timedelta(days=3))
         org.prune()
 
+    def act(self, method: str, parts: list[str], body: dict[str, Any]) -> Any:
+        """``/_sandbox/tenants``: make customer orgs; ``/_sandbox/tenants/<org>/<action>``:
+        act in one as its users (and support) would."""
+        tenants = self
+        if not parts and method == "POST":
+            options = TenantOptions(
+                date_order=body.get("date_order", "MDY"),
+                time_zone=body.get("time_zone", "UTC"),
+                view_setup=bool(body.get("view_setup", True)),
+                manage_users=bool(body.get("manage_users", True)),
+            )
+            made = [tenants.add(options) for _ in range(int(body.get("count", 1)))]
+            for org in made:
+                if int(body.get("grants", 0)):
+                    tenants.history(org, int(body["grants"]), dict.fromkeys(_COUNTS, 0))
+            return [_describe_tenant(org) for org in made]
+        if not parts and method == "GET":
+            return [_describe_tenant(org) for org in tenants.orgs.values()]
+        org = tenants.find(parts[0])
+        action = parts[1] if len(parts) > 1 else ""
+        at = parse_sf_datetime(body["at"]) if body.get("at") else None
+        user = body.get("user", f"jane@{org.domain}")
+        vendor = tenants.vendor
+        if action == "grant" and method == "POST":
+            return org.grant(user, int(body.get("days", 7)), vendor=vendor, at=at,
+                             login_as=body.get("login_as"))  # fmt: skip
+        if action == "change" and method == "POST":
+            return org.grant(user, int(body.get("days", 7)), vendor=vendor, at=at, verb="changed")
+        if action == "revoke" and method == "POST":
+            return org.revoke(user, vendor=vendor, at=at)
+        if action == "use" and method == "POST":
+            return org.use(body.get("support_user", SUPPORT_USERS[0]), user, at=at)
+        if action == "salesforce" and method == "POST":
+            return org.grant(user, int(body.get("days", 7)), vendor=vendor, at=at,
+                             to_salesforce=True)  # fmt: skip
+        if action == "other" and method == "POST":
+            return org.grant(user, int(body.get("days", 7)), vendor=OTHER_PUBLISHER, at=at)
+        if action == "stats" and method == "GET":
+            return {
+                **_describe_tenant(org),
+                "audit_rows": org.store.count("SetupAuditTrail"),
+                "login_as_sessions": {u: org.live_sessions(u) for u in org.users},
+            }
+        raise ValueError(f"unknown customer org action {method} {action!r}")
+
     # -- state -------------------------------------------------------------------------------
     def dump(self) -> list[dict[str, Any]]:
         return [
@@ -303,3 +337,17 @@ class Tenants:
                         org.store.restore(obj, record)
             org.store.restart_numbers(data["next_number"])
             org.api.api_used = data.get("api_used", 0)
+
+
+_COUNTS = ("orgs", "grants", "login_as", "revoked", "uses", "violations")
+
+
+def _describe_tenant(org: CustomerOrg) -> dict[str, Any]:
+    return {
+        "number": org.number,
+        "org_id": org.org_id,
+        "name": org.name,
+        "username": org.integration_username,
+        "connection": f"org{org.number}",
+        "options": vars(org.options),
+    }
