@@ -29,8 +29,15 @@ TREE = {
     "MailServerUnavailable": "TemporaryMailError",
     "PermanentMailError": "MailError",
     "SandboxUnreachable": "FirmgrantError",
+    "RegistryError": "FirmgrantError",
 }
-EXIT_CODES = {"ConfigError": 2, "DurationError": 2, "SchemaOutOfDate": 2, "WorkerLocked": 2}
+EXIT_CODES = {
+    "ConfigError": 2,
+    "DurationError": 2,
+    "SchemaOutOfDate": 2,
+    "WorkerLocked": 2,
+    "RegistryError": 2,
+}
 
 
 def test_the_package_exports_its_version_only() -> None:

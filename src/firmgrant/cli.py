@@ -18,8 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from firmgrant import __version__, _commands, display
-from firmgrant.errors import ConfigError, DurationError, FirmgrantError, SalesforceError
+from firmgrant import __version__, _commands, _orgs_commands, display
+from firmgrant.errors import (
+    ConfigError,
+    DurationError,
+    FirmgrantError,
+    RegistryError,
+    SalesforceError,
+)
 from firmgrant.ledger import Ledger, make_engine, open_ledger, safe_url, upgrade, verify_chain
 from firmgrant.ledger.queries import (
     STATUS_CHOICES,
@@ -139,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--jobs", type=_jobs, metavar="N", help="processes reading the log (default: one per core)"
     )
-    commands.add_parser("check", help="validate settings, the ledger and each connection")
+    check = commands.add_parser("check", help="validate settings, the ledger and each connection")
+    check.add_argument("--org", metavar="NAME", help="check this org of the registry instead")
+    _orgs_commands.add_parser(commands)
     _sandbox_parser(commands)
     demo = commands.add_parser("demo", help="sandbox + SQLite ledger: a few cycles, explained")
     demo.add_argument("--dir", type=Path, default=Path("var/demo"), help="default var/demo")
@@ -266,8 +274,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command == "db":
         return _db_upgrade(settings)
     if command == "check":
-        return _check(settings)
+        return _check(settings, args.org)
     ledger = open_ledger(settings)
+    if command == "orgs":
+        return _orgs_commands.run(args, settings, ledger)
     if command == "run":
         if args.json_logs:
             _commands.use_json_logs()
@@ -306,9 +316,19 @@ def _sandbox(args: argparse.Namespace) -> int:
     )
 
 
+def _with_registry(ledger: Ledger, settings: Settings) -> Settings:
+    from firmgrant.ledger import registry
+    from firmgrant.orgs import with_orgs
+
+    with ledger.sessions() as session:
+        rows = registry.every(session)
+    return with_orgs(settings, rows) if rows else settings
+
+
 def _sync(
     ledger: Ledger, settings: Settings, *, full: bool, as_json: bool, only: str | None
 ) -> int:
+    settings = _with_registry(ledger, settings)
     targets = dict([settings.connection(only)]) if only else settings.connections
     if not targets:
         settings.connection()  # raises the "no connection configured" ConfigError
@@ -400,7 +420,20 @@ def _db_upgrade(settings: Settings) -> int:
     return 0
 
 
-def _check(settings: Settings) -> int:
+def _registered(ledger: Ledger, settings: Settings, org: str | None) -> tuple[Settings, int]:
+    """The settings with the registry's orgs (``org`` alone checked, if named), and how many
+    orgs the registry holds."""
+    from firmgrant.ledger import registry
+    from firmgrant.orgs import with_orgs
+
+    with ledger.sessions() as session:
+        rows = registry.every(session) if org is None else [registry.find(session, org)]
+    if org is None:
+        return settings, len(rows)
+    return with_orgs(settings.model_copy(update={"connections": {}}), rows), len(rows)
+
+
+def _check(settings: Settings, org: str | None = None) -> int:
     """Each problem on its own line; exit 1 if any check failed."""
     failures = 0
 
@@ -413,11 +446,15 @@ def _check(settings: Settings) -> int:
     try:
         ledger = open_ledger(settings, auto_upgrade=False)
         report(True, f"ledger at {safe_url(str(ledger.engine.url))} is reachable and up to date")
-    except ConfigError:
-        raise  # a setting that does not parse stops every command: exit 2
+        settings, registered = _registered(ledger, settings, org)
+        if registered and org is None:
+            print(f"note the registry holds {registered} orgs: `check --org NAME` checks one")
+    except (ConfigError, RegistryError):
+        raise  # a setting that does not parse, or an unknown org: exit 2
     except FirmgrantError as exc:
         report(False, str(exc))
-    if not settings.connections:
+        registered = 0
+    if not settings.connections and not registered:
         report(False, "no Salesforce connection configured (FIRMGRANT_CONNECTIONS__<NAME>__…)")
     for name, conn in settings.connections.items():
         from firmgrant.salesforce.client import SalesforceClient

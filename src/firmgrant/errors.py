@@ -9,6 +9,7 @@
     │   ├── LedgerUnavailable      cannot connect (exit 3)
     │   └── SchemaOutOfDate        migrations not applied (exit 2)
     ├── GrantNotFound              no grant with that id in the ledger
+    ├── RegistryError              an unknown org, or bad input for one (exit 2)
     ├── SalesforceError            anything from a Salesforce org
     │   ├── AuthenticationError    the token request was refused
     │   ├── SalesforceUnavailable  5xx, timeouts, connection errors after retries (exit 3)
@@ -57,6 +58,13 @@ class SchemaOutOfDate(LedgerError):
 
 class GrantNotFound(FirmgrantError):
     """No grant in the ledger has that id."""
+
+
+class RegistryError(FirmgrantError):
+    """An org of the connection registry is missing, or input for it is bad (exit 2); the
+    message names the org or the CSV row, and nothing was half-written."""
+
+    exit_code = 2
 
 
 class SalesforceError(FirmgrantError):

@@ -121,6 +121,18 @@ class EventKind(StrEnum):
     SESSIONS_NOT_ENDED = "sessions_not_ended"  # they could not be (e.g. no "Manage Users")
 
 
+class OrgState(StrEnum):
+    """How a registered customer org's last sync went (``firmgrant orgs list``)."""
+
+    NEW = "new"  # registered, not synced yet
+    OK = "ok"  # the last sync worked
+    AUTH_FAILED = "auth_failed"  # the token request was refused: fix the user or the app
+    NO_PERMISSION = "no_permission"  # the integration user cannot read what it must
+    OVER_BUDGET = "over_budget"  # the org's API calls are below the floor: waiting
+    UNREACHABLE = "unreachable"  # Salesforce did not answer (5xx, timeouts) after retries
+    DISABLED = "disabled"  # switched off by an operator: never synced
+
+
 class SourceKind(StrEnum):
     """Where a connection's grants are read."""
 
@@ -241,6 +253,7 @@ __all__ = [
     "EndCause",
     "EventKind",
     "GrantStatus",
+    "OrgState",
     "RevocationStatus",
     "SalesforceStatus",
     "SourceKind",

@@ -260,6 +260,30 @@ class PolicySettings(_Section):
     max_duration: CapDuration = timedelta(days=365)
 
 
+class RegistrySettings(_Section):
+    """``[registry]``: what every org of the connection registry (``firmgrant orgs``) shares —
+    the vendor's connected app — and how the worker polls them."""
+
+    auth: Literal["jwt", "client_credentials"] = "jwt"
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    private_key: SecretStr | None = None
+    private_key_file: Path | None = None
+    ca_bundle: Path | None = None
+    api_version: str = Field("62.0", pattern=r"^\d{2,3}\.0$")
+    timeout_seconds: float = Field(30.0, gt=0, le=600)
+    # Fernet keys (comma-separated, newest first) that encrypt per-org secrets at rest;
+    # older keys still decrypt, so keys rotate (`firmgrant orgs rotate-keys`).
+    keys: Annotated[list[SecretStr], NoDecode, BeforeValidator(_split_list)] = Field(
+        default_factory=list
+    )
+    # Orgs one worker syncs at once, and how long it holds an org it took.
+    pool: int = Field(4, ge=1, le=64)
+    lease_seconds: int = Field(600, ge=10, le=86400)
+    # A failing org waits poll_seconds × 2^failures, up to this, before it is tried again.
+    backoff_max_seconds: int = Field(3600, ge=60, le=86400)
+
+
 class WorkerSettings(_Section):
     # How long a worker holds a revocation or email it took before another may take it over.
     lease_seconds: int = Field(300, ge=10, le=86400)
@@ -306,6 +330,7 @@ class Settings(BaseSettings):
     mail: MailSettings = MailSettings()
     policy: PolicySettings = PolicySettings()
     worker: WorkerSettings = WorkerSettings()
+    registry: RegistrySettings = RegistrySettings()
     orgs: dict[str, OrgSettings] = Field(default_factory=dict)
 
     @field_validator("orgs")

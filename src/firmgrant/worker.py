@@ -26,15 +26,16 @@ from typing import Any
 from firmgrant.errors import LedgerError
 from firmgrant.jobs.dispatch import DispatchResult, dispatch
 from firmgrant.jobs.enforce import EnforceResult, enforce
+from firmgrant.jobs.poll import Clients, poll
 from firmgrant.jobs.remind import RemindResult, remind
 from firmgrant.jobs.revoke import RevokeResult, revoke
 from firmgrant.jobs.sync import SyncResult, sync_connection
-from firmgrant.ledger import Ledger
+from firmgrant.ledger import Ledger, registry, revocations
 from firmgrant.ledger.work import worker_name
 from firmgrant.notify.render import environment
 from firmgrant.notify.send import Backend, make_backend
+from firmgrant.orgs import with_orgs
 from firmgrant.salesforce.client import SalesforceClient
-from firmgrant.salesforce.sources import ObjectSource
 from firmgrant.settings import Settings
 from firmgrant.timeutil import Clock, utcnow
 
@@ -81,15 +82,19 @@ class Worker:
         self.stopping = threading.Event()
         self.templates = environment(settings.mail.templates_dir)
         self._backend = backend
-        self._clients = dict(clients or {})
+        self.clients = Clients()
+        for name, client in (clients or {}).items():
+            self.clients.put(name, client)
 
-    def client(self, name: str) -> SalesforceClient:
-        """One client per connection for the worker's life: tokens are reused across cycles."""
-        if name not in self._clients:
-            self._clients[name] = SalesforceClient(
-                name, self.settings.connections[name], self.settings.sync
-            )
-        return self._clients[name]
+    def client(self, name: str, settings: Settings | None = None) -> SalesforceClient:
+        """A client per connection, kept across cycles so tokens are reused."""
+        return self.clients.get(settings or self.settings, name)
+
+    def current_settings(self) -> Settings:
+        """The settings with the registry's orgs as connections, as they are now."""
+        with self.ledger.sessions() as session:
+            rows = registry.every(session)
+        return with_orgs(self.settings, rows) if rows else self.settings
 
     def stop(self) -> None:
         self.stopping.set()
@@ -99,6 +104,16 @@ class Worker:
         started = time.perf_counter()
         result = CycleResult()
         stop = self.stopping.is_set
+        settings = self.current_settings()
+        result.syncs += poll(
+            self.ledger,
+            settings,
+            self.clients,
+            clock=self.clock,
+            owner=self.owner,
+            full_due=lambda name: self._full_due(name, settings),
+            stop=stop,
+        )
         with self.ledger.planning_lock() as planning:
             result.planned = planning
             if planning:
@@ -112,28 +127,31 @@ class Worker:
                         conn,
                         self.settings.vendor,
                         self.settings.sync,
-                        full=self._full_due(name),
+                        full=self._full_due(name, settings),
                         client=self.client(name),
                         clock=self.clock,
                         stop=stop,
+                        cap=self.settings.policy.max_duration,
                     )
                     result.syncs.append(sync)
                 if not stop():
-                    result.enforce = enforce(self.ledger, self.settings, now=self.clock())
+                    result.enforce = enforce(self.ledger, settings, now=self.clock())
                     log.info(result.enforce.summary())
-                    result.remind = remind(self.ledger, self.settings, now=self.clock())
+                    result.remind = remind(self.ledger, settings, now=self.clock())
                     log.info(result.remind.summary())
                 result.planning = (planning_from, utcnow())
             else:
                 log.info("planning skipped: another worker holds the lock")
-        for name in self.settings.connections:
+        with self.ledger.sessions() as session:
+            due = set(revocations.connections_due(session, self.clock()))
+        for name in [n for n in settings.connections if n in due]:
             if stop():
                 break
             outcome = revoke(
                 self.ledger,
-                self.settings,
+                settings,
                 name,
-                self.client(name),
+                self.client(name, settings),
                 clock=self.clock,
                 owner=self.owner,
                 stop=stop,
@@ -144,7 +162,7 @@ class Worker:
             backend = self._backend or make_backend(self.settings.mail)
             result.dispatch = dispatch(
                 self.ledger,
-                self.settings,
+                settings,
                 backend,
                 self.templates,
                 clock=self.clock,
@@ -161,9 +179,9 @@ class Worker:
         )
         return result
 
-    def _full_due(self, name: str) -> bool:
+    def _full_due(self, name: str, settings: Settings) -> bool:
         """Level-triggered daily reconcile: due when the last full sync is old enough."""
-        state = self.ledger.sync_state(name, ObjectSource.kind)
+        state = self.ledger.sync_state(name, settings.connections[name].source.kind)
         if state.watermark is None:
             return False  # the first sync reads everything anyway
         every = timedelta(hours=self.settings.sync.full_every_hours)

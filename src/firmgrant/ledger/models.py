@@ -232,3 +232,32 @@ class AccessUseRow(Base):
     customer_user_id: Mapped[str] = mapped_column(String(18))
     grant_id: Mapped[int | None] = mapped_column(ForeignKey("grants.id"))
     valid: Mapped[bool] = mapped_column(Boolean)
+
+
+class OrgRow(Base):
+    """A customer org of the connection registry (``firmgrant orgs``)."""
+
+    __tablename__ = "orgs"
+    __table_args__ = (Index("ix_orgs_due", "enabled", "next_sync_at"),)
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)  # the connection's name
+    org_id: Mapped[str | None] = mapped_column(String(18), unique=True)
+    org_name: Mapped[str | None] = mapped_column(String(255))
+    login_url: Mapped[str] = mapped_column(String(255))
+    username: Mapped[str] = mapped_column(String(255))
+    source_kind: Mapped[str] = mapped_column(String(16))  # a lifecycle.SourceKind
+    date_order: Mapped[str] = mapped_column(String(3))
+    time_zone: Mapped[str] = mapped_column(String(64))
+    admin_emails: Mapped[str] = mapped_column(Text)  # JSON list
+    secret: Mapped[str | None] = mapped_column(Text)  # Fernet token (registry.keys)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    state: Mapped[str] = mapped_column(String(16))  # a lifecycle.OrgState
+    failures: Mapped[int] = mapped_column(Integer)  # failed syncs in a row (backoff)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    next_sync_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    api_used: Mapped[int | None] = mapped_column(Integer)
+    api_limit: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -121,6 +121,18 @@ def claim_due(
     return [(row, unsure, *found[row.grant_id]) for row, unsure in rows]
 
 
+def connections_due(session: Session, now: datetime) -> list[str]:
+    """The connections that have a revocation to try now (the others need no call)."""
+    return list(
+        session.execute(
+            select(GrantRow.connection)
+            .join(RevocationRow, RevocationRow.grant_id == GrantRow.id)
+            .where(RevocationRow.state.in_(OPEN_STATES), RevocationRow.next_attempt_at <= now)
+            .distinct()
+        ).scalars()
+    )
+
+
 def locked_with_grants(
     session: Session, grant_ids: list[int]
 ) -> tuple[dict[int, RevocationRow], dict[int, GrantRow]]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -73,10 +74,13 @@ class Ledger:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
+        # SQLite has one writer: threads of one worker (several orgs synced at once) take
+        # turns here rather than fail to upgrade a read transaction to a write.
+        self._writes = threading.RLock() if engine.dialect.name == "sqlite" else nullcontext()
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        with self.sessions.begin() as session:
+        with self._writes, self.sessions.begin() as session:
             yield session
 
     def planning_lock(self) -> AbstractContextManager[bool]:
@@ -96,7 +100,7 @@ class Ledger:
         insert checks its grant's row (the foreign key) with a share lock. Taken last, the
         head's lock let a sync and another replica's revocation wait on each other.
         """
-        with self.sessions.begin() as session:
+        with self._writes, self.sessions.begin() as session:
             lock_chain_head(session)
             yield session
 

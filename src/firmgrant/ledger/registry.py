@@ -1,0 +1,105 @@
+"""The connection registry's table: customer orgs, their state, and the leases that let
+replicas share them.
+
+A worker *claims* due orgs (``FOR UPDATE SKIP LOCKED`` on PostgreSQL: an org another
+replica is claiming is skipped, not waited for), stamps them with its name and a lease, syncs
+them, and records the outcome with the next time each is due. A replica killed mid-cycle
+leaves leases that run out; another replica then takes those orgs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from firmgrant.errors import RegistryError
+from firmgrant.ledger.models import OrgRow
+from firmgrant.lifecycle import OrgState
+
+
+def add(session: Session, rows: Sequence[OrgRow]) -> None:
+    """Register these orgs; none if any name or org id is taken (the caller's transaction)."""
+    names = [row.name for row in rows]
+    org_ids = [row.org_id[:15] for row in rows if row.org_id]
+    # Org Ids compare on their first 15 characters: the 18 only adds a checksum.
+    taken = session.execute(
+        select(OrgRow.name, OrgRow.org_id).where(
+            or_(OrgRow.name.in_(names), func.substr(OrgRow.org_id, 1, 15).in_(org_ids))
+        )
+    ).all()
+    known = {org_id[:15] for _, org_id in taken if org_id}
+    for row in rows:
+        if row.name in {name for name, _ in taken}:
+            raise RegistryError(f"org {row.name!r} is already registered")
+        if row.org_id and row.org_id[:15] in known:
+            raise RegistryError(f"org id {row.org_id} is already registered")
+    if len(set(org_ids)) != len(org_ids):
+        raise RegistryError("the same org id is given twice")
+    session.add_all(rows)
+
+
+def every(session: Session) -> list[OrgRow]:
+    return list(session.execute(select(OrgRow).order_by(OrgRow.name)).scalars())
+
+
+def find(session: Session, name: str, *, lock: bool = False) -> OrgRow:
+    row = session.get(OrgRow, name, with_for_update=lock)
+    if row is None:
+        raise RegistryError(f"no org {name!r} in the registry (see `firmgrant orgs list`)")
+    return row
+
+
+def remove(session: Session, name: str) -> None:
+    session.delete(find(session, name, lock=True))
+
+
+def claim(
+    session: Session, *, owner: str, now: datetime, lease: timedelta, limit: int
+) -> list[OrgRow]:
+    """Up to ``limit`` enabled orgs due for a sync and not leased; the caller commits."""
+    rows = list(
+        session.execute(
+            select(OrgRow)
+            .where(
+                OrgRow.enabled.is_(True),
+                OrgRow.next_sync_at <= now,
+                or_(OrgRow.lease_until.is_(None), OrgRow.lease_until < now),
+            )
+            .order_by(OrgRow.next_sync_at, OrgRow.name)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
+    for row in rows:
+        row.lease_owner, row.lease_until = owner, now + lease
+    return rows
+
+
+def record(
+    session: Session,
+    name: str,
+    owner: str,
+    *,
+    state: OrgState,
+    error: str | None,
+    now: datetime,
+    next_sync_at: datetime,
+    api_usage: tuple[int, int] | None,
+    org_id: str | None,
+) -> bool:
+    """How this org's sync went; ``False`` if its lease was lost to another worker."""
+    row = session.get(OrgRow, name, with_for_update=True)
+    if row is None or row.lease_owner != owner:
+        return False
+    row.state, row.last_error = state, error
+    row.failures = 0 if state == OrgState.OK else row.failures + 1
+    row.last_sync_at, row.next_sync_at = now, next_sync_at
+    row.lease_owner = row.lease_until = None
+    if api_usage is not None:
+        row.api_used, row.api_limit = api_usage
+    if org_id and not row.org_id:
+        row.org_id = org_id
+    return True
