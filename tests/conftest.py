@@ -69,6 +69,12 @@ def _postgres_schema_url() -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema (replicas need PostgreSQL: SQLite allows one worker)."""
+    yield from _postgres_schema_url()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty ledger database: a SQLite file, or a PostgreSQL schema of its own."""

@@ -251,13 +251,13 @@ def wait_out_leases(database_url: str) -> None:
     """Until every lease the killed workers held has run out (leases are wall-clock time)."""
     from sqlalchemy import func, select
 
-    from firmgrant.ledger.models import OutboxRow, RevocationRow
+    from firmgrant.ledger.models import OrgRow, OutboxRow, RevocationRow
 
     engine = make_engine(database_url)
     with engine.connect() as connection:
         last = max(
             connection.execute(select(func.max(model.lease_until))).scalar() or utcnow()
-            for model in (OutboxRow, RevocationRow)
+            for model in (OutboxRow, RevocationRow, OrgRow)
         )
     engine.dispose()
     assert last - utcnow() <= timedelta(seconds=10), "a lease is no longer than the setting"
@@ -558,3 +558,102 @@ def test_an_audit_sync_killed_mid_trail_resumes_with_nothing_lost_or_repeated(
     long_lived = {s for s, e in grants.items() if str(e) > str(start + timedelta(days=300))}
     assert changed <= long_lived
     assert len(long_lived) == 200, "each change applied once, whatever the page it fell on"
+
+
+def registry_env(sandbox: SandboxOrg, database_url: str) -> dict[str, str]:
+    sandbox.write_files()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIRMGRANT_")}
+    env.update(read_connection_env(sandbox.state / "registry.env"))
+    env.update(
+        {
+            "FIRMGRANT_DATABASE_URL": database_url,
+            "FIRMGRANT_SYNC__API_FLOOR": "0",
+            "FIRMGRANT_MAIL__BACKEND": "file",
+            "FIRMGRANT_MAIL__FILE_DIR": str(sandbox.state / "outbox"),
+            "FIRMGRANT_REGISTRY__POOL": "3",
+            "FIRMGRANT_REGISTRY__LEASE_SECONDS": "10",
+            "FIRMGRANT_LOG_LEVEL": "INFO",
+        }
+    )
+    return env
+
+
+def registered_orgs(sandbox: SandboxOrg, count: int, database_url: str) -> dict[str, str]:
+    vendor = (VENDOR, sandbox.app.org_id)
+    for _ in range(count):
+        tenant = sandbox.tenants.add()
+        tenant.grant(f"jane@{tenant.domain}", 7, vendor=vendor, at=utcnow() - timedelta(hours=1))
+    env = registry_env(sandbox, prepared(database_url))
+    imported = subprocess.run(
+        [*FIRMGRANT, "orgs", "import", str(sandbox.state / "customers.csv")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert imported.returncode == 0, imported.stderr
+    return env
+
+
+def synced(output: str) -> list[str]:
+    return [sync["connection"] for sync in json.loads(output)["sync"]]
+
+
+def test_three_replicas_on_postgresql_split_200_orgs_with_no_org_synced_twice(
+    sandbox: SandboxOrg, postgres_url: str
+) -> None:
+    env = registered_orgs(sandbox, 200, postgres_url)
+    replicas = [
+        subprocess.Popen([*FIRMGRANT, "run", "--once", "--json"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for _ in range(3)
+    ]  # fmt: skip
+    outputs = [replica.communicate(timeout=300)[0] for replica in replicas]
+
+    by_replica = [synced(output) for output in outputs]
+    every = [name for names in by_replica for name in names]
+    assert sorted(every) == sorted(f"org{n}" for n in range(1, 201)), "each org once"
+    assert sum(1 for names in by_replica if names) >= 2, "the replicas shared the orgs"
+    with make_engine(postgres_url).connect() as connection:
+        states: dict[str, int] = dict(
+            connection.execute(text("SELECT state, count(*) FROM orgs GROUP BY state")).all()
+        )
+        grants = connection.execute(text("SELECT count(*) FROM grants")).scalar_one()
+    assert states == {"ok": 200}
+    assert grants == 200
+
+
+def test_a_replica_killed_mid_cycle_leaves_its_orgs_to_the_others(
+    sandbox: SandboxOrg, postgres_url: str
+) -> None:
+    env = registered_orgs(sandbox, 200, postgres_url)
+    env["FIRMGRANT_LOG_LEVEL"] = "INFO"
+    doomed = Watched([*FIRMGRANT, "run", "--once", "--json"], env, stdout=subprocess.DEVNULL)
+    survivor = subprocess.Popen(
+        [*FIRMGRANT, "run", "--once", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        for _ in range(5):
+            doomed.wait_for("firmgrant.jobs.sync: sync org")
+        doomed.kill()
+    finally:
+        doomed.close()
+    first = synced(survivor.communicate(timeout=300)[0])
+    wait_out_leases(postgres_url)
+    rerun = run_once(env)
+
+    again = first + [s["connection"] for s in rerun["sync"]]
+    assert len(again) == len(set(again)), "no org synced twice by the survivors"
+    with make_engine(postgres_url).connect() as connection:
+        states: dict[str, int] = dict(
+            connection.execute(text("SELECT state, count(*) FROM orgs GROUP BY state")).all()
+        )
+        unsynced = connection.execute(
+            text("SELECT count(*) FROM orgs WHERE last_sync_at IS NULL")
+        ).scalar_one()
+        grants = connection.execute(text("SELECT count(*) FROM grants")).scalar_one()
+    assert (states, unsynced, grants) == ({"ok": 200}, 0, 200), "every org synced, nothing lost"

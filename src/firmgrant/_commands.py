@@ -54,7 +54,11 @@ def cycle_json(result: CycleResult) -> dict[str, object]:
 
 def run(ledger: Ledger, settings: Settings, *, once: bool, as_json: bool) -> int:
     if not settings.connections:
-        settings.connection()  # raises the "no connection configured" ConfigError
+        from firmgrant.ledger import registry
+
+        with ledger.sessions() as session:
+            if not registry.every(session):
+                settings.connection()  # raises the "no connection configured" ConfigError
     from firmgrant.jobs.dispatch import sender_problem
 
     problem = sender_problem(settings)

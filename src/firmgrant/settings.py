@@ -389,7 +389,8 @@ class Settings(BaseSettings):
 
 _NO_CONNECTION = (
     "no Salesforce connection is configured: set FIRMGRANT_CONNECTIONS__<NAME>__LOGIN_URL, "
-    "__AUTH and the keys the auth kind needs (see config/firmgrant.example.toml)"
+    "__AUTH and the keys the auth kind needs (see config/firmgrant.example.toml), or "
+    "register customer orgs with `firmgrant orgs add` / `orgs import`"
 )
 
 

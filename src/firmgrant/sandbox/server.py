@@ -196,6 +196,8 @@ class SandboxOrg:
         (self.state / "connection.env").write_text(self.connection_env())
         if self.tenants.orgs:
             (self.state / "customers.env").write_text(self.customers_env())
+            (self.state / "customers.csv").write_text(self.customers_csv(), encoding="utf-8")
+            (self.state / "registry.env").write_text(self.registry_env())
         control = self.state / "control.json"
         control.write_text(json.dumps({"url": self.base_url, "key": self.control_key}))
         control.chmod(0o600)
@@ -251,6 +253,31 @@ class SandboxOrg:
             tenant.prune()
             return tenant.api.handle(request)  # type: ignore[no-any-return]
         return self.api.handle(request)
+
+    def customers_csv(self) -> str:
+        """The customer orgs as `firmgrant orgs import` reads them."""
+        lines = ["name,login_url,username,org_id,source,date_order,time_zone,admin_emails"]
+        for org in self.tenants.orgs.values():
+            lines.append(
+                f"org{org.number},{self.base_url},{org.integration_username},{org.org_id},"
+                f"audit,{org.options.date_order},{org.options.time_zone},admin@{org.domain}"
+            )
+        return "\n".join(lines) + "\n"
+
+    def registry_env(self) -> str:
+        """The ``FIRMGRANT_REGISTRY__*`` lines for orgs imported from customers.csv."""
+        values = {
+            "FIRMGRANT_REGISTRY__CLIENT_ID": self.app.client_id,
+            "FIRMGRANT_REGISTRY__PRIVATE_KEY_FILE": str(self.state / "jwt.key"),
+            "FIRMGRANT_REGISTRY__CA_BUNDLE": str(self.state / "tls.crt"),
+            "FIRMGRANT_VENDOR__GRANTEE_NAMES": VENDOR,
+            "FIRMGRANT_VENDOR__PUBLISHER_ORG_ID": self.app.org_id,
+            "FIRMGRANT_VENDOR__SUPPORT_USERNAMES": "*@firmworks.example",
+        }
+        lines = [
+            f"# the vendor's app for the orgs of `firmgrant orgs import {self.state}/customers.csv`"
+        ]
+        return "\n".join(lines + [f"{k}={shlex.quote(v)}" for k, v in values.items()]) + "\n"
 
     def customers_env(self) -> str:
         """``FIRMGRANT_*`` lines for one audit connection per customer org."""
