@@ -45,6 +45,7 @@ def cycle_json(result: CycleResult) -> dict[str, object]:
         "api_calls": result.api_calls,
         "seconds": round(result.seconds, 3),
         "sync": [s.as_json() for s in result.syncs],
+        "orgs": dict(result.org_states),
         "enforce": vars(result.enforce) if result.enforce else None,
         "remind": vars(result.remind) if result.remind else None,
         "revoke": [vars(r) for r in result.revokes],

@@ -18,6 +18,7 @@ import logging
 import signal
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -34,7 +35,7 @@ from firmgrant.ledger import Ledger, registry, revocations
 from firmgrant.ledger.work import worker_name
 from firmgrant.notify.render import environment
 from firmgrant.notify.send import Backend, make_backend
-from firmgrant.orgs import with_orgs
+from firmgrant.orgs import state_after, with_orgs
 from firmgrant.salesforce.client import SalesforceClient
 from firmgrant.settings import Settings
 from firmgrant.timeutil import Clock, utcnow
@@ -53,6 +54,8 @@ class CycleResult:
     revokes: list[RevokeResult] = field(default_factory=list)
     dispatch: DispatchResult | None = None
     seconds: float = 0.0
+    # Registry orgs this worker synced, counted by the state their sync left them in.
+    org_states: Counter[str] = field(default_factory=Counter)
 
     @property
     def api_calls(self) -> int:
@@ -105,7 +108,7 @@ class Worker:
         result = CycleResult()
         stop = self.stopping.is_set
         settings = self.current_settings()
-        result.syncs += poll(
+        polled = poll(
             self.ledger,
             settings,
             self.clients,
@@ -114,6 +117,14 @@ class Worker:
             full_due=lambda name: self._full_due(name, settings),
             stop=stop,
         )
+        result.syncs += polled
+        result.org_states.update(state_after(s.error, s.error_kind) for s in polled)
+        if polled:
+            log.info(
+                "poll: %d orgs: %s",
+                len(polled),
+                " ".join(f"{state}={n}" for state, n in sorted(result.org_states.items())),
+            )
         with self.ledger.planning_lock() as planning:
             result.planned = planning
             if planning:

@@ -7,6 +7,7 @@ hands the resulting token to simple-salesforce.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -14,6 +15,7 @@ from typing import Any
 
 import jwt
 import requests
+from cryptography.hazmat.primitives import serialization
 from pydantic import SecretStr
 
 from firmgrant.errors import AuthenticationError, ConfigError
@@ -43,6 +45,13 @@ class Token:
                 return parts[-2]
         head = self.access_token.get_secret_value().partition("!")[0]
         return head if head.startswith("00D") and len(head) in (15, 18) else None
+
+
+@functools.lru_cache(maxsize=8)
+def _signing_key(pem: str) -> Any:
+    """The key loaded once: loading checks the RSA key, far slower than signing with it, and
+    every org of the registry signs with the vendor's one key."""
+    return serialization.load_pem_private_key(pem.encode(), password=None)
 
 
 class Authenticator:
@@ -141,7 +150,7 @@ class Authenticator:
             "password": s.password.get_secret_value() + token,
         }
 
-    def _private_key(self) -> str:
+    def _private_key(self) -> Any:
         s = self.settings
         if s.private_key is not None:
             pem = s.private_key.get_secret_value()
@@ -150,7 +159,7 @@ class Authenticator:
             pem = s.private_key_file.read_text(encoding="ascii", errors="replace")
         if "PRIVATE KEY-----" not in pem:
             raise ConfigError(f"{self._key_setting()}: not a PEM private key")
-        return pem
+        return _signing_key(pem)
 
     def _key_setting(self) -> str:
         field_name = "private_key" if self.settings.private_key is not None else "private_key_file"
