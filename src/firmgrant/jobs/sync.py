@@ -11,6 +11,7 @@ from typing import Any
 
 from firmgrant._collector import collector_per_batch
 from firmgrant.errors import ApiLimitExceeded, SalesforceError
+from firmgrant.grant import GrantRecord
 from firmgrant.ledger import Ledger, PageCounts
 from firmgrant.ledger.episodes import known_org_name, latest_by_grantor
 from firmgrant.lifecycle import SourceKind
@@ -129,30 +130,32 @@ def _mirror_audit(
 ) -> tuple[int, bool]:
     """Fold each page of audit rows into grants and write them (never "vanished": rows that
     aged out of the trail say nothing about the grants they made)."""
-    mirrored = 0
-    with ledger.sessions() as session:
-        org_name = known_org_name(session, name)
-    asked = False
+    mirrored, org_name, asked = 0, None, False
     for page in source.pages(client, since):
-        # The name is asked once on a first or full sync (it may have changed), or when a
-        # grant needs it and the ledger has none: an idle sync stays one call.
-        if not asked and page.grants and (since is None or org_name is None):
-            org_name, asked = source.org_name(client) or org_name, True
         if stop():
             log.info("%s: sync stopped early on request", name)
             return mirrored, True
         result.fetched += len(page.grants) + len(page.uses) + len(page.invalid)
         mirrored += len(page.grants) + len(page.uses)
-        org_id = client.org_id or name
-        with ledger.sessions() as session:
-            current = latest_by_grantor(session, name, [row.user_id for row, _ in page.grants])
-        records = fold(
-            page.grants,
-            current,
-            org_id=org_id,
-            org_name=org_name,
-            zone=source.settings.time_zone,
-        )
+        records: list[GrantRecord] = []
+        if page.grants:
+            with ledger.sessions() as session:
+                users = [row.user_id for row, _ in page.grants]
+                current = latest_by_grantor(session, name, users)
+                org_name = org_name or known_org_name(session, name)
+            # The name is asked once on a first or full sync (it may have changed), or when
+            # a grant needs it and the ledger has none: an idle sync stays one call.
+            if not asked and (since is None or org_name is None):
+                org_name, asked = source.org_name(client) or org_name, True
+            records = fold(
+                page.grants,
+                current,
+                org_id=client.org_id or name,
+                org_name=org_name,
+                zone=source.settings.time_zone,
+            )
+        if not (records or page.uses or page.invalid or _later(page.newest, since, source)):
+            continue  # rows already mirrored (the overlap), or none: nothing to write
         written = ledger.apply_page(
             name,
             source.kind,
@@ -168,6 +171,14 @@ def _mirror_audit(
         log.debug("%s: a page of %d audit rows written", name, len(page.grants) + len(page.uses))
         counts += written
     return mirrored, False
+
+
+def _later(newest: datetime | None, since: datetime | None, source: AuditSource) -> bool:
+    """Whether a page's newest row may move the watermark (past the overlap it re-read)."""
+    if newest is None:
+        return False
+    overlap = timedelta(seconds=source.settings.overlap_seconds)
+    return since is None or newest > since + overlap
 
 
 def sync_connection(
