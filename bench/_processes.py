@@ -101,3 +101,20 @@ def drop_schema(url: str, schema: str) -> None:
     subprocess.run(
         ["psql", url, "-qc", f"DROP SCHEMA {schema} CASCADE"], check=False, capture_output=True
     )
+
+
+@contextmanager
+def sandbox(state: Path, *argv: str) -> Iterator[str]:
+    """``firmgrant sandbox --state STATE ARGV…`` as its own process: its base URL while it
+    serves; stopped with SIGTERM afterwards."""
+    import signal
+
+    process = subprocess.Popen(
+        [FIRMGRANT, "sandbox", "--state", str(state), *argv], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().strip()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait()

@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import time
 from collections import Counter
 from typing import Any
 
-from _processes import FIRMGRANT, measure, scratch_ledger
+from _processes import FIRMGRANT, measure, sandbox, scratch_ledger
 from sqlalchemy import text
 
 from firmgrant.ledger import make_engine
@@ -75,14 +74,7 @@ def main() -> None:
 
     with scratch_ledger("firmgrant-bench-orgs-", args.database) as (work, database):
         started = time.perf_counter()
-        sandbox = subprocess.Popen(
-            [FIRMGRANT, "sandbox", "--state", str(work / "org"), "--customers", str(args.orgs),
-             "--random-seed", "1"],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            assert sandbox.stdout is not None
-            base_url = sandbox.stdout.readline().strip()
+        with sandbox(work / "org", "--customers", str(args.orgs), "--random-seed", "1") as base_url:
             seeded = time.perf_counter() - started
             env = {
                 **os.environ,
@@ -104,9 +96,6 @@ def main() -> None:
                 connection.execute(text("UPDATE orgs SET next_sync_at = last_sync_at"))
             engine.dispose()
             idle = cycle(env, args.replicas)
-        finally:
-            sandbox.send_signal(signal.SIGTERM)
-            sandbox.wait()
 
     print(f"sandbox {base_url}: {args.orgs:,} customer orgs seeded in {seeded:.1f} s")
     print(

@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import time
 from typing import Any
 
-from _processes import FIRMGRANT, measure, scratch_ledger
+from _processes import FIRMGRANT, measure, sandbox, scratch_ledger
 
 from firmgrant.sandbox import read_connection_env
 
@@ -37,23 +36,7 @@ def main() -> None:
 
     with scratch_ledger("firmgrant-bench-", args.database) as (work, database):
         started = time.perf_counter()
-        sandbox = subprocess.Popen(
-            [
-                FIRMGRANT,
-                "sandbox",
-                "--state",
-                str(work / "org"),
-                "--seed",
-                str(args.grants),
-                "--random-seed",
-                "1",
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert sandbox.stdout is not None
-            base_url = sandbox.stdout.readline().strip()
+        with sandbox(work / "org", "--seed", str(args.grants), "--random-seed", "1") as base_url:
             seeded = time.perf_counter() - started
             env = {
                 **os.environ,
@@ -64,9 +47,6 @@ def main() -> None:
             subprocess.run([FIRMGRANT, "db", "upgrade"], env=env, check=True, capture_output=True)
             first, first_wall, first_rss = run_worker(env, "sync", "--json")
             idle, idle_wall, idle_rss = run_worker(env, "sync", "--json")
-        finally:
-            sandbox.send_signal(signal.SIGTERM)
-            sandbox.wait()
 
     n = args.grants
     print(f"sandbox {base_url}: seeded {n:,} grants in {seeded:.1f} s")

@@ -117,3 +117,28 @@ def test_a_connection_without_view_setup_gets_salesforces_error_and_it_is_record
     assert "INVALID_TYPE" in (result.error or "")
     assert "sObject type 'SetupAuditTrail' is not supported" in (result.error or "")
     assert ledger.sync_state("acme", "audit").last_error == result.error
+
+
+def test_rows_of_other_publishers_still_move_the_watermark(ledger: Ledger) -> None:
+    other = {
+        "attributes": {"type": "SetupAuditTrail"},
+        "Id": "0Ym5e0000000009AAA",
+        "Action": "loginasgrantedtopartnerbt",
+        "Section": "Manage Users",
+        "Display": "jane@acme.com has granted user login access through 12/9/2026 to package "
+        "publisher Another Vendor (00D5e00000OTHER)",
+        "CreatedDate": "2026-12-01T11:00:00.000+0000",
+        "CreatedById": "0055e0000000002AAA",
+        "CreatedBy": {"attributes": {"type": "User"}, "Username": "jane@acme.com", "Email": None},
+        "DelegateUser": None,
+    }
+    with responses.RequestsMock() as mock:
+        token(mock)
+        mock.add(responses.GET, f"{API}/query/", json={"done": True, "records": [other]})
+        sync(ledger)
+        mock.add(responses.GET, f"{API}/query/", json={"done": True, "records": []})
+        sync(ledger)
+        sent = [soql_of(c) for c in mock.calls if "/query/" in str(c.request.url)]
+
+    since = datetime(2026, 12, 1, 11, tzinfo=UTC) - timedelta(seconds=300)
+    assert f"CreatedDate > {since.isoformat()}" in sent[-1], "nothing of ours, read all the same"

@@ -12,6 +12,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import text
 
 from firmgrant.cli import main
+from firmgrant.errors import RegistryError
 from firmgrant.ledger import Ledger
 from firmgrant.lifecycle import OrgState
 from firmgrant.sandbox import SandboxOrg
@@ -260,3 +261,24 @@ def test_broken_orgs_are_marked_and_backed_off_while_the_others_finish(
     assert held == {"org2", "org3"}, "the working orgs' grants are mirrored"
     second = Worker(settings, ledger).cycle()
     assert second.syncs == [], "nothing is due again before the next poll"
+
+
+def test_check_org_explains_one_registered_org(
+    sandbox: SandboxOrg, ledger: Ledger, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from firmgrant.cli import _check
+
+    tenants = [sandbox.tenants.add(), sandbox.tenants.add(TenantOptions(view_setup=False))]
+    register(ledger, sandbox, tenants)
+    settings = registry_settings(sandbox, database_url)
+
+    assert _check(settings, "org1") == 0
+    good = capsys.readouterr().out
+    assert _check(settings, "org2") == 1
+    blind = capsys.readouterr().out
+
+    assert "ok   connection org1: reads the Setup Audit Trail of org " in good
+    assert "org2" not in good, "only the org asked for is checked"
+    assert "FAIL connection org2: cannot read the Setup Audit Trail" in blind
+    with pytest.raises(RegistryError, match="no org 'org9' in the registry"):
+        _check(settings, "org9")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace, settings: Settings, ledger: Ledger) -> int:
     if verb == "add":
         return _add(args, settings, ledger)
     if verb == "import":
-        specs = orgs.read_csv(_path(args.file))
+        specs = orgs.read_csv(Path(args.file))
         with ledger.transaction() as session:
             registry.add(session, [orgs.new_row(spec, now) for spec in specs])
         print(f"registered {len(specs)} orgs")
@@ -87,12 +88,6 @@ def run(args: argparse.Namespace, settings: Settings, ledger: Ledger) -> int:
             row.failures, row.next_sync_at = 0, now
     print(f"org {args.name}: {verb}d")
     return 0
-
-
-def _path(text: str) -> Any:
-    from pathlib import Path
-
-    return Path(text)
 
 
 def _add(args: argparse.Namespace, settings: Settings, ledger: Ledger) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import shutil
 import sys
 from collections import Counter
@@ -16,6 +15,7 @@ from rich.text import Text
 
 from firmgrant.demo_audit import audit_story
 from firmgrant.ledger import Ledger, emails, make_engine, upgrade, verify_chain
+from firmgrant.ledger.chain import read_chain_head
 from firmgrant.ledger.queries import events_after, list_grants
 from firmgrant.lifecycle import EmailKind, WorkState
 from firmgrant.sandbox import CONNECTION, VENDOR, SandboxOrg
@@ -112,7 +112,8 @@ def run_demo(base: Path) -> int:
             f"{made['malformed']} malformed records.\n"
         )
         _cycle(console, worker, "Cycle 1, first sync")
-        last = _print_events(Console(file=io.StringIO()), ledger, 0)  # the story starts here
+        with ledger.sessions() as session:
+            last = read_chain_head(session)[0]  # the story starts here
 
         console.print("\nMeanwhile, in customers' orgs:")
         grants = org.customers

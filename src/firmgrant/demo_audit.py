@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.text import Text
 
 from firmgrant.ledger import Ledger
+from firmgrant.ledger.chain import read_chain_head
 from firmgrant.ledger.queries import events_after
 from firmgrant.lifecycle import EventKind
 from firmgrant.sandbox import VENDOR, SandboxOrg
@@ -141,5 +142,4 @@ def _grant_text(payload: dict[str, Any]) -> str:
 
 def _last_event(ledger: Ledger) -> int:
     with ledger.sessions() as session:
-        events = events_after(session, 0)
-    return events[-1].id if events else 0
+        return read_chain_head(session)[0]

@@ -371,6 +371,12 @@ class Settings(BaseSettings):
         toml = TomlConfigSettingsSource(settings_cls, toml_file=_toml_file.get())
         return (init_settings, env_settings, dotenv_settings, toml)
 
+    def in_setup_only(self, connection: str) -> bool:
+        """This connection's grants live only in the customer's Setup (the audit source):
+        firmgrant cannot revoke them; the customer (and their admins) must."""
+        found = self.connections.get(connection)
+        return found is not None and found.source.kind == SourceKind.AUDIT
+
     def connection(self, name: str | None = None) -> tuple[str, ConnectionSettings]:
         if name is None:
             if len(self.connections) != 1:

@@ -35,7 +35,7 @@ from firmgrant.ledger import Ledger, registry, revocations
 from firmgrant.ledger.work import worker_name
 from firmgrant.notify.render import environment
 from firmgrant.notify.send import Backend, make_backend
-from firmgrant.orgs import state_after, with_orgs
+from firmgrant.orgs import with_orgs
 from firmgrant.salesforce.client import SalesforceClient
 from firmgrant.settings import Settings
 from firmgrant.timeutil import Clock, utcnow
@@ -117,8 +117,8 @@ class Worker:
             full_due=lambda name: self._full_due(name, settings),
             stop=stop,
         )
-        result.syncs += polled
-        result.org_states.update(state_after(s.error, s.error_kind) for s in polled)
+        result.syncs += [sync for sync, _ in polled]
+        result.org_states.update(state for _, state in polled)
         if polled:
             log.info(
                 "poll: %d orgs: %s",

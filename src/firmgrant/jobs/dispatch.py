@@ -24,7 +24,7 @@ from firmgrant.jobs.history import facts, grant_event
 from firmgrant.ledger import Ledger, append_events, emails
 from firmgrant.ledger.models import GrantRow, OutboxRow, RevocationRow
 from firmgrant.ledger.work import release
-from firmgrant.lifecycle import SENT_EVENT, EmailKind, EventKind, SourceKind, WorkState
+from firmgrant.lifecycle import SENT_EVENT, EmailKind, EventKind, WorkState
 from firmgrant.notify.render import context, render
 from firmgrant.notify.send import Backend, FileBackend, build_message
 from firmgrant.policy import effective_expiry, reminder_schedule, retry_delay
@@ -189,7 +189,7 @@ def _message(
         reason=revocation.reason if revocation else None,
         event_at=row.due_at,
         offset=timedelta(seconds=row.offset_seconds) if row.offset_seconds else None,
-        in_setup_only=_in_setup_only(settings, grant.connection),
+        in_setup_only=settings.in_setup_only(grant.connection),
     )
     rendered = render(templates, row.kind, values)
     return build_message(
@@ -200,12 +200,6 @@ def _message(
         sent_at=now,
         reply_to=settings.vendor.support_email,
     )
-
-
-def _in_setup_only(settings: Settings, connection: str) -> bool:
-    """The grant lives only in the customer's Setup (audit source): firmgrant cannot revoke it."""
-    found = settings.connections.get(connection)
-    return found is not None and found.source.kind == SourceKind.AUDIT
 
 
 def _record(

@@ -1,4 +1,5 @@
-"""The jobs' view of a grant row: its facts for the rules, and events about it for the log."""
+"""The jobs' view of a grant row: its facts for the rules (``ledger.episodes.facts``), and
+events about it for the log."""
 
 from __future__ import annotations
 
@@ -6,15 +7,11 @@ from datetime import datetime
 
 from firmgrant.ledger import NewEvent
 from firmgrant.ledger.chain import SYSTEM_ACTOR
+from firmgrant.ledger.episodes import facts
 from firmgrant.ledger.models import GrantRow
 from firmgrant.lifecycle import EventKind
-from firmgrant.policy import GrantFacts
 
-
-def facts(grant: GrantRow) -> GrantFacts:
-    return GrantFacts(
-        grant.granted_at, grant.expires_at, grant.via_login_as, grant.sf_status, grant.deleted
-    )
+__all__ = ["facts", "grant_event"]
 
 
 def grant_event(

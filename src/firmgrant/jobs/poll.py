@@ -61,16 +61,21 @@ def poll(
     owner: str,
     full_due: Callable[[str], bool],
     stop: Callable[[], bool] = lambda: False,
-) -> list[SyncResult]:
-    """Sync every registry org due now that no other worker holds; their results."""
+) -> list[tuple[SyncResult, OrgState]]:
+    """Sync every registry org due now that no other worker holds: each one's result and the
+    state it left the org in."""
     shared = settings.registry
     lease = timedelta(seconds=shared.lease_seconds)
-    results: list[SyncResult] = []
+    results: list[tuple[SyncResult, OrgState]] = []
+
+    def one(name: str) -> tuple[SyncResult, OrgState]:
+        return _sync_org(ledger, settings, clients, name, clock, owner, full_due, stop)
+
     with ThreadPoolExecutor(shared.pool, thread_name_prefix="poll") as pool:
         while not stop():
             with ledger.transaction() as session:
                 claimed = [
-                    (row.name, row.failures)
+                    row.name
                     for row in registry.claim(
                         session,
                         owner=owner,
@@ -81,10 +86,6 @@ def poll(
                 ]
             if not claimed:
                 break
-
-            def one(item: tuple[str, int]) -> SyncResult:
-                return _sync_org(ledger, settings, clients, item, clock, owner, full_due, stop)
-
             results.extend(pool.map(one, claimed))
     return results
 
@@ -93,13 +94,12 @@ def _sync_org(
     ledger: Ledger,
     settings: Settings,
     clients: Clients,
-    item: tuple[str, int],
+    name: str,
     clock: Clock,
     owner: str,
     full_due: Callable[[str], bool],
     stop: Callable[[], bool],
-) -> SyncResult:
-    name, failures = item
+) -> tuple[SyncResult, OrgState]:
     client = clients.get(settings, name)
     result = sync_connection(
         ledger,
@@ -124,10 +124,10 @@ def _sync_org(
             state=state,
             error=result.error,
             now=now,
-            next_sync_at=next_due(now, state, failures + (state != OrgState.OK), settings),
+            next_sync_at=lambda failures: next_due(now, state, failures, settings),
             api_usage=(usage.used, usage.limit) if usage else None,
             org_id=client.org_id,
         )
     if not kept:
         log.warning("org %s: lease lost while syncing; its outcome is left to the new holder", name)
-    return result
+    return result, state

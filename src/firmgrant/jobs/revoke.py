@@ -363,8 +363,7 @@ def complete(
     release(row, state=WorkState.REVOKED, done_at=row.done_at or now, last_error=None)
     if row.cause != EndCause.LOGIN_AS:  # those were told why in the "rejected" email
         # A grant only the customer can revoke (audit source): their admins hear of it too.
-        found = settings.connections.get(grant.connection)
-        admins = found is not None and found.source.kind == SourceKind.AUDIT
+        admins = settings.in_setup_only(grant.connection)
         enqueue(
             session, settings, grant, EmailKind.REVOKED, now, now, admins=admins, existing=set()
         )

@@ -21,6 +21,13 @@ if TYPE_CHECKING:
     from firmgrant.salesforce.audit import AccessUse
 
 
+def facts(grant: GrantRow) -> GrantFacts:
+    """What the rules look at of a grant row (``policy.GrantFacts``)."""
+    return GrantFacts(
+        grant.granted_at, grant.expires_at, grant.via_login_as, grant.sf_status, grant.deleted
+    )
+
+
 def latest_by_grantor(
     session: Session, connection: str, grantor_ids: Sequence[str]
 ) -> dict[str, GrantRecord]:
@@ -91,7 +98,7 @@ def record_uses(
         earlier = [
             g for g in grants if g.grantor_id == use.customer_user_id and g.granted_at <= use.at
         ]
-        valid = next((g for g in earlier if usable_at(_facts(g), g.revoked_at, use.at, cap)), None)
+        valid = next((g for g in earlier if usable_at(facts(g), g.revoked_at, use.at, cap)), None)
         grant = valid or (earlier[0] if earlier else None)
         session.add(
             AccessUseRow(
@@ -106,12 +113,6 @@ def record_uses(
         )
         events.append(_use_event(connection, use, grant, valid is not None, now))
     return events
-
-
-def _facts(grant: GrantRow) -> GrantFacts:
-    return GrantFacts(
-        grant.granted_at, grant.expires_at, grant.via_login_as, grant.sf_status, grant.deleted
-    )
 
 
 def _use_event(

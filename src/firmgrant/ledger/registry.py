@@ -9,7 +9,7 @@ leaves leases that run out; another replica then takes those orgs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select
@@ -86,17 +86,20 @@ def record(
     state: OrgState,
     error: str | None,
     now: datetime,
-    next_sync_at: datetime,
+    next_sync_at: Callable[[int], datetime],
     api_usage: tuple[int, int] | None,
     org_id: str | None,
 ) -> bool:
-    """How this org's sync went; ``False`` if its lease was lost to another worker."""
+    """How this org's sync went; ``False`` if its lease was lost to another worker.
+
+    ``next_sync_at`` gives the next due time from the org's failures in a row (its backoff).
+    """
     row = session.get(OrgRow, name, with_for_update=True)
     if row is None or row.lease_owner != owner:
         return False
     row.state, row.last_error = state, error
     row.failures = 0 if state == OrgState.OK else row.failures + 1
-    row.last_sync_at, row.next_sync_at = now, next_sync_at
+    row.last_sync_at, row.next_sync_at = now, next_sync_at(row.failures)
     row.lease_owner = row.lease_until = None
     if api_usage is not None:
         row.api_used, row.api_limit = api_usage
