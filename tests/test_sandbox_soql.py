@@ -199,3 +199,43 @@ def test_the_last_page_can_be_asked_for_again(store: OrgStore) -> None:
     again = store.page(locator, 2, 2)
     assert last["done"] is True
     assert again == last
+
+
+RACE = """
+import importlib, threading
+import firmgrant.sandbox.soql as soql
+from firmgrant.sandbox.schema import OBJECTS
+failed = 0
+for _ in range(20):
+    importlib.reload(soql)  # fresh parse actions: pyparsing learns their arity on first use
+    barrier, errors = threading.Barrier(8), []
+    def parse():
+        barrier.wait()
+        try:
+            soql.parse_query(
+                "SELECT Id FROM SetupAuditTrail WHERE CreatedDate > 2026-01-01T00:00:00Z "
+                "AND Action IN ('a', 'b') AND Display LIKE 'x%' ORDER BY CreatedDate LIMIT 5",
+                OBJECTS,
+            )
+        except Exception as exc:
+            errors.append(exc)
+    threads = [threading.Thread(target=parse) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    failed += bool(errors)
+print(failed)
+"""
+
+
+def test_queries_parsed_by_many_threads_at_once_all_succeed() -> None:
+    """The sandbox answers each request in its own thread: a freshly started org hit by a
+    pool of workers answered some first queries with a 500 (pyparsing's TypeError)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", RACE], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "0", done.stderr[-2000:]

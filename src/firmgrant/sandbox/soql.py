@@ -13,6 +13,7 @@ pins pyparsing 2, so the grammar is written on pyparsing 3 directly.)
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -183,9 +184,15 @@ def _error_at(query: str, col: int, text: str, code: str = "MALFORMED_QUERY") ->
     return SoqlError(code, f"\n{query}\n{' ' * (col - 1)}^\nERROR at Row:1:Column:{col}\n{text}")
 
 
+# pyparsing learns each parse action's arity on its first calls, and that learning is not
+# thread-safe: two threads parsing at once made it call an action with too few arguments.
+_parsing = threading.Lock()
+
+
 def parse_query(query: str, objects: dict[str, ObjectDef]) -> Query:
     try:
-        tree = _statement.parse_string(query, parse_all=True)
+        with _parsing:
+            tree = _statement.parse_string(query, parse_all=True)
     except pp.ParseBaseException as exc:
         token = query[exc.loc :].split(" ", 1)[0] or "<EOF>"
         raise _error_at(query, exc.loc + 1, f"unexpected token: {token}") from None
