@@ -282,3 +282,83 @@ def test_check_org_explains_one_registered_org(
     assert "FAIL connection org2: cannot read the Setup Audit Trail" in blind
     with pytest.raises(RegistryError, match="no org 'org9' in the registry"):
         _check(settings, "org9")
+
+
+def test_a_cycle_longer_than_the_poll_interval_syncs_each_org_once_and_ends(
+    sandbox: SandboxOrg, ledger: Ledger, database_url: str
+) -> None:
+    """10,000 orgs take longer than a minute: an org synced early comes due again before the
+    cycle ends, and must wait for the next cycle instead of keeping this one going."""
+    from datetime import timedelta
+
+    from firmgrant.jobs.poll import Clients, poll
+    from firmgrant.timeutil import utcnow
+
+    tenants = [sandbox.tenants.add() for _ in range(8)]
+    register(ledger, sandbox, tenants)
+    worker = Worker(registry_settings(sandbox, database_url, poll_seconds=5), ledger)
+    settings = worker.current_settings()  # with the registry's orgs as connections
+    ticks = iter(range(10**6))
+    start = utcnow()
+
+    def clock() -> Any:  # every reading a minute later: each org's sync outlasts the poll
+        return start + timedelta(minutes=next(ticks))
+
+    def enough() -> bool:  # a cycle that would never end is cut short here, and fails below
+        return sum(int(t.api.api_used) for t in tenants) > 6 * len(tenants)
+
+    results = poll(ledger, settings, Clients(), clock=clock, owner="w1",
+                   full_due=lambda name: False, stop=enough)  # fmt: skip
+    synced = [result.connection for result, _ in results]
+    assert sorted(synced) == sorted(f"org{t.number}" for t in tenants)
+
+
+def test_an_idle_cycle_asks_no_token_and_opens_no_connection_beyond_the_client_cache(
+    sandbox: SandboxOrg, ledger: Ledger, database_url: str
+) -> None:
+    """Thousands of orgs, more than the clients kept: each org's token is kept for its next
+    client and one HTTPS pool serves them all, so the steady state is one API call an org."""
+    from firmgrant.jobs.poll import Clients
+
+    tenants = [sandbox.tenants.add() for _ in range(6)]
+    for tenant in tenants:
+        tenant.grant(f"jane@{tenant.domain}", 7, vendor=("FirmWorks Support", sandbox.app.org_id))
+    register(ledger, sandbox, tenants)
+    settings = registry_settings(sandbox, database_url)
+    worker = Worker(settings, ledger)
+    worker.clients = Clients(size=2, connections=settings.registry.pool)  # fewer than the orgs
+    first = worker.cycle()
+    assert sum(s.inserted for s in first.syncs) == 6
+    tokens, connections = sandbox.sessions.issued, sandbox.tls_connections
+    assert tokens == 6
+    assert 1 <= connections <= settings.registry.pool
+    with ledger.transaction() as session:  # the next poll has come
+        session.execute(text("UPDATE orgs SET next_sync_at = last_sync_at"))
+
+    idle = worker.cycle()
+
+    assert sorted(s.connection for s in idle.syncs) == [f"org{t.number}" for t in tenants]
+    assert [s.api_calls for s in idle.syncs] == [1] * 6
+    assert sandbox.sessions.issued == tokens, "no token asked again"
+    assert sandbox.tls_connections == connections, "the kept-alive connections served it"
+
+
+def test_a_kept_token_the_org_has_ended_is_replaced_on_its_first_refusal(
+    sandbox: SandboxOrg, ledger: Ledger, database_url: str
+) -> None:
+    from firmgrant.jobs.poll import Clients
+
+    tenants = [sandbox.tenants.add() for _ in range(3)]
+    register(ledger, sandbox, tenants)
+    settings = registry_settings(sandbox, database_url)
+    worker = Worker(settings, ledger)
+    worker.clients = Clients(size=1)
+    worker.cycle()
+    sandbox.sessions.expire_all()  # an admin ended every session: the kept tokens are dead
+    with ledger.transaction() as session:
+        session.execute(text("UPDATE orgs SET next_sync_at = last_sync_at"))
+
+    again = worker.cycle()
+
+    assert [s.error for s in again.syncs] == [None] * 3
+    assert sandbox.sessions.issued == 6, "one new token an org"

@@ -85,7 +85,7 @@ class Worker:
         self.stopping = threading.Event()
         self.templates = environment(settings.mail.templates_dir)
         self._backend = backend
-        self.clients = Clients()
+        self.clients = Clients(connections=settings.registry.pool)
         for name, client in (clients or {}).items():
             self.clients.put(name, client)
 

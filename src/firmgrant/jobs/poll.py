@@ -16,12 +16,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import requests
+from requests.adapters import HTTPAdapter
+
 from firmgrant.jobs.sync import SyncResult, sync_connection
 from firmgrant.ledger import Ledger, registry
 from firmgrant.lifecycle import OrgState
 from firmgrant.orgs import next_due, state_after
-from firmgrant.salesforce.client import SalesforceClient
-from firmgrant.settings import Settings
+from firmgrant.salesforce.auth import Token
+from firmgrant.salesforce.client import SalesforceClient, make_session
+from firmgrant.settings import ConnectionSettings, Settings
 from firmgrant.timeutil import Clock
 
 log = logging.getLogger("firmgrant.jobs")
@@ -29,23 +33,47 @@ CLAIM_ROUNDS = 4  # orgs claimed per round: this many per thread of the pool
 
 
 class Clients:
-    """Salesforce clients by connection, the most recently used kept (tokens are reused)."""
+    """Salesforce clients by connection, the most recently used kept.
 
-    def __init__(self, size: int = 256) -> None:
+    Every client sends through one shared HTTPS pool (a kept-alive connection serves the next
+    org on that host instead of a new TLS handshake), and the access token of a client let go
+    is kept for the org's next one, so an idle cycle asks for no token. A token the org no
+    longer honours is replaced on its first refusal (``INVALID_SESSION_ID``).
+    """
+
+    def __init__(self, size: int = 256, *, connections: int = 8) -> None:
         self.size = size
         self._clients: OrderedDict[str, SalesforceClient] = OrderedDict()
+        self._tokens: dict[str, Token] = {}
         self._lock = threading.Lock()
+        # Thread-safe (urllib3's pools are): one connection per polling thread and host.
+        self._adapter = HTTPAdapter(pool_connections=64, pool_maxsize=connections)
 
     def get(self, settings: Settings, name: str) -> SalesforceClient:
         with self._lock:
             client = self._clients.get(name)
-            if client is None or client.settings != settings.connections[name]:
-                client = SalesforceClient(name, settings.connections[name], settings.sync)
+            connection = settings.connections[name]
+            if client is None or client.settings != connection:
+                token = self._tokens.get(name) if client is None else None
+                client = SalesforceClient(
+                    name, connection, settings.sync, session=self._session(connection), token=token
+                )
                 self._clients[name] = client
             self._clients.move_to_end(name)
             while len(self._clients) > self.size:
                 self._clients.popitem(last=False)
             return client
+
+    def keep_token(self, name: str, client: SalesforceClient) -> None:
+        """Remember the token the org's client holds now, for its next client."""
+        with self._lock:
+            if client.token is not None:
+                self._tokens[name] = client.token
+
+    def _session(self, connection: ConnectionSettings) -> requests.Session:
+        session = make_session(connection)
+        session.mount("https://", self._adapter)
+        return session
 
     def put(self, name: str, client: SalesforceClient) -> None:
         with self._lock:
@@ -71,6 +99,9 @@ def poll(
     def one(name: str) -> tuple[SyncResult, OrgState]:
         return _sync_org(ledger, settings, clients, name, clock, owner, full_due, stop)
 
+    # Orgs due when the cycle began: one synced early in a long cycle comes due again before
+    # the cycle ends, and taking it again would keep the cycle from ever ending.
+    started = clock()
     with ThreadPoolExecutor(shared.pool, thread_name_prefix="poll") as pool:
         while not stop():
             with ledger.transaction() as session:
@@ -82,6 +113,7 @@ def poll(
                         now=clock(),
                         lease=lease,
                         limit=shared.pool * CLAIM_ROUNDS,
+                        due_by=started,
                     )
                 ]
             if not claimed:
@@ -113,6 +145,7 @@ def _sync_org(
         stop=stop,
         cap=settings.policy.max_duration,
     )
+    clients.keep_token(name, client)
     state = state_after(result.error, result.error_kind)
     now = clock()
     usage = client.usage

@@ -57,15 +57,22 @@ def remove(session: Session, name: str) -> None:
 
 
 def claim(
-    session: Session, *, owner: str, now: datetime, lease: timedelta, limit: int
+    session: Session,
+    *,
+    owner: str,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    due_by: datetime | None = None,
 ) -> list[OrgRow]:
-    """Up to ``limit`` enabled orgs due for a sync and not leased; the caller commits."""
+    """Up to ``limit`` enabled orgs due for a sync by ``due_by`` (default ``now``) and not
+    leased; the caller commits."""
     rows = list(
         session.execute(
             select(OrgRow)
             .where(
                 OrgRow.enabled.is_(True),
-                OrgRow.next_sync_at <= now,
+                OrgRow.next_sync_at <= (due_by or now),
                 or_(OrgRow.lease_until.is_(None), OrgRow.lease_until < now),
             )
             .order_by(OrgRow.next_sync_at, OrgRow.name)

@@ -115,6 +115,7 @@ class SalesforceClient:
         session: requests.Session | None = None,
         authenticator: Authenticator | None = None,
         usage: ApiUsage | None = None,
+        token: Token | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -125,7 +126,8 @@ class SalesforceClient:
         self.api_calls = 0
         self.usage = usage
         self._sf: Salesforce | None = None
-        self._token: Token | None = None
+        # A token issued to an earlier client of this org is used until the org refuses it.
+        self._token: Token | None = token
 
     def __repr__(self) -> str:
         return f"SalesforceClient({self.name!r}, api_calls={self.api_calls})"
@@ -142,13 +144,18 @@ class SalesforceClient:
 
     # -- calls -------------------------------------------------------------------------------
     @property
+    def token(self) -> Token | None:
+        """The access token in use, if one was issued (kept by :class:`Clients`)."""
+        return self._token
+
+    @property
     def org_id(self) -> str | None:
         """The connected org's Id, known once a token was issued."""
         return self._token.org_id if self._token is not None else None
 
     def _salesforce(self) -> Salesforce:
         if self._sf is None:
-            token = self._token = self.authenticator.authenticate()
+            token = self._token = self._token or self.authenticator.authenticate()
             self._sf = _Salesforce(
                 instance_url=token.instance_url,
                 session_id=token.access_token.get_secret_value(),
@@ -187,7 +194,7 @@ class SalesforceClient:
                         connection=self.name,
                     ) from None
                 log.info("%s: session expired during %s; re-authenticating", self.name, what)
-                self._sf = None
+                self._sf = self._token = None
             except SimpleSalesforceError as exc:
                 raise self._map_error(what, exc) from None
         raise AssertionError("unreachable")

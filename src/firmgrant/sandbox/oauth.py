@@ -33,13 +33,15 @@ class ConnectedApp:
 class Sessions:
     """Issued access tokens; expiring them is what an admin's "end all sessions" does."""
 
-    tokens: set[str] = field(default_factory=set)
+    tokens: set[str] = field(default_factory=set, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    issued: int = 0  # tokens issued since the sandbox started
 
     def issue(self, org_id: str) -> str:
         token = f"{org_id[:15]}!{secrets.token_urlsafe(48)}"
         with self.lock:
             self.tokens.add(token)
+            self.issued += 1
         return token
 
     def valid(self, token: str) -> bool:

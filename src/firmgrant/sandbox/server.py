@@ -60,6 +60,11 @@ class _Server(ThreadingHTTPServer):
     org: SandboxOrg
     tls: ssl.SSLContext
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handshakes = 0  # TLS connections accepted
+        self.counting = threading.Lock()
+
     def finish_request(self, request: Any, client_address: Any) -> None:
         # Headers and body go out in two writes: without this, Nagle's algorithm holds the
         # body until the client's delayed ACK, some 40 ms a response.
@@ -69,6 +74,8 @@ class _Server(ThreadingHTTPServer):
             request = self.tls.wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError):
             return
+        with self.counting:
+            self.handshakes += 1
         super().finish_request(request, client_address)
 
 
@@ -241,6 +248,11 @@ class SandboxOrg:
             tmp.replace(self.state / "org.json")
 
     # -- serving -----------------------------------------------------------------------------
+    @property
+    def tls_connections(self) -> int:
+        """TLS connections accepted so far (a client that keeps connections alive makes few)."""
+        return self._server.handshakes
+
     def dispatch(self, request: Request) -> Response:
         """Control requests, then each customer org's own calls (by token or by the token
         request's user), then the vendor's org."""
@@ -392,6 +404,8 @@ class SandboxOrg:
             return {"api_used": 0}
         if parts == ["stats"] and method == "GET":
             return {
+                "tls_connections": self.tls_connections,
+                "tokens_issued": self.sessions.issued,
                 "grants": self.store.count(GRANT.name),
                 "api_used": self.api.api_used,
                 "daily_limit": self.faults.plan.daily_limit,
