@@ -1,9 +1,12 @@
 """Benchmark: N customer orgs in the registry, a first and an idle cycle (prints, asserts nothing).
 
 The sandbox serves N customer orgs (a few grants each, in their audit trails) as its own
-process; they are registered with `firmgrant orgs import`, then `firmgrant run --once --json`
-runs twice: the first cycle reads every trail, the idle one finds nothing new. With
-``--replicas K`` (PostgreSQL) K workers run each cycle at once and the split is printed.
+process; they are registered with `firmgrant orgs import`. One worker (in this process, as
+`firmgrant run` runs it) then runs two cycles: the first reads every trail, the idle one —
+the steady state of a running worker — finds nothing new. Then `firmgrant run --once` runs
+the idle cycle once more as a restarted worker does (every org's token asked anew).
+With ``--replicas K`` (PostgreSQL) K `run --once` workers run each cycle at once and the
+split is printed.
 
     .venv/bin/python bench/orgs.py 1000
     .venv/bin/python bench/orgs.py 1000 --replicas 2 --database postgresql://postgres@127.0.0.1/test
@@ -14,16 +17,43 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 from _processes import FIRMGRANT, measure, sandbox, scratch_ledger
 from sqlalchemy import text
 
-from firmgrant.ledger import make_engine
+from firmgrant._commands import cycle_json
+from firmgrant.ledger import Ledger, make_engine
 from firmgrant.sandbox import read_connection_env
+from firmgrant.settings import load_settings
+from firmgrant.worker import Worker
+
+
+def in_process(env: dict[str, str]) -> Iterator[tuple[list[dict[str, Any]], float, float]]:
+    """Cycles of one long-lived worker in this process: JSON, wall seconds, peak RSS so far."""
+    os.environ.update(env)
+    settings = load_settings()
+    ledger = Ledger(make_engine(settings.database_url.get_secret_value()))
+    worker = Worker(settings, ledger)
+    while True:
+        started = time.perf_counter()
+        result = worker.cycle()
+        wall = time.perf_counter() - started
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        yield [cycle_json(result)], wall, rss
+
+
+def all_due(database: str) -> None:
+    """Every org due again: the next poll has come."""
+    engine = make_engine(database)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE orgs SET next_sync_at = last_sync_at"))
+    engine.dispose()
 
 
 def cycle(env: dict[str, str], replicas: int) -> tuple[list[dict[str, Any]], float, float]:
@@ -47,7 +77,7 @@ def report(title: str, outputs: list[dict[str, Any]], wall: float, rss: float, n
     calls = sum(s["api_calls"] for s in syncs)
     states: Counter[str] = Counter()
     for output in outputs:
-        states.update(output.get("orgs", {}))
+        states.update({str(k): v for k, v in output.get("orgs", {}).items()})
     print(
         f"{title}: {len(per_org):,} of {n:,} orgs synced in {wall:.1f} s "
         f"({len(per_org) / wall:,.0f} orgs/s), {calls / max(len(per_org), 1):.2f} API calls "
@@ -90,20 +120,28 @@ def main() -> None:
                 [FIRMGRANT, "orgs", "import", str(work / "org" / "customers.csv")],
                 env=env, check=True, capture_output=True,
             )  # fmt: skip
-            first = cycle(env, args.replicas)
-            engine = make_engine(database)
-            with engine.begin() as connection:  # every org due again: the next poll has come
-                connection.execute(text("UPDATE orgs SET next_sync_at = last_sync_at"))
-            engine.dispose()
-            idle = cycle(env, args.replicas)
+            if args.replicas == 1:
+                worker = in_process(env)
+                first = next(worker)
+                all_due(database)
+                idle = next(worker)
+                all_due(database)
+            else:
+                first = cycle(env, args.replicas)
+                all_due(database)
+            restarted = cycle(env, args.replicas)
 
     print(f"sandbox {base_url}: {args.orgs:,} customer orgs seeded in {seeded:.1f} s")
     print(
         f"ledger: {'PostgreSQL' if args.database else 'SQLite'}; "
         f"{args.replicas} worker(s), pool {args.pool}"
     )
-    report("first cycle", *first, args.orgs)
-    report("idle cycle", *idle, args.orgs)
+    if args.replicas == 1:
+        report("first cycle", *first, args.orgs)
+        report("idle cycle (running worker)", *idle, args.orgs)
+    else:
+        report("first cycle", *first, args.orgs)
+    report("idle cycle (restarted worker)", *restarted, args.orgs)
 
 
 if __name__ == "__main__":

@@ -173,6 +173,7 @@ class Tenants:
         self.clock = clock
         self.rng = rng
         self.orgs: dict[str, CustomerOrg] = {}  # by 15-character org Id
+        self._by_username: dict[str, CustomerOrg] = {}  # by integration username
 
     def add(self, options: TenantOptions | None = None, *, name: str | None = None) -> CustomerOrg:
         number = len(self.orgs) + 1
@@ -198,15 +199,14 @@ class Tenants:
         )
         org.api = self.make_api(org.store)
         self.orgs[org.org_id[:15]] = org
+        self._by_username[org.integration_username] = org
         return org
 
     def by_token(self, token: str) -> CustomerOrg | None:
         return self.orgs.get(token.partition("!")[0])
 
     def by_username(self, username: str | None) -> CustomerOrg | None:
-        return next(
-            (org for org in self.orgs.values() if org.integration_username == username), None
-        )
+        return self._by_username.get(username) if username else None
 
     def app_for(self, org: CustomerOrg) -> ConnectedApp:
         """The vendor's connected app as installed in this org, for its integration user."""
