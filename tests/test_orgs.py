@@ -308,7 +308,7 @@ def test_a_cycle_longer_than_the_poll_interval_syncs_each_org_once_and_ends(
         return sum(int(t.api.api_used) for t in tenants) > 6 * len(tenants)
 
     results = poll(ledger, settings, Clients(), clock=clock, owner="w1",
-                   full_due=lambda name: False, stop=enough)  # fmt: skip
+                   full_due=lambda state: False, stop=enough)  # fmt: skip
     synced = [result.connection for result, _ in results]
     assert sorted(synced) == sorted(f"org{t.number}" for t in tenants)
 

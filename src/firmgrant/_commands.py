@@ -1,4 +1,4 @@
-"""Commands behind the CLI: ``run``, ``revoke``, ``export`` (parsing stays in cli.py)."""
+"""Commands behind the CLI: ``run``, ``sync``, ``revoke``, ``export`` (parsing stays in cli.py)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,15 @@ import getpass
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import Progress
 from rich.prompt import Confirm
 
 from firmgrant import export as exporting
+from firmgrant._progress import export_progress, sync_progress
 from firmgrant.errors import ConfigError
 from firmgrant.export import Filters
 from firmgrant.ledger import Ledger
@@ -28,6 +26,7 @@ from firmgrant.settings import Settings
 from firmgrant.timeutil import iso_z, utcnow
 
 if TYPE_CHECKING:
+    from firmgrant.jobs.sync import SyncResult
     from firmgrant.worker import CycleResult
 
 
@@ -140,7 +139,7 @@ def export(ledger: Ledger, args: argparse.Namespace, cap: timedelta) -> int:
         # The file appears whole or not at all: an auditor never gets half an export.
         temporary = args.output.with_name(args.output.name + ".partial")
         try:
-            with temporary.open("wb") as out, _progress() as advance:
+            with temporary.open("wb") as out, export_progress() as advance:
                 result = exporting.write(
                     session, filters, args.format, out, advance, cap=cap, jobs=jobs
                 )
@@ -160,17 +159,6 @@ def export(ledger: Ledger, args: argparse.Namespace, cap: timedelta) -> int:
     return 0
 
 
-@contextmanager
-def _progress() -> Iterator[Callable[[int, int], None]]:
-    """A progress bar through the log on a terminal (stderr); nothing otherwise."""
-    if not sys.stderr.isatty():
-        yield lambda done, total: None
-        return
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("exporting events", total=None)
-        yield lambda done, total: bar.update(task, advance=done, total=total)
-
-
 def verify_export(path: Path) -> int:
     if not path.is_file():
         print(f"firmgrant verify: no such file: {path}", file=sys.stderr)
@@ -185,3 +173,33 @@ def verify_export(path: Path) -> int:
         f"{record['sha256'][:16]}…, chain head {record['chain_head']['hash'][:16]}…)"
     )
     return 0
+
+
+def sync(ledger: Ledger, settings: Settings, *, full: bool, as_json: bool) -> int:
+    """Sync every connection of ``settings`` now, with a progress display on a terminal."""
+    from firmgrant.jobs.poll import Clients, sync_each
+
+    names = list(settings.connections)
+    if not names:
+        settings.connection()  # raises the "no connection configured" ConfigError
+    clients = Clients(len(names), connections=settings.registry.pool)
+    with sync_progress(len(names)) as progress:
+        results = sync_each(ledger, settings, names, full=full, clients=clients, progress=progress)
+    if as_json:
+        print(json.dumps(_combined(results)))
+    else:
+        for result in results:
+            print(result.summary())
+            if result.error:
+                print(f"  error: {result.error}", file=sys.stderr)
+    return max(result.exit_code for result in results)
+
+
+def _combined(results: list[SyncResult]) -> dict[str, object]:
+    if len(results) == 1:
+        return results[0].as_json()
+    keys = ("fetched", "inserted", "updated", "deleted", "invalid", "rejected", "api_calls")
+    total: dict[str, object] = {key: sum(getattr(r, key) for r in results) for key in keys}
+    total["seconds"] = round(sum(r.seconds for r in results), 3)
+    total["connections"] = [r.as_json() for r in results]
+    return total

@@ -7,14 +7,13 @@ unreachable after retries.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
 
@@ -38,9 +37,6 @@ from firmgrant.lifecycle import GrantStatus, SourceKind
 from firmgrant.sandbox.schema import DURATIONS
 from firmgrant.settings import Settings, load_settings
 from firmgrant.timeutil import DurationRange, parse_duration, utcnow
-
-if TYPE_CHECKING:
-    from firmgrant.jobs.sync import SyncResult
 
 # Commands import what they need when they run: `grants`, `export` and `verify` start
 # without loading the Salesforce client, the worker or the sandbox.
@@ -287,7 +283,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             ledger, settings, args.grant_id, reason=args.reason, yes=args.yes
         )
     if command == "sync":
-        return _sync(ledger, settings, full=args.full, as_json=args.json, only=args.connection)
+        settings = _with_registry(ledger, settings)
+        if args.connection:
+            name, conn = settings.connection(args.connection)
+            settings = settings.model_copy(update={"connections": {name: conn}})
+        return _commands.sync(ledger, settings, full=args.full, as_json=args.json)
     if command == "grants":
         return _grants(ledger, args, settings.policy.max_duration)
     if command == "show":
@@ -323,47 +323,6 @@ def _with_registry(ledger: Ledger, settings: Settings) -> Settings:
     with ledger.sessions() as session:
         rows = registry.every(session)
     return with_orgs(settings, rows) if rows else settings
-
-
-def _sync(
-    ledger: Ledger, settings: Settings, *, full: bool, as_json: bool, only: str | None
-) -> int:
-    settings = _with_registry(ledger, settings)
-    targets = dict([settings.connection(only)]) if only else settings.connections
-    if not targets:
-        settings.connection()  # raises the "no connection configured" ConfigError
-    from firmgrant.jobs.sync import sync_connection
-
-    results = [
-        sync_connection(
-            ledger,
-            name,
-            conn,
-            settings.vendor,
-            settings.sync,
-            full=full,
-            cap=settings.policy.max_duration,
-        )
-        for name, conn in targets.items()
-    ]
-    if as_json:
-        print(json.dumps(_combined(results)))
-    else:
-        for result in results:
-            print(result.summary())
-            if result.error:
-                print(f"  error: {result.error}", file=sys.stderr)
-    return max(result.exit_code for result in results)
-
-
-def _combined(results: list[SyncResult]) -> dict[str, object]:
-    if len(results) == 1:
-        return results[0].as_json()
-    keys = ("fetched", "inserted", "updated", "deleted", "invalid", "rejected", "api_calls")
-    total: dict[str, object] = {key: sum(getattr(r, key) for r in results) for key in keys}
-    total["seconds"] = round(sum(r.seconds for r in results), 3)
-    total["connections"] = [r.as_json() for r in results]
-    return total
 
 
 def _grants(ledger: Ledger, args: argparse.Namespace, cap: timedelta) -> int:

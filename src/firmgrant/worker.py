@@ -31,7 +31,7 @@ from firmgrant.jobs.poll import Clients, poll
 from firmgrant.jobs.remind import RemindResult, remind
 from firmgrant.jobs.revoke import RevokeResult, revoke
 from firmgrant.jobs.sync import SyncResult, sync_connection
-from firmgrant.ledger import Ledger, registry, revocations
+from firmgrant.ledger import Ledger, SyncState, registry, revocations
 from firmgrant.ledger.work import worker_name
 from firmgrant.notify.render import environment
 from firmgrant.notify.send import Backend, make_backend
@@ -114,7 +114,7 @@ class Worker:
             self.clients,
             clock=self.clock,
             owner=self.owner,
-            full_due=lambda name: self._full_due(name, settings),
+            full_due=self._full_due,
             stop=stop,
         )
         result.syncs += [sync for sync, _ in polled]
@@ -132,13 +132,15 @@ class Worker:
                 for name, conn in self.settings.connections.items():
                     if stop():
                         break
+                    state = self.ledger.sync_state(name, conn.source.kind)
                     sync = sync_connection(
                         self.ledger,
                         name,
                         conn,
                         self.settings.vendor,
                         self.settings.sync,
-                        full=self._full_due(name, settings),
+                        full=self._full_due(state),
+                        state=state,
                         client=self.client(name),
                         clock=self.clock,
                         stop=stop,
@@ -190,9 +192,8 @@ class Worker:
         )
         return result
 
-    def _full_due(self, name: str, settings: Settings) -> bool:
+    def _full_due(self, state: SyncState) -> bool:
         """Level-triggered daily reconcile: due when the last full sync is old enough."""
-        state = self.ledger.sync_state(name, settings.connections[name].source.kind)
         if state.watermark is None:
             return False  # the first sync reads everything anyway
         every = timedelta(hours=self.settings.sync.full_every_hours)

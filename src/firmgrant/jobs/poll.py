@@ -12,15 +12,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import requests
 from requests.adapters import HTTPAdapter
 
+from firmgrant._progress import SyncProgress
 from firmgrant.jobs.sync import SyncResult, sync_connection
-from firmgrant.ledger import Ledger, registry
+from firmgrant.ledger import Ledger, SyncState, registry, syncstate
+from firmgrant.ledger.registry import OrgOutcome
 from firmgrant.lifecycle import OrgState
 from firmgrant.orgs import next_due, state_after
 from firmgrant.salesforce.auth import Token
@@ -87,39 +89,59 @@ def poll(
     *,
     clock: Clock,
     owner: str,
-    full_due: Callable[[str], bool],
+    full_due: Callable[[SyncState], bool],
     stop: Callable[[], bool] = lambda: False,
 ) -> list[tuple[SyncResult, OrgState]]:
     """Sync every registry org due now that no other worker holds: each one's result and the
-    state it left the org in."""
+    state it left the org in.
+
+    A round of orgs costs the ledger one read (claim them, read their sync states) and one
+    write (every outcome of the round): an idle org is one API call and little else.
+    """
     shared = settings.registry
-    lease = timedelta(seconds=shared.lease_seconds)
     results: list[tuple[SyncResult, OrgState]] = []
-
-    def one(name: str) -> tuple[SyncResult, OrgState]:
-        return _sync_org(ledger, settings, clients, name, clock, owner, full_due, stop)
-
     # Orgs due when the cycle began: one synced early in a long cycle comes due again before
     # the cycle ends, and taking it again would keep the cycle from ever ending.
     started = clock()
     with ThreadPoolExecutor(shared.pool, thread_name_prefix="poll") as pool:
         while not stop():
-            with ledger.transaction() as session:
-                claimed = [
-                    row.name
-                    for row in registry.claim(
-                        session,
-                        owner=owner,
-                        now=clock(),
-                        lease=lease,
-                        limit=shared.pool * CLAIM_ROUNDS,
-                        due_by=started,
-                    )
-                ]
-            if not claimed:
+            states = _claim(ledger, settings, clock, owner, started)
+            if not states:
                 break
-            results.extend(pool.map(one, claimed))
+            done = list(
+                pool.map(
+                    lambda name, state: _sync_org(
+                        ledger, settings, clients, name, state, full_due(state), clock, stop
+                    ),
+                    states.keys(),
+                    states.values(),
+                )
+            )
+            _record(ledger, settings, clients, owner, clock(), done)
+            results += [(result, state) for result, state, _ in done]
     return results
+
+
+def _claim(
+    ledger: Ledger, settings: Settings, clock: Clock, owner: str, due_by: datetime
+) -> dict[str, SyncState]:
+    """A round of due orgs leased to this worker, with their sync states."""
+    shared = settings.registry
+    with ledger.transaction() as session:
+        names = [
+            row.name
+            for row in registry.claim(
+                session,
+                owner=owner,
+                now=clock(),
+                lease=timedelta(seconds=shared.lease_seconds),
+                limit=shared.pool * CLAIM_ROUNDS,
+                due_by=due_by,
+            )
+        ]
+        keys = [(name, settings.connections[name].source.kind) for name in names]
+        found = syncstate.read(session, keys) if keys else {}
+    return {name: found[(name, kind)] for name, kind in keys}
 
 
 def _sync_org(
@@ -127,11 +149,11 @@ def _sync_org(
     settings: Settings,
     clients: Clients,
     name: str,
+    state: SyncState,
+    full: bool,
     clock: Clock,
-    owner: str,
-    full_due: Callable[[str], bool],
     stop: Callable[[], bool],
-) -> tuple[SyncResult, OrgState]:
+) -> tuple[SyncResult, OrgState, SalesforceClient]:
     client = clients.get(settings, name)
     result = sync_connection(
         ledger,
@@ -139,28 +161,78 @@ def _sync_org(
         settings.connections[name],
         settings.vendor,
         settings.sync,
-        full=full_due(name),
+        full=full,
         client=client,
         clock=clock,
         stop=stop,
         cap=settings.policy.max_duration,
+        state=state,
+        record=False,
     )
     clients.keep_token(name, client)
-    state = state_after(result.error, result.error_kind)
-    now = clock()
-    usage = client.usage
-    with ledger.transaction() as session:
-        kept = registry.record(
-            session,
-            name,
-            owner,
-            state=state,
-            error=result.error,
-            now=now,
+    return result, state_after(result.error, result.error_kind), client
+
+
+def _record(
+    ledger: Ledger,
+    settings: Settings,
+    clients: Clients,
+    owner: str,
+    now: datetime,
+    done: list[tuple[SyncResult, OrgState, SalesforceClient]],
+) -> None:
+    """Every outcome of a round in one transaction: the sync states and the registry's rows."""
+
+    def outcome(result: SyncResult, state: OrgState, client: SalesforceClient) -> OrgOutcome:
+        usage = client.usage
+        return OrgOutcome(
+            result.connection,
+            state,
+            result.error,
             next_sync_at=lambda failures: next_due(now, state, failures, settings),
             api_usage=(usage.used, usage.limit) if usage else None,
             org_id=client.org_id,
         )
-    if not kept:
+
+    with ledger.transaction() as session:
+        lost = registry.record(session, owner, now, [outcome(*entry) for entry in done])
+        kept = [r.outcome for r, _, _ in done if r.outcome and r.connection not in lost]
+        syncstate.record(session, kept)
+    for name in lost:
         log.warning("org %s: lease lost while syncing; its outcome is left to the new holder", name)
-    return result, state
+
+
+def sync_each(
+    ledger: Ledger,
+    settings: Settings,
+    names: Sequence[str],
+    *,
+    full: bool,
+    clients: Clients,
+    progress: SyncProgress | None = None,
+) -> list[SyncResult]:
+    """Sync these connections now (``firmgrant sync``), the registry's pool of them at once;
+    their results in the order given. No leases: an operator asked for exactly these."""
+
+    def one(name: str) -> SyncResult:
+        client = clients.get(settings, name)
+        result = sync_connection(
+            ledger,
+            name,
+            settings.connections[name],
+            settings.vendor,
+            settings.sync,
+            full=full,
+            client=client,
+            cap=settings.policy.max_duration,
+            fetched=progress.fetched if progress else lambda records: None,
+        )
+        clients.keep_token(name, client)
+        if progress:
+            progress.org_done(result.error is None)
+        return result
+
+    if len(names) == 1:
+        return [one(names[0])]
+    with ThreadPoolExecutor(settings.registry.pool, thread_name_prefix="sync") as pool:
+        return list(pool.map(one, names))

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from firmgrant._collector import collector_per_batch
 from firmgrant.errors import ApiLimitExceeded, SalesforceError
 from firmgrant.grant import GrantRecord
-from firmgrant.ledger import Ledger, PageCounts
+from firmgrant.ledger import Ledger, PageCounts, SyncOutcome, SyncState
 from firmgrant.ledger.episodes import known_org_name, latest_by_grantor
 from firmgrant.lifecycle import SourceKind
 from firmgrant.salesforce.audit import AuditSource, fold
@@ -44,6 +44,9 @@ class SyncResult:
     seconds: float = 0.0
     error: str | None = None
     error_kind: str | None = None
+    # What the ledger's sync state is told: written by sync_connection, or by its caller
+    # together with others' (``record=False``).
+    outcome: SyncOutcome | None = field(default=None, repr=False, compare=False)
 
     @property
     def exit_code(self) -> int:
@@ -54,6 +57,7 @@ class SyncResult:
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["outcome"]
         data["seconds"] = round(self.seconds, 3)
         for optional in ("error", "error_kind"):
             if data[optional] is None:
@@ -71,11 +75,8 @@ class SyncResult:
         )
 
 
-def _known_usage(
-    ledger: Ledger, name: str, kind: str, policy: SyncSettings, clock: Clock
-) -> ApiUsage | None:
+def _known_usage(state: SyncState, policy: SyncSettings, clock: Clock) -> ApiUsage | None:
     """The org's API usage from the last sync, if recent enough to trust for the floor."""
-    state = ledger.sync_state(name, kind)
     if state.api_used is None or state.api_limit is None or state.api_seen_at is None:
         return None
     if clock() - state.api_seen_at > timedelta(seconds=policy.api_floor_recheck_seconds):
@@ -94,6 +95,7 @@ def _mirror(
     result: SyncResult,
     clock: Clock,
     stop: Callable[[], bool],
+    fetched: Callable[[int], None],
 ) -> tuple[int, bool]:
     """Write the source's pages as they come: (valid records read, stopped on request)."""
     mirrored = 0
@@ -103,6 +105,7 @@ def _mirror(
                 log.info("%s: sync stopped early on request", name)
                 return mirrored, True  # an unfinished full sync must not call the rest vanished
             result.fetched += len(records) + len(invalid)
+            fetched(len(records) + len(invalid))
             mirrored += len(records)
             page = ledger.apply_page(
                 name, source.kind, records, invalid, now=clock(), seen_run=seen_run
@@ -127,6 +130,7 @@ def _mirror_audit(
     clock: Clock,
     stop: Callable[[], bool],
     cap: timedelta,
+    fetched: Callable[[int], None],
 ) -> tuple[int, bool]:
     """Fold each page of audit rows into grants and write them (never "vanished": rows that
     aged out of the trail say nothing about the grants they made)."""
@@ -136,6 +140,7 @@ def _mirror_audit(
             log.info("%s: sync stopped early on request", name)
             return mirrored, True
         result.fetched += len(page.grants) + len(page.uses) + len(page.invalid)
+        fetched(len(page.grants) + len(page.uses) + len(page.invalid))
         mirrored += len(page.grants) + len(page.uses)
         records: list[GrantRecord] = []
         if page.grants:
@@ -193,8 +198,16 @@ def sync_connection(
     clock: Clock = utcnow,
     stop: Callable[[], bool] = lambda: False,
     cap: timedelta = DEFAULT_CAP,
+    state: SyncState | None = None,
+    record: bool = True,
+    fetched: Callable[[int], None] = lambda records: None,
 ) -> SyncResult:
-    """Mirror one connection's grants. Errors are recorded and returned, not raised."""
+    """Mirror one connection's grants. Errors are recorded and returned, not raised.
+
+    ``state`` is the connection's sync state if the caller read it already; with
+    ``record=False`` the outcome is left in ``result.outcome`` for the caller to write.
+    ``fetched`` hears of each page's records as they come (a progress display).
+    """
     started = time.perf_counter()
     result = SyncResult(connection=name, full=full)
     source: ObjectSource | AuditSource = (
@@ -202,11 +215,10 @@ def sync_connection(
         if settings.source.kind == SourceKind.AUDIT
         else ObjectSource(settings.source, vendor)
     )
+    if state is None:
+        state = ledger.sync_state(name, source.kind)
     if client is None:
-        client = SalesforceClient(
-            name, settings, policy, usage=_known_usage(ledger, name, source.kind, policy, clock)
-        )
-    state = ledger.sync_state(name, source.kind)
+        client = SalesforceClient(name, settings, policy, usage=_known_usage(state, policy, clock))
     since = None
     if not full and state.watermark is not None:
         since = state.watermark - timedelta(seconds=settings.source.overlap_seconds)
@@ -219,11 +231,11 @@ def sync_connection(
     try:
         if isinstance(source, AuditSource):
             mirrored, stopped = _mirror_audit(
-                ledger, name, source, client, since, counts, result, clock, stop, cap
+                ledger, name, source, client, since, counts, result, clock, stop, cap, fetched
             )
         else:
             mirrored, stopped = _mirror(
-                ledger, name, source, client, since, seen_run, counts, result, clock, stop
+                ledger, name, source, client, since, seen_run, counts, result, clock, stop, fetched
             )
     except SalesforceError as exc:
         result.error = str(exc)
@@ -243,7 +255,7 @@ def sync_connection(
     result.used, result.violations = counts.used, counts.violations
     result.api_calls = client.api_calls - calls_before
     usage = client.usage
-    ledger.record_sync_outcome(
+    result.outcome = SyncOutcome(
         name,
         source.kind,
         at=clock(),
@@ -252,6 +264,8 @@ def sync_connection(
         full=(full or since is None) and not stopped,
         api_usage=(usage.used, usage.limit, usage.seen_at) if usage else None,
     )
+    if record:
+        ledger.record_sync_outcome(result.outcome)
     result.seconds = time.perf_counter() - started
     log.info(result.summary())
     return result

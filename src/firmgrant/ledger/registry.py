@@ -10,6 +10,7 @@ leaves leases that run out; another replica then takes those orgs.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select
@@ -85,31 +86,43 @@ def claim(
     return rows
 
 
-def record(
-    session: Session,
-    name: str,
-    owner: str,
-    *,
-    state: OrgState,
-    error: str | None,
-    now: datetime,
-    next_sync_at: Callable[[int], datetime],
-    api_usage: tuple[int, int] | None,
-    org_id: str | None,
-) -> bool:
-    """How this org's sync went; ``False`` if its lease was lost to another worker.
+@dataclass(frozen=True)
+class OrgOutcome:
+    """How one org's sync went, as the registry keeps it."""
 
-    ``next_sync_at`` gives the next due time from the org's failures in a row (its backoff).
-    """
-    row = session.get(OrgRow, name, with_for_update=True)
-    if row is None or row.lease_owner != owner:
-        return False
-    row.state, row.last_error = state, error
-    row.failures = 0 if state == OrgState.OK else row.failures + 1
-    row.last_sync_at, row.next_sync_at = now, next_sync_at(row.failures)
-    row.lease_owner = row.lease_until = None
-    if api_usage is not None:
-        row.api_used, row.api_limit = api_usage
-    if org_id and not row.org_id:
-        row.org_id = org_id
-    return True
+    name: str
+    state: OrgState
+    error: str | None
+    # The next due time from the org's failures in a row (its backoff).
+    next_sync_at: Callable[[int], datetime]
+    api_usage: tuple[int, int] | None
+    org_id: str | None
+
+
+def record(
+    session: Session, owner: str, now: datetime, outcomes: Sequence[OrgOutcome]
+) -> list[str]:
+    """Record these orgs' outcomes (rows locked in name order); the names whose lease was lost
+    to another worker, left to the new holder."""
+    names = sorted(o.name for o in outcomes)
+    rows = {
+        row.name: row
+        for row in session.execute(
+            select(OrgRow).where(OrgRow.name.in_(names)).order_by(OrgRow.name).with_for_update()
+        ).scalars()
+    }
+    lost = []
+    for outcome in outcomes:
+        row = rows.get(outcome.name)
+        if row is None or row.lease_owner != owner:
+            lost.append(outcome.name)
+            continue
+        row.state, row.last_error = outcome.state, outcome.error
+        row.failures = 0 if outcome.state == OrgState.OK else row.failures + 1
+        row.last_sync_at, row.next_sync_at = now, outcome.next_sync_at(row.failures)
+        row.lease_owner = row.lease_until = None
+        if outcome.api_usage is not None:
+            row.api_used, row.api_limit = outcome.api_usage
+        if outcome.org_id and not row.org_id:
+            row.org_id = outcome.org_id
+    return lost

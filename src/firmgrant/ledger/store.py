@@ -15,12 +15,14 @@ from sqlalchemy import ARRAY, ColumnElement, Engine, String, any_, bindparam, fu
 from sqlalchemy.orm import Session, sessionmaker
 
 from firmgrant.grant import MIRRORED_FIELDS, TIME_FIELDS, GrantRecord
+from firmgrant.ledger import syncstate
 from firmgrant.ledger._bulk import insert_rows, time_converter
 from firmgrant.ledger.chain import NewEvent, append_events, lock_chain_head
 from firmgrant.ledger.changes import actor, classify, our_revocation
 from firmgrant.ledger.episodes import record_uses
 from firmgrant.ledger.locks import planning_lock, single_worker_lock
 from firmgrant.ledger.models import GrantRow, InvalidRecordRow, RevocationRow, SyncStateRow
+from firmgrant.ledger.syncstate import SyncOutcome, SyncState
 from firmgrant.ledger.work import release
 from firmgrant.lifecycle import OPEN_STATES, EventKind, WorkState
 from firmgrant.policy import revocation_landed
@@ -55,17 +57,6 @@ class PageCounts:
         self.violations += other.violations
         self.new_invalid += other.new_invalid
         return self
-
-
-@dataclass(frozen=True)
-class SyncState:
-    watermark: datetime | None
-    last_success_at: datetime | None
-    last_full_sync_at: datetime | None
-    api_used: int | None
-    api_limit: int | None
-    api_seen_at: datetime | None
-    last_error: str | None = None
 
 
 class Ledger:
@@ -107,18 +98,7 @@ class Ledger:
     # -- sync state --------------------------------------------------------------------------
     def sync_state(self, connection: str, source: str) -> SyncState:
         with self.sessions() as session:
-            row = session.get(SyncStateRow, (connection, source))
-            if row is None:
-                return SyncState(None, None, None, None, None, None)
-            return SyncState(
-                row.watermark,
-                row.last_success_at,
-                row.last_full_sync_at,
-                row.api_used,
-                row.api_limit,
-                row.api_seen_at,
-                row.last_error,
-            )
+            return syncstate.read(session, [(connection, source)])[(connection, source)]
 
     def _state_row(self, session: Session, connection: str, source: str) -> SyncStateRow:
         row = session.get(SyncStateRow, (connection, source), with_for_update=True)
@@ -127,27 +107,9 @@ class Ledger:
             session.add(row)
         return row
 
-    def record_sync_outcome(
-        self,
-        connection: str,
-        source: str,
-        *,
-        at: datetime,
-        error: str | None,
-        full: bool,
-        api_usage: tuple[int, int, datetime] | None,
-    ) -> None:
+    def record_sync_outcome(self, outcome: SyncOutcome) -> None:
         with self.transaction() as session:
-            row = self._state_row(session, connection, source)
-            if error is None:
-                row.last_success_at = at
-                row.last_error = None
-                if full:
-                    row.last_full_sync_at = at
-            else:
-                row.last_error, row.last_error_at = error, at
-            if api_usage is not None:
-                row.api_used, row.api_limit, row.api_seen_at = api_usage
+            syncstate.record(session, [outcome])
 
     # -- one page ----------------------------------------------------------------------------
     def apply_page(
