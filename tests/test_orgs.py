@@ -133,6 +133,29 @@ def test_a_csv_with_one_broken_row_imports_nothing_and_names_the_row(
     assert len(listed(capsys)) == 2, "a second import of the same file adds nothing"
 
 
+@pytest.mark.parametrize(
+    ("second", "says"),
+    [
+        ("acme,https://b.my.salesforce.com,i@b.example,,", "line 3: org 'acme' is given twice"),
+        ("b,https://b.my.salesforce.com,i@b.example,00D5e000003BCefEAG,",
+         "line 3: org id '00D5e000003BCef' is given twice (first on line 2)"),
+    ],
+)  # fmt: skip
+def test_a_csv_giving_one_org_twice_imports_nothing_and_names_both_lines(
+    cli: Ledger, capsys: pytest.CaptureFixture[str], tmp_path: Path, second: str, says: str
+) -> None:
+    twice = tmp_path / "twice.csv"
+    twice.write_text(
+        "name,login_url,username,org_id,source\n"
+        f"acme,{GOOD},int@acme.example,00D5e000003BCef,audit\n{second}audit\n",
+        encoding="utf-8",
+    )
+    code, _, err = run(capsys, "orgs", "import", str(twice))
+    assert code == 2
+    assert says in err
+    assert listed(capsys) == []
+
+
 def test_an_orgs_secret_is_sealed_never_shown_and_survives_a_key_rotation(
     cli: Ledger,
     capsys: pytest.CaptureFixture[str],

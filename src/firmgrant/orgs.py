@@ -118,10 +118,15 @@ def read_csv(path: Path) -> list[OrgSpec]:
         if "admin_emails" in values:
             values["admin_emails"] = [a.strip() for a in values["admin_emails"].split(";") if a]
         specs.append(spec(values, f"{path} line {number}"))
-    names = [s.name for s in specs]
-    for number, name in enumerate(names, start=2):
-        if names.index(name) + 2 != number:
-            raise RegistryError(f"{path} line {number}: org {name!r} is given twice")
+    first: dict[str, int] = {}
+    for number, org in enumerate(specs, start=2):
+        # Org Ids compare on their first 15 characters: the 18 only adds a checksum.
+        for what, key in (("org", org.name), ("org id", (org.org_id or "")[:15])):
+            if key and first.setdefault(f"{what}:{key}", number) != number:
+                raise RegistryError(
+                    f"{path} line {number}: {what} {key!r} is given twice "
+                    f"(first on line {first[f'{what}:{key}']})"
+                )
     return specs
 
 
