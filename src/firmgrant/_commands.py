@@ -182,7 +182,7 @@ def sync(ledger: Ledger, settings: Settings, *, full: bool, as_json: bool) -> in
     names = list(settings.connections)
     if not names:
         settings.connection()  # raises the "no connection configured" ConfigError
-    clients = Clients(len(names), connections=settings.registry.pool)
+    clients = Clients(connections=settings.registry.pool)
     with sync_progress(len(names)) as progress:
         results = sync_each(ledger, settings, names, full=full, clients=clients, progress=progress)
     if as_json:

@@ -13,7 +13,7 @@ from firmgrant._collector import collector_per_batch
 from firmgrant.errors import ApiLimitExceeded, SalesforceError
 from firmgrant.grant import GrantRecord
 from firmgrant.ledger import Ledger, PageCounts, SyncOutcome, SyncState
-from firmgrant.ledger.episodes import known_org_name, latest_by_grantor
+from firmgrant.ledger.episodes import known_org_name, known_uses, latest_by_grantor
 from firmgrant.lifecycle import SourceKind
 from firmgrant.salesforce.audit import AuditSource, fold
 from firmgrant.salesforce.client import ApiUsage, SalesforceClient
@@ -143,11 +143,16 @@ def _mirror_audit(
         fetched(len(page.grants) + len(page.uses) + len(page.invalid))
         mirrored += len(page.grants) + len(page.uses)
         records: list[GrantRecord] = []
-        if page.grants:
+        current: dict[str, GrantRecord] = {}
+        known: set[str] = set()
+        if page.grants or page.uses:
             with ledger.sessions() as session:
                 users = [row.user_id for row, _ in page.grants]
                 current = latest_by_grantor(session, name, users)
-                org_name = org_name or known_org_name(session, name)
+                if page.grants:
+                    org_name = org_name or known_org_name(session, name)
+                known = known_uses(session, name, [use.row_id for use in page.uses])
+        if page.grants:
             # The name is asked once on a first or full sync (it may have changed), or when
             # a grant needs it and the ledger has none: an idle sync stays one call.
             if not asked and (since is None or org_name is None):
@@ -159,7 +164,10 @@ def _mirror_audit(
                 org_name=org_name,
                 zone=source.settings.time_zone,
             )
-        if not (records or page.uses or page.invalid or _later(page.newest, since, source)):
+        if not (page.invalid or _later(page.newest, since, source)) and (
+            all(current.get(r.grantor_id or "") == r for r in records)
+            and all(use.row_id in known for use in page.uses)
+        ):
             continue  # rows already mirrored (the overlap), or none: nothing to write
         written = ledger.apply_page(
             name,

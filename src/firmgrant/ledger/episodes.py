@@ -64,6 +64,19 @@ def known_org_name(session: Session, connection: str) -> str | None:
     ).scalar()
 
 
+def known_uses(session: Session, connection: str, row_ids: Sequence[str]) -> set[str]:
+    """Which of these audit rows' uses of access are recorded already."""
+    if not row_ids:
+        return set()
+    return set(
+        session.execute(
+            select(AccessUseRow.row_id).where(
+                AccessUseRow.connection == connection, AccessUseRow.row_id.in_(list(row_ids))
+            )
+        ).scalars()
+    )
+
+
 def record_uses(
     session: Session,
     connection: str,
@@ -74,14 +87,7 @@ def record_uses(
     """An ``access_used`` or ``violation`` event for each use not recorded before."""
     if not uses:
         return []
-    known = set(
-        session.execute(
-            select(AccessUseRow.row_id).where(
-                AccessUseRow.connection == connection,
-                AccessUseRow.row_id.in_([use.row_id for use in uses]),
-            )
-        ).scalars()
-    )
+    known = known_uses(session, connection, [use.row_id for use in uses])
     users = {use.customer_user_id for use in uses}
     grants = list(
         session.execute(

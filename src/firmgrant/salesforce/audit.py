@@ -108,7 +108,7 @@ class AuditSource:
         raw_pages = client.query_pages(
             self.soql(since), include_deleted=False, batch_size=self.settings.batch_size
         )
-        for raw in one_ahead(raw_pages):
+        for raw in one_ahead(raw_pages, self.settings.batch_size):
             yield self.parse(raw)
 
     def parse(self, raw: Sequence[dict[str, Any]]) -> AuditPage:

@@ -55,7 +55,7 @@ class ObjectSource:
         raw_pages = client.query_pages(
             self.soql(since), include_deleted=True, batch_size=self.settings.batch_size
         )
-        for raw in one_ahead(raw_pages):
+        for raw in one_ahead(raw_pages, self.settings.batch_size):
             yield self.parse(raw)
 
     def parse(self, raw: list[dict[str, Any]]) -> Page:
@@ -67,14 +67,25 @@ class ObjectSource:
         return good, bad
 
 
-def one_ahead(pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+def one_ahead(pages: Iterator[list[dict[str, Any]]], full: int) -> Iterator[list[dict[str, Any]]]:
     """Fetch page n+1 in a helper thread while page n is consumed.
 
-    Only one fetch is ever in flight, so the client and its session are never used by two
-    threads at once. Errors surface, in order, where the page would have been.
+    A first page shorter than ``full`` records (an idle sync's only page, nearly always) is
+    the last in practice: the rest, if any, is read here with no helper thread, which would
+    cost more to start than the page it waits for. Only one fetch is ever in flight, so the
+    client and its session are never used by two threads at once. Errors surface, in order,
+    where the page would have been.
     """
+    first = next(pages, None)
+    if first is None:
+        return
+    if len(first) < full:
+        yield first
+        yield from pages
+        return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
         pending = pool.submit(next, pages, None)
+        yield first
         while (page := pending.result()) is not None:
             pending = pool.submit(next, pages, None)
             yield page
