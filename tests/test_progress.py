@@ -1,4 +1,5 @@
-"""A long `firmgrant sync` shows its progress on a terminal, and only there."""
+"""`firmgrant sync` over the registry: a progress display on a terminal (and only there),
+each org's outcome left in the registry."""
 
 from __future__ import annotations
 
@@ -91,3 +92,30 @@ def test_a_sync_of_many_orgs_shows_orgs_done_and_records_on_a_terminal_only(
     assert "orgs" not in piped.stderr
     assert "records" not in piped.stderr
     assert piped.stdout.count("sync ") == 5
+
+
+def test_a_sync_by_hand_leaves_each_orgs_state_in_the_registry(
+    sandbox: SandboxOrg, ledger: Ledger, database_url: str
+) -> None:
+    import json
+
+    tenants = [sandbox.tenants.add() for _ in range(3)]
+    register(ledger, sandbox, tenants, org2="nobody@customer2.example")  # a refused token
+    env = _env(sandbox, database_url)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "firmgrant", "sync"], env=env, capture_output=True, text=True
+    )
+    listed = subprocess.run(
+        [sys.executable, "-m", "firmgrant", "orgs", "list", "--json"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+
+    assert done.returncode == 3, done.stderr
+    orgs = {o["name"]: o for o in json.loads(listed.stdout)}
+    assert {name: o["state"] for name, o in orgs.items()} == {
+        "org1": "ok", "org2": "auth_failed", "org3": "ok",
+    }  # fmt: skip
+    assert orgs["org1"]["org_id"] == tenants[0].org_id, "the org id learned on its first sync"
+    assert orgs["org2"]["failures"] == 1
+    assert orgs["org2"]["last_error"]

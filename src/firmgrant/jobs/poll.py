@@ -28,7 +28,7 @@ from firmgrant.orgs import next_due, state_after
 from firmgrant.salesforce.auth import Token
 from firmgrant.salesforce.client import SalesforceClient, make_session
 from firmgrant.settings import ConnectionSettings, Settings
-from firmgrant.timeutil import Clock
+from firmgrant.timeutil import Clock, utcnow
 
 log = logging.getLogger("firmgrant.jobs")
 CLAIM_ROUNDS = 4  # orgs claimed per round: this many per thread of the pool
@@ -117,7 +117,10 @@ def poll(
                     states.values(),
                 )
             )
-            _record(ledger, settings, clients, owner, clock(), done)
+            for name in _record(ledger, settings, owner, clock(), done):
+                log.warning(
+                    "org %s: lease lost while syncing; its outcome is left to the new holder", name
+                )
             results += [(result, state) for result, state, _ in done]
     return results
 
@@ -176,12 +179,13 @@ def _sync_org(
 def _record(
     ledger: Ledger,
     settings: Settings,
-    clients: Clients,
-    owner: str,
+    owner: str | None,
     now: datetime,
     done: list[tuple[SyncResult, OrgState, SalesforceClient]],
-) -> None:
-    """Every outcome of a round in one transaction: the sync states and the registry's rows."""
+) -> list[str]:
+    """Every outcome of a round in one transaction: the sync states and the registry's rows;
+    the orgs whose outcome was left out. ``owner`` ``None`` (``firmgrant sync``, no lease):
+    every sync state is written, and registry rows no worker holds."""
 
     def outcome(result: SyncResult, state: OrgState, client: SalesforceClient) -> OrgOutcome:
         usage = client.usage
@@ -196,10 +200,13 @@ def _record(
 
     with ledger.transaction() as session:
         lost = registry.record(session, owner, now, [outcome(*entry) for entry in done])
-        kept = [r.outcome for r, _, _ in done if r.outcome and r.connection not in lost]
+        kept = [
+            r.outcome
+            for r, _, _ in done
+            if r.outcome and (owner is None or r.connection not in lost)
+        ]
         syncstate.record(session, kept)
-    for name in lost:
-        log.warning("org %s: lease lost while syncing; its outcome is left to the new holder", name)
+    return lost
 
 
 def sync_each(
@@ -210,9 +217,11 @@ def sync_each(
     full: bool,
     clients: Clients,
     progress: SyncProgress | None = None,
+    clock: Clock = utcnow,
 ) -> list[SyncResult]:
     """Sync these connections now (``firmgrant sync``), the registry's pool of them at once;
-    their results in the order given. No leases: an operator asked for exactly these."""
+    their results in the order given. No leases: an operator asked for exactly these; an
+    org's outcome goes to the registry (``orgs list``) unless a worker holds it then."""
 
     def one(name: str) -> SyncResult:
         client = clients.get(settings, name)
@@ -224,10 +233,14 @@ def sync_each(
             settings.sync,
             full=full,
             client=client,
+            clock=clock,
             cap=settings.policy.max_duration,
+            record=False,
             fetched=progress.fetched if progress else lambda records: None,
         )
         clients.keep_token(name, client)
+        state = state_after(result.error, result.error_kind)
+        _record(ledger, settings, None, clock(), [(result, state, client)])
         if progress:
             progress.org_done(result.error is None)
         return result

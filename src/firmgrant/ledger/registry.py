@@ -100,10 +100,11 @@ class OrgOutcome:
 
 
 def record(
-    session: Session, owner: str, now: datetime, outcomes: Sequence[OrgOutcome]
+    session: Session, owner: str | None, now: datetime, outcomes: Sequence[OrgOutcome]
 ) -> list[str]:
     """Record these orgs' outcomes (rows locked in name order); the names whose lease was lost
-    to another worker, left to the new holder."""
+    to another worker, left to the new holder (with ``owner`` ``None``: the orgs a worker
+    holds, and names not in the registry)."""
     names = sorted(o.name for o in outcomes)
     rows = {
         row.name: row
