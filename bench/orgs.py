@@ -90,6 +90,12 @@ def report(title: str, outputs: list[dict[str, Any]], wall: float, rss: float, n
         print(f"    replicas synced {split} orgs; orgs synced twice in the cycle: {twice}")
     if states:
         print(f"    org states: {dict(states)}")
+    revoked = sum(r["revoked"] + r["already"] + r["sessions"] for o in outputs for r in o["revoke"])
+    sent = sum((o["dispatch"] or {}).get("sent", 0) for o in outputs)
+    queued = sum((o["remind"] or {}).get("queued", 0) for o in outputs)
+    if revoked or sent or queued:
+        print(f"    besides the syncs: {revoked:,} revoked, {queued:,} reminders queued, "
+              f"{sent:,} emails sent (the sandbox's histories hold ended grants)")  # fmt: skip
 
 
 def main() -> None:
