@@ -111,7 +111,14 @@ def poll(
             done = list(
                 pool.map(
                     lambda name, state: _sync_org(
-                        ledger, settings, clients, name, state, full_due(state), clock, stop
+                        ledger,
+                        settings,
+                        clients,
+                        name,
+                        full=full_due(state),
+                        clock=clock,
+                        stop=stop,
+                        state=state,
                     ),
                     states.keys(),
                     states.values(),
@@ -152,11 +159,14 @@ def _sync_org(
     settings: Settings,
     clients: Clients,
     name: str,
-    state: SyncState,
+    *,
     full: bool,
     clock: Clock,
-    stop: Callable[[], bool],
+    stop: Callable[[], bool] = lambda: False,
+    state: SyncState | None = None,
+    fetched: Callable[[int], None] = lambda records: None,
 ) -> tuple[SyncResult, OrgState, SalesforceClient]:
+    """One org's sync, its outcome left for :func:`_record` to write."""
     client = clients.get(settings, name)
     result = sync_connection(
         ledger,
@@ -171,6 +181,7 @@ def _sync_org(
         cap=settings.policy.max_duration,
         state=state,
         record=False,
+        fetched=fetched,
     )
     clients.keep_token(name, client)
     return result, state_after(result.error, result.error_kind), client
@@ -224,23 +235,17 @@ def sync_each(
     org's outcome goes to the registry (``orgs list``) unless a worker holds it then."""
 
     def one(name: str) -> SyncResult:
-        client = clients.get(settings, name)
-        result = sync_connection(
+        done = _sync_org(
             ledger,
+            settings,
+            clients,
             name,
-            settings.connections[name],
-            settings.vendor,
-            settings.sync,
             full=full,
-            client=client,
             clock=clock,
-            cap=settings.policy.max_duration,
-            record=False,
             fetched=progress.fetched if progress else lambda records: None,
         )
-        clients.keep_token(name, client)
-        state = state_after(result.error, result.error_kind)
-        _record(ledger, settings, None, clock(), [(result, state, client)])
+        _record(ledger, settings, None, clock(), [done])
+        result = done[0]
         if progress:
             progress.org_done(result.error is None)
         return result
