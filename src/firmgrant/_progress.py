@@ -74,10 +74,11 @@ class SyncProgress:
 
 
 @contextmanager
-def sync_progress(orgs: int, *, tty: bool | None = None) -> Iterator[SyncProgress]:
-    """Orgs done of ``orgs``, records fetched and their rate, while a sync runs."""
+def sync_progress(orgs: int) -> Iterator[SyncProgress]:
+    """Orgs done of ``orgs``, records fetched and their rate, while a sync runs (one big org's
+    first sync shows its records coming in)."""
     progress = SyncProgress(orgs)
-    if not (sys.stderr.isatty() if tty is None else tty):
+    if not sys.stderr.isatty():
         yield progress
         return
     columns = (
