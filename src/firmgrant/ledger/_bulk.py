@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy.orm import Session
+
+if TYPE_CHECKING:
+    import psycopg
 
 from firmgrant.timeutil import iso_z, microseconds_text, utc_seconds_text
 
@@ -75,9 +78,47 @@ def insert_rows(
     """
     if not rows:
         return
-    mark = _PLACEHOLDER[session.get_bind().dialect.name]
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        _copy_rows(session, table, columns, rows, conflict=conflict, update=update)
+        return
+    mark = _PLACEHOLDER[dialect]
     sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(mark for _ in columns)})"
     if conflict:
         assignments = ", ".join(f"{name} = excluded.{name}" for name in update)
         sql += f" ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {assignments}"
     session.connection().exec_driver_sql(sql, list(rows))
+
+
+def _copy_rows(
+    session: Session,
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+    *,
+    conflict: Sequence[str],
+    update: Sequence[str],
+) -> None:
+    """PostgreSQL: ``COPY`` the rows in (an executemany of 2,000 rows, even pipelined, spent
+    a third of an initial sync's time in psycopg); an upsert copies into a temporary staging
+    table, then moves the rows with one ``INSERT … SELECT … ON CONFLICT``."""
+    names = ", ".join(columns)
+    target = table
+    if conflict:
+        target = f"_stage_{table}"
+        session.connection().exec_driver_sql(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {target} ON COMMIT DELETE ROWS AS "
+            f"SELECT {names} FROM {table} WITH NO DATA"
+        )
+    raw = cast("psycopg.Connection[Any]", session.connection().connection.driver_connection)
+    with raw.cursor() as cursor:
+        with cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        if conflict:
+            assignments = ", ".join(f"{name} = excluded.{name}" for name in update)
+            cursor.execute(
+                f"INSERT INTO {table} ({names}) SELECT {names} FROM {target} "
+                f"ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {assignments}"
+            )
+            cursor.execute(f"DELETE FROM {target}")  # a second upsert in this transaction
