@@ -21,8 +21,11 @@ from firmgrant.ledger.models import EventRow
 from firmgrant.ledger.ranges import Reader
 
 SNAPSHOT_PREFIXES = ('{"changes":', '{"grant":')
-# SQLite before 3.35 (still some LTS systems' own) neither needs nor knows the hint.
+# SQLite before 3.35 (still some LTS systems' own) neither needs nor knows the hint;
+# PostgreSQL has it since 12.
 _MATERIALIZED = "MATERIALIZED " if sqlite3.sqlite_version_info >= (3, 35) else ""
+# What SQLite stores for a time (`_bulk.sqlite_time`), from PostgreSQL's timestamptz.
+_SQLITE_TIME = "to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')"
 
 
 def _has_snapshot(alias: str) -> str:
@@ -56,9 +59,13 @@ def range_events(
     connection: str | None = None,
 ) -> list[tuple[Any, ...]]:
     """Events ``lo..hi`` in id order, filtered: ``(id, at, kind, grant_id, connection,
-    source_id, actor, reason, snapshot payload or None, prev_hash, hash)``."""
+    source_id, actor, reason, snapshot payload or None, prev_hash, hash)``, ``at`` as
+    SQLite's text of a time on both dialects."""
+    # PostgreSQL formats it faster than psycopg parses it and Python formats it back
+    # (1M-event export: 13 % of the readers' time).
+    at = "e.at" if reader.dialect == "sqlite" else _SQLITE_TIME
     sql = (
-        "SELECT e.id, e.at, e.kind, e.grant_id, e.connection, e.source_id, e.actor, e.reason, "
+        f"SELECT e.id, {at}, e.kind, e.grant_id, e.connection, e.source_id, e.actor, e.reason, "
         f"{_snapshot_sql(reader)}, e.prev_hash, e.hash FROM events e WHERE e.id BETWEEN ? AND ?"
     )
     params: list[Any] = [lo, hi]
@@ -84,33 +91,33 @@ def earlier_snapshots(
         return []
     ids = sorted(grant_ids)
     snapshot, kinds = _snapshot_sql(reader), ", ".join("?" for _ in ending)
+    # The grants as one parameter keep the text constant (SQLite prepares it once).
+    after = f"e.id >= n.id AND e.id < ? AND (e.id = n.id OR e.kind IN ({kinds}))"
+    grants: str | list[int]
     if reader.dialect == "sqlite":
-        # Each grant's events walked back from `before` to its newest snapshot (a row or
-        # two; `max(id) … GROUP BY` reads all of a grant's earlier events), materialised so
-        # the walk runs once a grant; the grants as one JSON array keep the text constant.
-        sql = (
-            "WITH wanted(grant_id) AS (SELECT value FROM json_each(?)), "
-            f"newest AS {_MATERIALIZED}(SELECT w.grant_id, (SELECT e.id FROM events e "
-            f"WHERE e.grant_id = w.grant_id AND e.id < ? AND {_has_snapshot('e')} "
-            f"ORDER BY e.id DESC LIMIT 1) AS id FROM wanted w) "
-            f"SELECT e.grant_id, e.kind, {snapshot} "
-            "FROM newest n JOIN events e ON e.grant_id = n.grant_id AND e.id >= n.id "
-            f"AND e.id < ? AND (e.id = n.id OR e.kind IN ({kinds})) ORDER BY e.id"
-        )
-        params: tuple[Any, ...] = (orjson.dumps(ids).decode(), before, before, *ending)
+        wanted, grants = "SELECT value FROM json_each(?)", orjson.dumps(ids).decode()
+        materialized = _MATERIALIZED
+        tail = f"SELECT e.grant_id, e.kind, {snapshot} FROM newest n JOIN events e "
+        tail += f"ON e.grant_id = n.grant_id AND {after} ORDER BY e.id"
     else:
-        # PostgreSQL plans that walk as a backward scan of the primary key; the newest per
-        # grant over its index it plans well. A list of values: `= ANY(array)` it planned
-        # worse.
-        marks = ", ".join("?" for _ in ids)
-        earlier = f"x.grant_id IN ({marks}) AND x.id < ?"
-        sql = (
-            f"SELECT e.grant_id, e.kind, {snapshot} FROM events e WHERE e.id IN ("
-            f"SELECT max(x.id) FROM events x WHERE {earlier} AND {_has_snapshot('x')} "
-            f"GROUP BY x.grant_id UNION SELECT x.id FROM events x WHERE {earlier} "
-            f"AND x.kind IN ({kinds})) ORDER BY e.id"
-        )
-        params = (*ids, before, *ids, before, *ending)
+        wanted, grants = "SELECT unnest(CAST(? AS bigint[]))", ids
+        materialized = "MATERIALIZED "
+        # Per grant over its index: as a join, without statistics, it hashed a scan of
+        # the whole table (OFFSET 0 keeps the planner from flattening it into that join).
+        tail = "SELECT x.grant_id, x.kind, x.snapshot FROM newest n CROSS JOIN LATERAL "
+        tail += f"(SELECT e.id, e.grant_id, e.kind, {snapshot} AS snapshot FROM events e "
+        tail += f"WHERE e.grant_id = n.grant_id AND {after} OFFSET 0) x ORDER BY x.id"
+    # Each grant's events walked back from `before` to its newest snapshot (a row or two,
+    # over an index in (grant_id, id) order; `max(id) … GROUP BY` reads all of a grant's
+    # earlier events, and PostgreSQL without statistics planned it as a scan of the
+    # table), materialised so the walk runs once a grant.
+    sql = (
+        f"WITH wanted(grant_id) AS ({wanted}), "
+        f"newest AS {materialized}(SELECT w.grant_id, (SELECT e.id FROM events e "
+        f"WHERE e.grant_id = w.grant_id AND e.id < ? AND {_has_snapshot('e')} "
+        f"ORDER BY e.id DESC LIMIT 1) AS id FROM wanted w) {tail}"
+    )
+    params: tuple[Any, ...] = (grants, before, before, *ending)
     return reader.rows(sql, params)
 
 

@@ -108,7 +108,11 @@ class EventRow(Base):
     """Append-only, hash-chained history: ``hash = sha256(prev_hash + canonical_json(row))``."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_grant_id", "grant_id"), Index("ix_events_at", "at"))
+    # A grant's events in id order (migration 0007; on SQLite an index holds the rowid).
+    __table_args__ = (
+        Index("ix_events_grant_id", "grant_id", "id"),
+        Index("ix_events_at", "at"),
+    )
 
     # On SQLite the rowid itself (migration 0003): one B-tree fewer to write and to read.
     id: Mapped[int] = mapped_column(

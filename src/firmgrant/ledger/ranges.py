@@ -101,6 +101,11 @@ def _open(url: str) -> None:
     engine = make_engine(url, poolclass=NullPool)
     _pooled = engine.raw_connection()
     _reader = Reader(_pooled.driver_connection, engine.dialect.name)
+    if _reader.dialect == "postgresql":
+        # A range's queries are small, but without statistics their estimates pass
+        # jit_above_cost: compiling cost more server time than running (1M-event export
+        # 18.6 s -> 12.7 s).
+        _reader.connection.execute("SET jit = off")
 
 
 def _collected(
