@@ -17,7 +17,7 @@ from typing import Any
 
 from rich.console import Console
 
-from firmgrant import __version__, _commands, _orgs_commands, display
+from firmgrant import __version__, _commands, _orgs_commands, _users_commands, display
 from firmgrant.errors import (
     ConfigError,
     DurationError,
@@ -144,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate settings, the ledger and each connection")
     check.add_argument("--org", metavar="NAME", help="check this org of the registry instead")
     _orgs_commands.add_parser(commands)
+    _users_commands.add_parser(commands)
     _sandbox_parser(commands)
     demo = commands.add_parser("demo", help="sandbox + SQLite ledger: a few cycles, explained")
     demo.add_argument("--dir", type=Path, default=Path("var/demo"), help="default var/demo")
@@ -274,6 +275,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     ledger = open_ledger(settings)
     if command == "orgs":
         return _orgs_commands.run(args, settings, ledger)
+    if command == "users":
+        return _users_commands.run(args, ledger)
     if command == "run":
         if args.json_logs:
             _commands.use_json_logs()

@@ -10,6 +10,8 @@
     │   └── SchemaOutOfDate        migrations not applied (exit 2)
     ├── GrantNotFound              no grant with that id in the ledger
     ├── RegistryError              an unknown org, or bad input for one (exit 2)
+    ├── AccountError               a dashboard account: unknown, taken, or bad input (exit 2)
+    │   └── SignInRefused          wrong name or password, disabled, or locked for a while
     ├── SalesforceError            anything from a Salesforce org
     │   ├── AuthenticationError    the token request was refused
     │   ├── SalesforceUnavailable  5xx, timeouts, connection errors after retries (exit 3)
@@ -65,6 +67,22 @@ class RegistryError(FirmgrantError):
     message names the org or the CSV row, and nothing was half-written."""
 
     exit_code = 2
+
+
+class AccountError(FirmgrantError):
+    """A dashboard account is unknown or taken, or input for one is bad (exit 2)."""
+
+    exit_code = 2
+
+
+class SignInRefused(AccountError):
+    """A sign-in failed. The message is the same whatever the cause (unknown name, wrong
+    password, disabled account), so it tells an attacker nothing; ``locked`` says when an
+    account locked by repeated failures opens again."""
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class SalesforceError(FirmgrantError):

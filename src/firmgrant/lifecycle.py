@@ -119,6 +119,9 @@ class EventKind(StrEnum):
     VIOLATION = "violation"  # support logged in with no valid grant at that moment
     SESSIONS_ENDED = "sessions_ended"  # the vendor's Login-As sessions in the org were ended
     SESSIONS_NOT_ENDED = "sessions_not_ended"  # they could not be (e.g. no "Manage Users")
+    SIGNED_IN = "signed_in"  # a person signed in to the dashboard
+    SIGNED_OUT = "signed_out"  # a person signed out of the dashboard
+    ACCOUNT_CHANGED = "account_changed"  # a dashboard account was added, changed or disabled
 
 
 class OrgState(StrEnum):

@@ -265,3 +265,22 @@ class OrgRow(Base):
     api_used: Mapped[int | None] = mapped_column(Integer)
     api_limit: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class UserRow(Base):
+    """A person who signs in to the dashboard (``firmgrant users``, or first seen by SSO)."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(255), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    # An Argon2 hash; none for an account that signs in only by single sign-on.
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    # Bumped when the password changes or the account is disabled: older sessions end.
+    session_epoch: Mapped[int] = mapped_column(Integer)
+    failed_sign_ins: Mapped[int] = mapped_column(Integer)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
