@@ -19,9 +19,7 @@ from firmgrant._progress import export_progress, sync_progress
 from firmgrant.errors import ConfigError
 from firmgrant.export import Filters
 from firmgrant.ledger import Ledger
-from firmgrant.ledger.queries import find_grant
 from firmgrant.ledger.ranges import default_jobs
-from firmgrant.lifecycle import GrantStatus, nothing_to_revoke
 from firmgrant.settings import Settings
 from firmgrant.timeutil import iso_z, utcnow
 
@@ -80,16 +78,13 @@ def run(ledger: Ledger, settings: Settings, *, once: bool, as_json: bool) -> int
 def revoke_by_hand(
     ledger: Ledger, settings: Settings, grant_ref: str, *, reason: str, yes: bool
 ) -> int:
-    now = utcnow()
-    with ledger.sessions() as session:
-        grant = find_grant(session, grant_ref, now=now, max_duration=settings.policy.max_duration)
-    if nothing_to_revoke(GrantStatus(grant.status), grant.revoked_at):
+    from firmgrant import revoke_now as hand
+
+    grant = hand.pending(ledger, settings, grant_ref, utcnow())
+    if hand.is_moot(grant):
         print(f"grant {grant.id} ({grant.source_id}) is already {grant.status}: nothing to do")
         return 0
-    what = (
-        f"grant {grant.id} ({grant.source_id}) of {grant.org_name or grant.org_id} "
-        f"to {grant.grantee}, until {grant.expires_at:%Y-%m-%d %H:%M} UTC"
-    )
+    what = hand.describe(grant, hand.access_ends(grant, settings))
     if not yes:
         if not sys.stdin.isatty():
             print(
@@ -100,23 +95,10 @@ def revoke_by_hand(
         if not Confirm.ask(f"Revoke {what}?", default=False, console=Console()):
             print("not revoked")
             return 1
-    from firmgrant.jobs.revoke import request_revocation, revoke
-    from firmgrant.worker import Worker
-
-    actor = f"cli:{getpass.getuser()}"
-    if not request_revocation(ledger, grant.id, reason=reason, actor=actor, now=now):
+    done = hand.revoke_now(ledger, settings, grant, reason=reason, actor=f"cli:{getpass.getuser()}")
+    if done.already_under_way:
         print(f"a revocation of grant {grant.id} is already under way; the worker retries it")
-    worker = Worker(settings, ledger)
-    outcome = revoke(
-        ledger,
-        settings,
-        grant.connection,
-        worker.client(grant.connection),
-        clock=utcnow,
-        owner=worker.owner,
-        grant_ids=[grant.id],
-    )
-    if outcome.revoked or outcome.already:
+    if done.outcome == hand.HandOutcome.REVOKED:
         print(f"revoked {what}; the grantor is notified by the worker's next dispatch")
         return 0
     print(
@@ -124,6 +106,23 @@ def revoke_by_hand(
         file=sys.stderr,
     )
     return 3
+
+
+def web(ledger: Ledger, settings: Settings, host: str | None, port: int | None) -> int:
+    """``firmgrant web``: ``$PORT`` and an open host when a platform sets it (Heroku's way)."""
+    import os
+
+    from firmgrant.web import serve
+
+    platform_port = os.environ.get("PORT")
+    if port is None and platform_port is not None:
+        if not platform_port.isdigit() or not 0 < int(platform_port) < 65536:
+            raise ConfigError(f"PORT={platform_port!r} is not a port number")
+        port = int(platform_port)
+    if host is None:
+        host = "0.0.0.0" if platform_port is not None else "127.0.0.1"  # noqa: S104
+    serve(settings, ledger, host=host, port=8000 if port is None else port)
+    return 0
 
 
 def export(ledger: Ledger, args: argparse.Namespace, cap: timedelta) -> int:

@@ -110,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true", help="one full cycle, then exit (cron)")
     run.add_argument("--json-logs", action="store_true", help="log one JSON object per line")
     run.add_argument("--json", action="store_true", help="with --once: print the cycle as JSON")
+    run.add_argument(
+        "--metrics-port", type=int, metavar="P", help="serve Prometheus /metrics on this port"
+    )
+
+    web = commands.add_parser("web", help="the support dashboard (sign-in required)")
+    web.add_argument(
+        "--host", help="default 127.0.0.1, or 0.0.0.0 when $PORT is set (a platform's router)"
+    )
+    web.add_argument("--port", type=int, help="default $PORT, else 8000; 0 picks a free port")
 
     revoke = commands.add_parser("revoke", help="revoke a grant in Salesforce now")
     revoke.add_argument("grant_id", metavar="GRANT_ID", help="ledger id or Salesforce record Id")
@@ -148,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     _sandbox_parser(commands)
     demo = commands.add_parser("demo", help="sandbox + SQLite ledger: a few cycles, explained")
     demo.add_argument("--dir", type=Path, default=Path("var/demo"), help="default var/demo")
+    demo.add_argument(
+        "--web", action="store_true", help="then serve the dashboard over the demo's ledger"
+    )
     return parser
 
 
@@ -248,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _sandbox(args)
             from firmgrant.demo import run_demo
 
-            return run_demo(args.dir)
+            return run_demo(args.dir, web=args.web)
         settings = load_settings(args.config)
         _configure_logging(args.log_level or settings.log_level)
         return _dispatch(args, settings)
@@ -277,9 +289,15 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _orgs_commands.run(args, settings, ledger)
     if command == "users":
         return _users_commands.run(args, ledger)
+    if command == "web":
+        return _commands.web(ledger, _with_registry(ledger, settings), args.host, args.port)
     if command == "run":
         if args.json_logs:
             _commands.use_json_logs()
+        if args.metrics_port is not None:
+            from firmgrant.metrics import serve_metrics
+
+            serve_metrics(settings, ledger, args.metrics_port)
         return _commands.run(ledger, settings, once=args.once, as_json=args.json)
     if command == "revoke":
         return _commands.revoke_by_hand(

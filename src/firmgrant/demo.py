@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import sys
 from collections import Counter
@@ -92,7 +94,7 @@ def _print_events(console: Console, ledger: Ledger, after: int) -> int:
     return events[-1].id if events else after
 
 
-def run_demo(base: Path) -> int:
+def run_demo(base: Path, *, web: bool = False) -> int:
     console = Console(highlight=False)
     if base.exists():
         shutil.rmtree(base)  # every demo tells the same story from the start
@@ -155,18 +157,47 @@ def run_demo(base: Path) -> int:
         audit_story(console, org, ledger, settings, clock)
         with ledger.sessions() as session:
             report = verify_chain(session)
+        console.print(
+            f"\nEvent log: {report.events} events, hash chain "
+            f"{'intact' if report.ok else 'BROKEN'} (head {report.head_hash[:16]}…)."
+        )
+        if web:
+            _serve_dashboard(console, settings, ledger)
         ledger.engine.dispose()
-    console.print(
-        f"\nEvent log: {report.events} events, hash chain "
-        f"{'intact' if report.ok else 'BROKEN'} (head {report.head_hash[:16]}…)."
-    )
     database = base / "firmgrant.db"
     console.print(
         f"\nFiles: ledger {database} — try `FIRMGRANT_DATABASE_URL=sqlite:///{database} "
         f"{_command()} grants` (or `… show ID`, `… export --output history.csv`); emails as "
         f".eml files in {base / 'outbox'}/."
     )
+    if not web:
+        console.print(
+            "The support dashboard over this demo: `make demo-web` (or `firmgrant demo --web`)."
+        )
     return 0
+
+
+def _serve_dashboard(console: Console, settings: Settings, ledger: Ledger) -> None:
+    """The dashboard over the demo's ledger, the sandbox still up (so *Revoke* works)."""
+    import secrets
+
+    from firmgrant import accounts
+    from firmgrant.web import serve
+
+    password = secrets.token_urlsafe(12)
+    for name, role in (
+        ("demo-admin", accounts.Role.ADMIN),
+        ("demo-support", accounts.Role.SUPPORT),
+    ):
+        accounts.add_user(
+            ledger, name, role, password=password, email=None, actor="system:demo", now=utcnow()
+        )
+    console.print(
+        f"\n[bold]The dashboard[/]: sign in as demo-admin (may revoke) or demo-support (reads),"
+        f" password {password}. Ctrl-C stops it. Its URL:"
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(settings, ledger, host="127.0.0.1", port=int(os.environ.get("PORT", "8000")))
 
 
 class _DemoClock:

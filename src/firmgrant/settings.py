@@ -292,6 +292,45 @@ class WorkerSettings(_Section):
     retry_first_seconds: int = Field(60, ge=0, le=86400)
 
 
+LINK_FIELDS = ("org_id", "org_name", "connection", "source_id", "grant_id", "grantor")
+
+
+class WebSettings(_Section):
+    """``[web]``: the support dashboard (``firmgrant web``)."""
+
+    # Signs the session cookie: the same on every replica, so a person stays signed in.
+    session_secret: SecretStr | None = None
+    # Where people reach the dashboard; https:// makes the cookie Secure.
+    public_url: str = Field("http://127.0.0.1:8000", pattern=r"^https?://[^\s/?#]+(/\S*)?$")
+    session_hours: float = Field(12.0, gt=0, le=24 * 30)
+    sign_in_attempts: int = Field(5, ge=1, le=100)
+    lockout_minutes: float = Field(15.0, ge=0, le=24 * 60)
+    page_size: int = Field(50, ge=10, le=500)
+    # Where support logs in to an org, e.g. "https://vendor.lightning.force.com/…?org={org_id}";
+    # placeholders: {org_id} {org_name} {connection} {source_id} {grant_id} {grantor}.
+    login_url_template: str | None = None
+    # Single sign-on (OpenID Connect): the provider's issuer URL and this app's client.
+    oidc_issuer: str | None = Field(None, pattern=r"^https?://\S+$")
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_name: str = "single sign-on"
+    oidc_ca_bundle: Path | None = None
+
+    @field_validator("login_url_template")
+    @classmethod
+    def _placeholders(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        import string
+
+        for _, field, _, _ in string.Formatter().parse(value):
+            if field is not None and field not in LINK_FIELDS:
+                raise ValueError(f"unknown placeholder {{{field}}}: use {', '.join(LINK_FIELDS)}")
+        if not value.startswith("https://"):
+            raise ValueError("must start with https://")
+        return value
+
+
 class OrgSettings(_Section):
     """``[orgs."00D…"]``: per customer org (TOML only: environment names lose the Id's case)."""
 
@@ -331,6 +370,7 @@ class Settings(BaseSettings):
     policy: PolicySettings = PolicySettings()
     worker: WorkerSettings = WorkerSettings()
     registry: RegistrySettings = RegistrySettings()
+    web: WebSettings = WebSettings()
     orgs: dict[str, OrgSettings] = Field(default_factory=dict)
 
     @field_validator("orgs")

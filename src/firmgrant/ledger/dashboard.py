@@ -1,0 +1,252 @@
+"""What the dashboard reads: a page of grants, rule breaks, the connections' health, and the
+figures behind ``/metrics``. Statuses come from the one rule (``lifecycle.grant_status_sql``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from firmgrant.ledger.models import (
+    EventRow,
+    GrantRow,
+    OrgRow,
+    OutboxRow,
+    RevocationRow,
+    SyncStateRow,
+)
+from firmgrant.ledger.queries import JSON_KEYS, GrantView, ends_by, status_expression
+from firmgrant.lifecycle import (
+    OPEN_STATES,
+    USABLE,
+    EventKind,
+    GrantStatus,
+    OrgState,
+    WorkState,
+)
+
+
+class GrantSort(StrEnum):
+    """The columns the grants' list sorts by."""
+
+    EXPIRES = "expires"  # when access ends, soonest first
+    GRANTED = "granted"  # when it was granted
+    ORG = "org"  # the org's name (or Id)
+    GRANTOR = "grantor"  # who granted it
+
+
+_SORT_COLUMNS = {
+    GrantSort.EXPIRES: (GrantRow.expires_at,),
+    GrantSort.GRANTED: (GrantRow.granted_at,),
+    GrantSort.ORG: (func.coalesce(GrantRow.org_name, GrantRow.org_id),),
+    GrantSort.GRANTOR: (GrantRow.grantor_username,),
+}
+
+ALL = "all"
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class GrantFilter:
+    """A list page's question; ``status`` is a GrantStatus, or ``all``."""
+
+    status: str = GrantStatus.ACTIVE.value
+    search: str = ""
+    connection: str | None = None
+    ending_within: timedelta | None = None
+    sort: GrantSort = GrantSort.EXPIRES
+    descending: bool = False
+
+
+def _matches(search: str) -> ColumnElement[bool]:
+    """Org name, grantor (case-insensitive, anywhere) or org / record Id (from the start)."""
+    needle = search.strip().lower()
+    return or_(
+        func.lower(GrantRow.org_name).contains(needle, autoescape=True),
+        func.lower(GrantRow.grantor_username).contains(needle, autoescape=True),
+        GrantRow.org_id.startswith(search.strip(), autoescape=True),
+        GrantRow.source_id.startswith(search.strip(), autoescape=True),
+    )
+
+
+def grant_page(
+    session: Session,
+    question: GrantFilter,
+    *,
+    now: datetime,
+    window: timedelta,
+    max_duration: timedelta,
+    limit: int,
+    offset: int,
+) -> tuple[list[GrantView], int]:
+    """One page of grants and how many match in all."""
+    status_col = status_expression(now, window, max_duration).label("status")
+    conditions: list[ColumnElement[bool]] = []
+    if question.status == GrantStatus.ACTIVE.value:  # usable now: active or expiring
+        conditions.append(status_col.in_([s.value for s in USABLE]))
+    elif question.status != ALL:
+        conditions.append(status_col == question.status)
+    if question.search.strip():
+        conditions.append(_matches(question.search))
+    if question.connection:
+        conditions.append(GrantRow.connection == question.connection)
+    if question.ending_within is not None:
+        conditions.append(ends_by(now + question.ending_within, max_duration))
+    where = and_(*conditions) if conditions else and_(True)
+    total = session.execute(select(func.count()).select_from(GrantRow).where(where)).scalar_one()
+    order = [c.desc() if question.descending else c.asc() for c in _SORT_COLUMNS[question.sort]]
+    columns = [getattr(GrantRow, name) for name in JSON_KEYS if name != "status"]
+    query = (
+        select(*columns, status_col)
+        .where(where)
+        .order_by(*order, GrantRow.id.desc() if question.descending else GrantRow.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return [GrantView(**row._asdict()) for row in session.execute(query)], total
+
+
+@dataclass(frozen=True)
+class RuleBreak:
+    event_id: int
+    at: datetime
+    kind: str  # EventKind.REJECTED or EventKind.VIOLATION
+    grant_id: int | None
+    org_id: str | None
+    org_name: str | None
+    grantor_username: str | None
+    actor: str
+    reason: str | None
+    payload: dict[str, Any]
+
+
+RULE_BREAKS = (EventKind.REJECTED.value, EventKind.VIOLATION.value)
+
+
+def rule_breaks(session: Session, *, limit: int, offset: int) -> tuple[list[RuleBreak], int]:
+    """Rejected Login-As grants and uses of access with no valid grant, newest first."""
+    where = EventRow.kind.in_(RULE_BREAKS)
+    total = session.execute(select(func.count()).select_from(EventRow).where(where)).scalar_one()
+    query = (
+        select(EventRow, GrantRow.org_id, GrantRow.org_name, GrantRow.grantor_username)
+        .outerjoin(GrantRow, GrantRow.id == EventRow.grant_id)
+        .where(where)
+        .order_by(EventRow.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    found = [
+        RuleBreak(
+            event.id,
+            event.at,
+            event.kind,
+            event.grant_id,
+            org_id,
+            org_name,
+            grantor,
+            event.actor,
+            event.reason,
+            json.loads(event.payload),
+        )
+        for event, org_id, org_name, grantor in session.execute(query)
+    ]
+    return found, total
+
+
+@dataclass(frozen=True)
+class ConnectionHealth:
+    """A connection as the orgs' page and ``/metrics`` show it."""
+
+    name: str
+    registered: bool  # in the registry (else: from settings)
+    org_id: str | None
+    org_name: str | None
+    state: str | None  # an OrgState for registered orgs
+    enabled: bool
+    last_success_at: datetime | None
+    last_error_at: datetime | None
+    last_error: str | None
+    api_used: int | None
+    api_limit: int | None
+
+    @property
+    def api_remaining(self) -> int | None:
+        if self.api_used is None or self.api_limit is None:
+            return None
+        return self.api_limit - self.api_used
+
+
+def connections(session: Session, configured: list[str]) -> list[ConnectionHealth]:
+    """Every connection the ledger knows: the registry's orgs and the settings' names."""
+    states: dict[str, SyncStateRow] = {}
+    for row in session.execute(select(SyncStateRow)).scalars():
+        known = states.get(row.connection)
+        if known is None or (row.last_success_at or _NEVER) > (known.last_success_at or _NEVER):
+            states[row.connection] = row
+    found = {
+        org.name: _registered(org, states.get(org.name))
+        for org in session.execute(select(OrgRow).order_by(OrgRow.name)).scalars()
+    }
+    for name in configured:
+        if name not in found:
+            found[name] = _configured(name, states.get(name))
+    return [found[name] for name in sorted(found)]
+
+
+def _registered(org: OrgRow, state: SyncStateRow | None) -> ConnectionHealth:
+    return ConnectionHealth(
+        name=org.name, registered=True, org_id=org.org_id, org_name=org.org_name,
+        state=org.state, enabled=org.enabled,
+        last_success_at=org.last_sync_at or (state.last_success_at if state else None),
+        last_error_at=state.last_error_at if state else None, last_error=org.last_error,
+        api_used=org.api_used, api_limit=org.api_limit,
+    )  # fmt: skip
+
+
+def _configured(name: str, state: SyncStateRow | None) -> ConnectionHealth:
+    failing = state is not None and state.last_error_at is not None and (
+        state.last_success_at is None or state.last_error_at > state.last_success_at
+    )  # fmt: skip
+    return ConnectionHealth(
+        name=name, registered=False, org_id=None, org_name=None,
+        state=(OrgState.UNREACHABLE if failing else OrgState.OK) if state else OrgState.NEW,
+        enabled=True, last_success_at=state.last_success_at if state else None,
+        last_error_at=state.last_error_at if state else None,
+        last_error=state.last_error if failing and state else None,
+        api_used=state.api_used if state else None, api_limit=state.api_limit if state else None,
+    )  # fmt: skip
+
+
+def status_counts(
+    session: Session, *, now: datetime, window: timedelta, max_duration: timedelta
+) -> dict[str, int]:
+    """Grants by status (every status present, zero if none)."""
+    status_col = status_expression(now, window, max_duration)
+    counts = dict.fromkeys((s.value for s in GrantStatus), 0)
+    for status, count in session.execute(select(status_col, func.count()).group_by(status_col)):
+        counts[status] = count
+    return counts
+
+
+def backlogs(session: Session) -> dict[str, dict[str, int]]:
+    """Open revocations and unsent emails by state."""
+    revocations = dict(
+        session.execute(
+            select(RevocationRow.state, func.count())
+            .where(RevocationRow.state.in_([s.value for s in OPEN_STATES]))
+            .group_by(RevocationRow.state)
+        ).all()
+    )
+    outbox = dict(
+        session.execute(
+            select(OutboxRow.state, func.count())
+            .where(OutboxRow.state.in_([WorkState.PENDING.value, WorkState.FAILED.value]))
+            .group_by(OutboxRow.state)
+        ).all()
+    )
+    return {"revocations": revocations, "outbox": outbox}

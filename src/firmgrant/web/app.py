@@ -1,0 +1,223 @@
+"""The dashboard's app: routes, middleware (sessions, security headers), templates."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from firmgrant import display
+from firmgrant.ledger import Ledger
+from firmgrant.settings import Settings
+from firmgrant.timeutil import iso_z, utcnow
+
+log = logging.getLogger(__name__)
+HERE = Path(__file__).parent
+SESSION_COOKIE = "firmgrant_session"
+
+# No inline script or style, no other origin: an org name with <script> in it stays text even
+# if a template forgot to escape it.
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        b"frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+@dataclass
+class WebContext:
+    """What every page needs, injected (tests pass their own clock)."""
+
+    settings: Settings
+    ledger: Ledger
+    templates: Jinja2Templates
+    clock: Callable[[], datetime]
+
+
+class SignInNeeded(Exception):
+    """The visitor must sign in first; carries where to come back to."""
+
+    def __init__(self, back_to: str) -> None:
+        super().__init__(back_to)
+        self.back_to = back_to
+
+
+class SecurityHeaders:
+    """Adds :data:`SECURITY_HEADERS` to every response (and HSTS behind HTTPS)."""
+
+    def __init__(self, app: ASGIApp, *, https: bool) -> None:
+        self.app = app
+        self.headers = [*SECURITY_HEADERS]
+        if https:
+            self.headers.append((b"strict-transport-security", b"max-age=31536000"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], *self.headers]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def _environment(clock: Callable[[], datetime]) -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=True,  # every template is HTML
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+    def when(moment: datetime | None) -> str:
+        return "—" if moment is None else f"{moment:%Y-%m-%d %H:%M} UTC"
+
+    def words(moment: datetime | None) -> str:
+        if moment is None:
+            return ""
+        return display.in_words((moment - clock()).total_seconds())
+
+    env.filters["when"] = when
+    env.filters["words"] = words
+    env.filters["iso"] = lambda moment: iso_z(moment) if moment else ""
+    return env
+
+
+def _session_secret(settings: Settings) -> str:
+    if settings.web.session_secret is not None:
+        return settings.web.session_secret.get_secret_value()
+    log.warning(
+        "FIRMGRANT_WEB__SESSION_SECRET is not set: sessions end when this process stops and"
+        " are not shared with other replicas"
+    )
+    return secrets.token_urlsafe(32)
+
+
+def create_app(
+    settings: Settings, ledger: Ledger, *, clock: Callable[[], datetime] = utcnow
+) -> Starlette:
+    from firmgrant.web import auth, compliance, ops, pages, revoking
+
+    https = settings.web.public_url.startswith("https://")
+    templates = Jinja2Templates(env=_environment(clock))
+    context = WebContext(settings, ledger, templates, clock)
+    routes = [
+        *auth.routes(),
+        *pages.routes(),
+        *revoking.routes(),
+        *compliance.routes(),
+        *ops.routes(),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    middleware = [
+        Middleware(SecurityHeaders, https=https),
+        Middleware(
+            SessionMiddleware,
+            secret_key=_session_secret(settings),
+            session_cookie=SESSION_COOKIE,
+            max_age=int(settings.web.session_hours * 3600),
+            same_site="lax",
+            https_only=https,
+        ),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={SignInNeeded: _to_sign_in, HTTPException: _error_page},
+    )
+    app.state.context = context
+    ops.install_metrics(app, context)
+    return app
+
+
+def context_of(request: Request) -> WebContext:
+    found: WebContext = request.app.state.context
+    return found
+
+
+async def _to_sign_in(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SignInNeeded)
+    from urllib.parse import urlencode
+
+    return RedirectResponse(f"/sign-in?{urlencode({'next': exc.back_to})}", status_code=303)
+
+
+async def _error_page(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    context = context_of(request)
+    from firmgrant.web.auth import page_context
+
+    return context.templates.TemplateResponse(
+        request,
+        "error.html",
+        {**page_context(request), "status": exc.status_code, "message": exc.detail},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+def render(request: Request, name: str, values: dict[str, Any], status_code: int = 200) -> Response:
+    """A page, with what every page shows (the person, their CSRF token)."""
+    from firmgrant.web.auth import page_context
+
+    return context_of(request).templates.TemplateResponse(
+        request, name, {**page_context(request), **values}, status_code=status_code
+    )
+
+
+def serve(settings: Settings, ledger: Ledger, *, host: str, port: int) -> None:
+    """Serve the dashboard until SIGINT or SIGTERM (uvicorn's graceful shutdown); the first
+    line on stdout is its URL (``--port 0`` picks a free port)."""
+    import socket
+
+    import uvicorn
+
+    app = create_app(settings, ledger)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        from firmgrant.errors import ConfigError
+
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    bound = listener.getsockname()[1]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    print(f"http://{shown}:{bound}", flush=True)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,  # X-Forwarded-Proto from the platform's router (Heroku and the like)
+        server_header=False,
+        access_log=False,
+    )
+    uvicorn.Server(config).run(sockets=[listener])
