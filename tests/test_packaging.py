@@ -31,6 +31,10 @@ def test_the_wheel_builds_without_warnings_and_carries_its_data(tmp_path: Path) 
         "firmgrant/ledger/migrations/env.py",
         "firmgrant/ledger/migrations/versions/0004_revocation_attempt.py",
         "firmgrant/py.typed",
+        "firmgrant/web/templates/grants.html",
+        "firmgrant/web/static/htmx.min.js",
+        "firmgrant/web/static/htmx.LICENSE",
+        "firmgrant/web/static/style.css",
     ):
         assert needed in names
     metadata = next(n for n in names if n.endswith("METADATA"))

@@ -162,7 +162,7 @@ def run_demo(base: Path, *, web: bool = False) -> int:
             f"{'intact' if report.ok else 'BROKEN'} (head {report.head_hash[:16]}…)."
         )
         if web:
-            _serve_dashboard(console, settings, ledger)
+            _serve_dashboard(console, settings, ledger, clock)
         ledger.engine.dispose()
     database = base / "firmgrant.db"
     console.print(
@@ -177,7 +177,9 @@ def run_demo(base: Path, *, web: bool = False) -> int:
     return 0
 
 
-def _serve_dashboard(console: Console, settings: Settings, ledger: Ledger) -> None:
+def _serve_dashboard(
+    console: Console, settings: Settings, ledger: Ledger, clock: _DemoClock
+) -> None:
     """The dashboard over the demo's ledger, the sandbox still up (so *Revoke* works)."""
     import secrets
 
@@ -197,7 +199,8 @@ def _serve_dashboard(console: Console, settings: Settings, ledger: Ledger) -> No
         f" password {password}. Ctrl-C stops it. Its URL:"
     )
     with contextlib.suppress(KeyboardInterrupt):
-        serve(settings, ledger, host="127.0.0.1", port=int(os.environ.get("PORT", "8000")))
+        port = int(os.environ.get("PORT", "8000"))
+        serve(settings, ledger, host="127.0.0.1", port=port, clock=clock)
 
 
 class _DemoClock:

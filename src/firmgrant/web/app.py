@@ -152,6 +152,7 @@ def create_app(
         exception_handlers={SignInNeeded: _to_sign_in, HTTPException: _error_page},
     )
     app.state.context = context
+    app.state.attempts = auth.AttemptLimit()
     ops.install_metrics(app, context)
     return app
 
@@ -191,14 +192,21 @@ def render(request: Request, name: str, values: dict[str, Any], status_code: int
     )
 
 
-def serve(settings: Settings, ledger: Ledger, *, host: str, port: int) -> None:
+def serve(
+    settings: Settings,
+    ledger: Ledger,
+    *,
+    host: str,
+    port: int,
+    clock: Callable[[], datetime] = utcnow,
+) -> None:
     """Serve the dashboard until SIGINT or SIGTERM (uvicorn's graceful shutdown); the first
     line on stdout is its URL (``--port 0`` picks a free port)."""
     import socket
 
     import uvicorn
 
-    app = create_app(settings, ledger)
+    app = create_app(settings, ledger, clock=clock)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -119,9 +119,6 @@ class AttemptLimit:
             return None
 
 
-_attempts = AttemptLimit()
-
-
 def safe_next(target: str | None) -> str:
     """Only a path of this site: never ``//elsewhere`` or ``https://elsewhere``."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
@@ -142,7 +139,7 @@ async def sign_in(request: Request) -> Response:
     name = str(form.get("name") or "").strip().lower()
     password = str(form.get("password") or "")
     back = safe_next(str(form.get("next") or ""))
-    wait = _attempts.allow(request.client.host if request.client else "?")
+    wait = request.app.state.attempts.allow(request.client.host if request.client else "?")
     if wait is not None:
         return _refused(request, name, back, f"Too many sign-in attempts: wait {wait} s.", 429)
     context = context_of(request)

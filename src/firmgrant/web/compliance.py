@@ -7,6 +7,7 @@ import io
 import json
 import queue
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from datetime import timedelta
@@ -56,10 +57,16 @@ def zip_stream(
     chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=64)
     stop = threading.Event()
 
+    member = zipfile.ZipInfo(name, date_time=time.gmtime()[:6])
+    member.compress_type = zipfile.ZIP_DEFLATED
+
     def produce() -> None:
         try:
             with zipfile.ZipFile(_Pipe(chunks, stop), "w", zipfile.ZIP_DEFLATED) as archive:
-                with ledger.sessions() as session, archive.open(name, "w", force_zip64=True) as out:
+                with (
+                    ledger.sessions() as session,
+                    archive.open(member, "w", force_zip64=True) as out,
+                ):
                     result = exporting.write(session, filters, fmt, out, cap=cap)
                 record = exporting.manifest(filters, fmt, Path(name), result, cap)
                 archive.writestr(

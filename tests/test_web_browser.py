@@ -1,0 +1,239 @@
+"""The dashboard in a real browser (Debian's Chromium, driven by Playwright) against a real
+`firmgrant web` process over a ledger filled from the sandbox. Each page's screenshot goes
+to var/screenshots/ for a person to look at."""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from sqlalchemy import select
+
+from firmgrant.ledger import Ledger
+from firmgrant.ledger.models import EventRow, GrantRow
+from firmgrant.lifecycle import EventKind
+from firmgrant.sandbox import SandboxOrg
+from firmgrant.settings import Settings
+from tests.webbing import (
+    HOSTILE_ORG,
+    PASSWORD,
+    WebProcess,
+    browser_path,
+    filled_ledger,
+    screenshot_path,
+    start_web,
+    web_env,
+)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = browser_path()
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@dataclass
+class Dashboard:
+    web: WebProcess
+    ledger: Ledger
+    settings: Settings
+    org: SandboxOrg
+
+    def sf_status(self, source_id: str) -> str:
+        return str(self.org.store.records["login_access_grant__c"][source_id]["Status__c"])
+
+
+@pytest.fixture
+def dashboard(sandbox: SandboxOrg, tmp_path: Path) -> Iterator[Dashboard]:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger, settings = filled_ledger(sandbox, url)
+    web = start_web(web_env(sandbox, url))
+    yield Dashboard(web, ledger, settings, sandbox)
+    web.stop()
+    ledger.engine.dispose()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    opened = context.new_page()
+    dialogs: list[str] = []
+    opened.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    yield opened
+    context.close()
+    assert dialogs == [], f"a page opened a dialog: {dialogs}"
+
+
+def sign_in(page: Page, base: str, name: str, path: str = "/") -> None:
+    page.goto(base + path)
+    expect(page).to_have_url(f"{base}/sign-in?next={path.replace('/', '%2F')}")
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+
+def usable_grants(ledger: Ledger) -> list[GrantRow]:
+    with ledger.sessions() as session:
+        rows = session.execute(
+            select(GrantRow).where(GrantRow.sf_status == "Active", GrantRow.via_login_as.is_(False))
+        ).scalars()
+        return list(rows)
+
+
+def test_an_admin_signs_in_searches_opens_a_grant_revokes_it_and_signs_out(
+    dashboard: Dashboard, page: Page
+) -> None:
+    base = dashboard.web.url
+    page.goto(base + "/")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    page.screenshot(path=screenshot_path("sign-in"))
+    sign_in(page, base, "ada")
+    expect(page.get_by_role("heading", name="Orgs you may enter")).to_be_visible()
+    rows = page.locator("#results tbody tr")
+    assert rows.count() > 5
+    expect(page.locator("#results")).not_to_contain_text("Login-As Ltd")  # never usable
+    page.screenshot(path=screenshot_path("grants"), full_page=True)
+
+    target = next(
+        g for g in usable_grants(dashboard.ledger) if g.org_name and "<" not in g.org_name
+    )
+    assert target.org_name is not None
+    # Typing searches as you type (htmx), without a click.
+    page.get_by_label("Search").fill(target.org_name)
+    expect(page).to_have_url(re.compile(re.escape("q=" + quote(target.org_name, safe=""))))
+    expect(rows.first).to_contain_text(target.org_name)
+    assert all(target.org_name in rows.nth(i).inner_text() for i in range(rows.count()))
+    link = rows.first.get_by_role("link", name="Log in")
+    expect(link).to_have_attribute(
+        "href", f"https://support.firmworks.example/enter?org={target.org_id}&grant={target.id}"
+    )
+
+    page.get_by_role("link", name=target.org_name).first.click()
+    expect(page.get_by_role("heading", name="History")).to_be_visible()
+    expect(page.locator(".history")).to_contain_text(EventKind.DISCOVERED.value)
+    page.screenshot(path=screenshot_path("grant"), full_page=True)
+    page.get_by_role("link", name="Revoke…").click()
+    expect(page.get_by_role("heading", name=f"Revoke {target.org_name}?")).to_be_visible()
+    page.get_by_label("Reason").fill("the ticket is closed")
+    page.screenshot(path=screenshot_path("revoke"))
+    page.get_by_role("button", name="Revoke now").click()
+    expect(page.locator(".flash")).to_contain_text("Revoked in Salesforce")
+    assert dashboard.sf_status(target.source_id) == "Revoked"
+    with dashboard.ledger.sessions() as session:
+        asked = session.execute(
+            select(EventRow).where(
+                EventRow.grant_id == target.id, EventRow.kind == EventKind.REVOKE_REQUESTED
+            )
+        ).scalar_one()
+    assert (asked.actor, asked.reason) == ("web:ada", "the ticket is closed")
+
+    page.get_by_role("link", name="Rule breaks").click()
+    expect(page.locator("table")).to_contain_text("Login-As Ltd")
+    page.screenshot(path=screenshot_path("rule-breaks"), full_page=True)
+    page.get_by_role("link", name="Connections").click()
+    expect(page.locator("table")).to_contain_text("sandbox")
+    page.screenshot(path=screenshot_path("connections"))
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    page.goto(base + "/grants/1")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    with dashboard.ledger.sessions() as session:
+        kinds = [
+            (e.kind, e.actor)
+            for e in session.execute(
+                select(EventRow).where(
+                    EventRow.kind.in_([EventKind.SIGNED_IN, EventKind.SIGNED_OUT])
+                )
+            ).scalars()
+        ]
+    assert kinds == [(EventKind.SIGNED_IN, "web:ada"), (EventKind.SIGNED_OUT, "web:ada")]
+
+
+def test_support_reads_but_gets_403_on_revoke(dashboard: Dashboard, page: Page) -> None:
+    base = dashboard.web.url
+    sign_in(page, base, "sam")
+    target = usable_grants(dashboard.ledger)[0]
+    page.goto(f"{base}/grants/{target.id}")
+    expect(page.get_by_role("heading", name="Facts")).to_be_visible()
+    expect(page.get_by_role("link", name="Revoke…")).to_have_count(0)
+    expect(page.get_by_role("link", name="Connections")).to_have_count(0)
+    response = page.goto(f"{base}/grants/{target.id}/revoke")
+    assert response is not None
+    assert response.status == 403
+    expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
+    assert dashboard.sf_status(target.source_id) == "Active"
+
+
+def test_a_form_without_its_csrf_token_is_refused(dashboard: Dashboard, page: Page) -> None:
+    base = dashboard.web.url
+    sign_in(page, base, "ada")
+    target = usable_grants(dashboard.ledger)[0]
+    page.goto(f"{base}/grants/{target.id}/revoke")
+    page.get_by_label("Reason").fill("forged")
+    page.locator("#main input[name=csrf]").evaluate("input => input.remove()")
+    page.get_by_role("button", name="Revoke now").click()
+    expect(page.locator(".problem")).to_contain_text("did not come from this dashboard")
+    assert dashboard.sf_status(target.source_id) == "Active"
+
+
+def test_an_org_name_with_markup_renders_as_text(dashboard: Dashboard, page: Page) -> None:
+    base = dashboard.web.url
+    sign_in(page, base, "sam")
+    page.get_by_label("Search").fill("Sons")
+    cell = page.get_by_role("link", name=HOSTILE_ORG)
+    expect(cell).to_be_visible()
+    cell.click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text(HOSTILE_ORG)
+    assert page.evaluate("window.__pwned") is None
+
+
+def test_compliance_downloads_the_export_with_its_manifest(
+    dashboard: Dashboard, page: Page, tmp_path: Path
+) -> None:
+    base = dashboard.web.url
+    sign_in(page, base, "cy", "/compliance")
+    page.screenshot(path=screenshot_path("compliance"))
+    page.get_by_role("button", name="Verify the chain now").click()
+    expect(page.locator(".flash")).to_contain_text("The chain is intact")
+    page.get_by_label("Format").select_option("ndjson")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download").click()
+    saved = tmp_path / "export.zip"
+    download.value.save_as(saved)
+    with zipfile.ZipFile(saved) as archive:
+        names = archive.namelist()
+        assert len(names) == 2
+        assert names[1] == names[0] + ".manifest.json"
+        archive.extractall(tmp_path / "out")
+    from firmgrant import export as exporting
+
+    assert exporting.check_file(tmp_path / "out" / names[0]) is None
+    page.get_by_label("Since").fill("yesterday")
+    page.get_by_role("button", name="Download").click()
+    expect(page.locator(".problem")).to_contain_text("Since")
+
+
+def test_the_list_works_at_phone_width_and_without_javascript(
+    dashboard: Dashboard, browser: Browser
+) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, java_script_enabled=False)
+    page = context.new_page()
+    base = dashboard.web.url
+    sign_in(page, base, "sam")
+    page.get_by_label("Search").fill("Sons")
+    page.get_by_role("button", name="Show").click()
+    expect(page.get_by_role("link", name=HOSTILE_ORG)).to_be_visible()
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390
+    page.screenshot(path=screenshot_path("grants-phone"), full_page=True)
+    context.close()
