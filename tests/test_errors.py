@@ -30,6 +30,8 @@ TREE = {
     "PermanentMailError": "MailError",
     "SandboxUnreachable": "FirmgrantError",
     "RegistryError": "FirmgrantError",
+    "AccountError": "FirmgrantError",
+    "SignInRefused": "AccountError",
 }
 EXIT_CODES = {
     "ConfigError": 2,
@@ -37,6 +39,7 @@ EXIT_CODES = {
     "SchemaOutOfDate": 2,
     "WorkerLocked": 2,
     "RegistryError": 2,
+    "AccountError": 2,
 }
 
 

@@ -285,6 +285,7 @@ def test_the_example_config_documents_every_setting_and_loads(tmp_path: Path) ->
         "mail": settings.mail,
         "policy": settings.policy,
         "worker": settings.worker,
+        "web": settings.web,
         "connections.prod": settings.connections["prod"],
         "connections.prod.source": settings.connections["prod"].source,
         "connections.prod.source.fields": settings.connections["prod"].source.fields,

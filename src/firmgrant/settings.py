@@ -309,12 +309,6 @@ class WebSettings(_Section):
     # Where support logs in to an org, e.g. "https://vendor.lightning.force.com/…?org={org_id}";
     # placeholders: {org_id} {org_name} {connection} {source_id} {grant_id} {grantor}.
     login_url_template: str | None = None
-    # Single sign-on (OpenID Connect): the provider's issuer URL and this app's client.
-    oidc_issuer: str | None = Field(None, pattern=r"^https?://\S+$")
-    oidc_client_id: str | None = None
-    oidc_client_secret: SecretStr | None = None
-    oidc_name: str = "single sign-on"
-    oidc_ca_bundle: Path | None = None
 
     @field_validator("login_url_template")
     @classmethod

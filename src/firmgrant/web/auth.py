@@ -83,13 +83,10 @@ def require(request: Request, permission: Permission = Permission.READ) -> Accou
 
 def page_context(request: Request) -> dict[str, Any]:
     person = signed_in(request) if "session" in request.scope else None
-    settings = context_of(request).settings
     return {
         "person": person,
         "csrf": csrf_token(request) if "session" in request.scope else "",
         "may": (lambda p: person is not None and person.may(Permission(p))),
-        "sso": settings.web.oidc_issuer is not None,
-        "sso_name": settings.web.oidc_name,
         "flash": request.session.pop("flash", None) if "session" in request.scope else None,
     }
 
