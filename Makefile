@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench check venv clean
+.PHONY: demo demo-web test lint bench check venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/firmgrant demo
+
+# The demo, then the dashboard over its ledger until Ctrl-C (prints the URL and a sign-in).
+demo-web: $(STAMP)
+	$(BIN)/firmgrant demo --web
 
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -198,6 +198,11 @@ def _serve_dashboard(
         f"\n[bold]The dashboard[/]: sign in as demo-admin (may revoke) or demo-support (reads),"
         f" password {password}. Ctrl-C stops it. Its URL:"
     )
+    # The demo's sessions live as long as this process: a random secret, no warning about it.
+    from pydantic import SecretStr
+
+    web = settings.web.model_copy(update={"session_secret": SecretStr(secrets.token_hex(32))})
+    settings = settings.model_copy(update={"web": web})
     with contextlib.suppress(KeyboardInterrupt):
         port = int(os.environ.get("PORT", "8000"))
         serve(settings, ledger, host="127.0.0.1", port=port, clock=clock)
