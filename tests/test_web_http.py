@@ -181,3 +181,44 @@ def test_metrics_and_readiness_say_what_the_ledger_holds(site: Site) -> None:
     ready = site.client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["ok"] is True
+
+
+def test_the_listener_answers_kept_alive_clients_without_nagle_stalls() -> None:
+    """Accepted connections get TCP_NODELAY, so a body written after its headers is not held
+    back ~40 ms waiting for the client's delayed ACK on every kept-alive request."""
+    import asyncio
+    import socket
+
+    from firmgrant.web.app import listen
+
+    async def accepted_nodelay() -> int:
+        seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def on_connect(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            seen.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_connect, sock=listen("127.0.0.1", 0))
+        port = server.sockets[0].getsockname()[1]
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            return await asyncio.wait_for(seen, timeout=10)
+        finally:
+            writer.close()
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(accepted_nodelay()) != 0
+
+
+def test_a_taken_port_is_a_clear_error() -> None:
+    from firmgrant.errors import ConfigError
+    from firmgrant.web.app import listen
+
+    taken = listen("127.0.0.1", 0)
+    taken.listen()
+    port = taken.getsockname()[1]
+    with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+        listen("127.0.0.1", port)
+    taken.close()

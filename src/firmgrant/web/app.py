@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from firmgrant import display
+from firmgrant.errors import ConfigError
 from firmgrant.ledger import Ledger
 from firmgrant.settings import Settings
 from firmgrant.timeutil import iso_z, utcnow
@@ -192,6 +194,22 @@ def render(request: Request, name: str, values: dict[str, Any], status_code: int
     )
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A bound TCP listener for uvicorn (``port`` 0 picks a free one); a port that is taken
+    is a ``ConfigError`` naming it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
+    # without it a kept-alive client waits ~40 ms (Nagle and delayed ACK) for each body.
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return listener
+
+
 def serve(
     settings: Settings,
     ledger: Ledger,
@@ -202,22 +220,12 @@ def serve(
 ) -> None:
     """Serve the dashboard until SIGINT or SIGTERM (uvicorn's graceful shutdown); the first
     line on stdout is its URL (``--port 0`` picks a free port)."""
-    import socket
-
     import uvicorn
 
     app = create_app(settings, ledger, clock=clock)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind((host, port))
-    except OSError as exc:
-        from firmgrant.errors import ConfigError
-
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    listener = listen(host, port)
     bound = listener.getsockname()[1]
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    shown = f"[{host}]" if listener.family == socket.AF_INET6 else host
     print(f"http://{shown}:{bound}", flush=True)
     config = uvicorn.Config(
         app,
