@@ -17,8 +17,8 @@ from sqlalchemy import delete, select
 from firmgrant.export.rows import _cap_floor, _status
 from firmgrant.ledger import Ledger
 from firmgrant.ledger.models import GrantRow
-from firmgrant.ledger.queries import status_expression
-from firmgrant.lifecycle import GrantStatus, SalesforceStatus, grant_status
+from firmgrant.ledger.queries import ends_after, status_expression
+from firmgrant.lifecycle import USABLE, GrantStatus, SalesforceStatus, ends_at, grant_status
 from firmgrant.timeutil import iso_z
 
 BASE = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -114,6 +114,15 @@ def test_the_sql_status_is_the_rule_on_every_ledger(
         found = dict(
             session.execute(select(GrantRow.source_id, status_expression(now, window, cap))).all()
         )
+        lasting = set(session.scalars(select(GrantRow.source_id).where(ends_after(now, cap))).all())
+    # The dashboard's narrowing to grants that last past now: ends_at's twin, never losing
+    # a usable grant.
+    assert lasting == {
+        f"a0B{number:015d}"
+        for number, facts in enumerate(batch)
+        if ends_at(facts["granted_at"], facts["expires_at"], cap) > now  # type: ignore[arg-type]
+    }
+    assert lasting >= {key for key, status in found.items() if status in USABLE}
     expected = {
         f"a0B{number:015d}": grant_status(
             **facts,  # type: ignore[arg-type]

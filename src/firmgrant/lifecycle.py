@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, case, or_
+from sqlalchemy import ColumnElement, SQLColumnExpression, and_, case, or_
 
 
 class GrantStatus(StrEnum):
@@ -212,6 +212,17 @@ def ends_by_sql(
     return or_(expires_at <= moment, granted_at <= moment - cap)
 
 
+def ends_after_sql(
+    granted_at: SQLColumnExpression[datetime],
+    expires_at: SQLColumnExpression[datetime],
+    moment: datetime,
+    cap: timedelta,
+) -> ColumnElement[bool]:
+    """SQL: access lasts past ``moment`` (``not ends_by_sql``), written as two ranges so an
+    index on ``expires_at`` can serve it: every usable grant passes it."""
+    return and_(expires_at > moment, granted_at > moment - cap)
+
+
 def grant_status_sql(
     *,
     deleted: SQLColumnExpression[bool],
@@ -261,6 +272,7 @@ __all__ = [
     "SalesforceStatus",
     "SourceKind",
     "WorkState",
+    "ends_after_sql",
     "ends_at",
     "ends_by_sql",
     "grant_status",

@@ -20,7 +20,13 @@ from firmgrant.ledger.models import (
     RevocationRow,
     SyncStateRow,
 )
-from firmgrant.ledger.queries import JSON_KEYS, GrantView, ends_by, status_expression
+from firmgrant.ledger.queries import (
+    JSON_KEYS,
+    GrantView,
+    ends_after,
+    ends_by,
+    status_expression,
+)
 from firmgrant.lifecycle import (
     OPEN_STATES,
     USABLE,
@@ -48,6 +54,7 @@ _SORT_COLUMNS = {
 }
 
 ALL = "all"
+_LASTING = (GrantStatus.ACTIVE.value, GrantStatus.EXPIRING.value)  # statuses whose access lasts
 _NEVER = datetime.min.replace(tzinfo=UTC)
 
 
@@ -91,6 +98,8 @@ def grant_page(
         conditions.append(status_col.in_([s.value for s in USABLE]))
     elif question.status != ALL:
         conditions.append(status_col == question.status)
+    if question.status in _LASTING:  # implied by the status: lets the index on expires_at serve
+        conditions.append(ends_after(now, max_duration))
     if question.search.strip():
         conditions.append(_matches(question.search))
     if question.connection:

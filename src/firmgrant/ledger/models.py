@@ -75,7 +75,10 @@ class GrantRow(Base):
     __tablename__ = "grants"
     __table_args__ = (
         UniqueConstraint("connection", "source_id", name="uq_grants_connection_source_id"),
-        Index("ix_grants_expires_at", "expires_at"),
+        # When a grant ends, with what its status reads: the usable list is an index range.
+        Index(
+            "ix_grants_ending", "expires_at", "granted_at", "sf_status", "deleted", "via_login_as"
+        ),
         Index("ix_grants_org_id", "org_id"),
     )
 

@@ -18,6 +18,7 @@ from firmgrant.lifecycle import (
     REVOCATION_STATUS,
     USABLE,
     GrantStatus,
+    ends_after_sql,
     ends_by_sql,
     grant_status_sql,
 )
@@ -29,6 +30,11 @@ STATUS_CHOICES = ("all", *(status.value for status in GrantStatus))
 def ends_by(moment: datetime, cap: timedelta) -> ColumnElement[bool]:
     """SQL: a grant's access ends at or before ``moment`` (see ``lifecycle.ends_by_sql``)."""
     return ends_by_sql(GrantRow.granted_at, GrantRow.expires_at, moment, cap)
+
+
+def ends_after(moment: datetime, cap: timedelta) -> ColumnElement[bool]:
+    """SQL: a grant's access lasts past ``moment`` (see ``lifecycle.ends_after_sql``)."""
+    return ends_after_sql(GrantRow.granted_at, GrantRow.expires_at, moment, cap)
 
 
 def status_expression(

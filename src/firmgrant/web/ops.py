@@ -44,7 +44,9 @@ def readyz(request: Request) -> Response:
 
 
 def install_metrics(app: Starlette, context: WebContext) -> None:
-    app.state.metrics = registry_for(context.settings, context.ledger, context.clock)
+    app.state.metrics, app.state.metrics_collector = registry_for(
+        context.settings, context.ledger, context.clock
+    )
 
 
 def metrics(request: Request) -> Response:
