@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from firmgrant.lifecycle import EventKind, NoticeKind
 from firmgrant.policy import (
     CAPPED,
     EXPIRED,
     LOGIN_AS,
+    NEWS_WINDOW,
     GrantFacts,
+    ending_notice_due,
+    notice_for,
+    notice_moot,
     reminder_due,
     reminder_schedule,
     retry_delay,
@@ -100,3 +105,43 @@ def test_retry_backoff_doubles_up_to_the_ceiling() -> None:
     first, ceiling = timedelta(minutes=1), timedelta(minutes=10)
     delays = [retry_delay(n, first, ceiling) for n in range(1, 7)]
     assert delays == [timedelta(minutes=m) for m in (1, 2, 4, 8, 10, 10)]
+
+
+def test_support_is_told_of_news_only() -> None:
+    fresh, now = grant(7), T0 + timedelta(hours=2)
+    assert notice_for(EventKind.DISCOVERED, {}, fresh, now, YEAR) == (NoticeKind.GRANTED, T0)
+    late = T0 + NEWS_WINDOW + timedelta(minutes=1)  # found after the window: not news
+    assert notice_for(EventKind.DISCOVERED, {}, fresh, late, YEAR) is None
+    revoked = grant(7, sf_status="Revoked")
+    assert notice_for(EventKind.DISCOVERED, {}, revoked, now, YEAR) is None
+    login_as = grant(7, via_login_as=True)
+    assert notice_for(EventKind.REJECTED, {}, login_as, now, YEAR) == (NoticeKind.REJECTED, T0)
+
+
+def test_only_a_later_expiry_is_an_extension() -> None:
+    now = T0 + timedelta(days=3)
+    longer = {"expires_at": ["2026-11-08T12:00:00Z", "2026-12-01T12:00:00Z"]}
+    expected = (NoticeKind.EXTENDED, datetime(2026, 12, 1, 12, tzinfo=UTC))
+    assert notice_for(EventKind.CHANGED, longer, grant(30), now, YEAR) == expected
+    shorter = {"expires_at": ["2026-12-01T12:00:00Z", "2026-11-08T12:00:00Z"]}
+    assert notice_for(EventKind.CHANGED, shorter, grant(7), now, YEAR) is None
+    renamed = {"org_name": ["Acme", "Acme Corp"]}
+    assert notice_for(EventKind.CHANGED, renamed, grant(7), now, YEAR) is None
+
+
+def test_an_ending_notice_is_moot_once_the_grant_is_extended_or_over() -> None:
+    within = timedelta(hours=1)
+    week = grant(7)
+    due = ending_notice_due(week, within, YEAR)
+    assert due == T0 + timedelta(days=7) - within
+    assert notice_moot(NoticeKind.ENDING, due, week, due, within, YEAR) is None
+    extended = grant(30)
+    assert notice_moot(NoticeKind.ENDING, due, extended, due, within, YEAR) == (
+        "the grant was extended"
+    )
+    after = T0 + timedelta(days=8)
+    assert notice_moot(NoticeKind.GRANTED, T0, week, after, within, YEAR) == "access already ended"
+    assert (
+        notice_moot(NoticeKind.REJECTED, T0, grant(7, via_login_as=True), after, within, YEAR)
+        is None
+    )

@@ -21,6 +21,9 @@
     │   ├── TemporaryMailError     try this one again later (connection refused, a 4xx)
     │   │   └── MailServerUnavailable  no message can go now (server down, login refused)
     │   └── PermanentMailError     refused for good (a 5xx, an address it cannot carry)
+    ├── WebhookError               the support team's webhook did not take a notice
+    │   ├── WebhookUnavailable     try again later (timeout, connection refused, 5xx, 429)
+    │   └── WebhookRefused         refused for good (another 4xx)
     └── SandboxUnreachable         `sandbox act` cannot reach the running sandbox (exit 3)
 
 Messages never carry secrets: they name settings, connections and Salesforce
@@ -148,6 +151,18 @@ class PermanentMailError(MailError):
 
 class MailServerUnavailable(TemporaryMailError):
     """The server cannot be reached or logged into: no other message would fare better."""
+
+
+class WebhookError(FirmgrantError):
+    """A support notice could not be posted to the webhook (the message never holds its URL)."""
+
+
+class WebhookUnavailable(WebhookError):
+    """The webhook is down or busy for now: no other notice would fare better; retried."""
+
+
+class WebhookRefused(WebhookError):
+    """The webhook refused this notice for good (a 4xx other than 408 and 429)."""
 
 
 class SandboxUnreachable(FirmgrantError):

@@ -91,6 +91,27 @@ class EmailKind(StrEnum):
     REJECTED = "rejected"  # the grant was refused (Login-As)
 
 
+class NoticeKind(StrEnum):
+    """What the vendor's support team is told of (outbox kinds, apart from EmailKind's)."""
+
+    GRANTED = "support_granted"  # a customer granted access: support may log in now
+    EXTENDED = "support_extended"  # a customer moved a grant's end later
+    ENDING = "support_ending"  # a grant's access ends soon
+    REJECTED = "support_rejected"  # a grant was refused (made while logged in as another user)
+
+    @property
+    def word(self) -> str:
+        """The name in settings and in webhook payloads: ``granted``, ``extended``, …"""
+        return self.value.removeprefix("support_")
+
+
+class Channel(StrEnum):
+    """How an outbox row goes out."""
+
+    EMAIL = "email"  # a message through the mail backend
+    WEBHOOK = "webhook"  # an HTTPS POST to the support team's webhook (Slack or signed JSON)
+
+
 class EventKind(StrEnum):
     """What an event of the log records (hash-chained and exported: a public contract)."""
 
@@ -113,6 +134,7 @@ class EventKind(StrEnum):
     REMINDER_CANCELLED = "reminder_cancelled"  # a queued reminder became moot
     REMINDED = "reminded"  # a reminder was sent
     NOTIFIED = "notified"  # a revoked/rejected notice was sent
+    SUPPORT_NOTIFIED = "support_notified"  # the vendor's support team was told (NoticeKind)
     EMAIL_FAILED = "email_failed"  # an email could not go for now (one per outage)
     EMAIL_UNDELIVERABLE = "email_undeliverable"  # an email was refused for good
     ACCESS_USED = "access_used"  # support logged in as a customer user under a valid grant
@@ -263,10 +285,12 @@ __all__ = [
     "REVOCATION_STATUS",
     "SENT_EVENT",
     "USABLE",
+    "Channel",
     "EmailKind",
     "EndCause",
     "EventKind",
     "GrantStatus",
+    "NoticeKind",
     "OrgState",
     "RevocationStatus",
     "SalesforceStatus",

@@ -10,9 +10,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from firmgrant.grant import FIELD_LIMITS
-from firmgrant.lifecycle import USABLE, EndCause, SalesforceStatus, ends_at, grant_status
+from firmgrant.lifecycle import (
+    USABLE,
+    EndCause,
+    EventKind,
+    NoticeKind,
+    SalesforceStatus,
+    ends_at,
+    grant_status,
+)
 from firmgrant.timeutil import format_duration, iso_z
 
 REVOKE_REASON_LIMIT = FIELD_LIMITS["revoke_reason"]
@@ -158,3 +167,64 @@ def retry_delay(attempts: int, first: timedelta, ceiling: timedelta) -> timedelt
     """Exponential backoff for the ``attempts``-th failure (1, 2, …), capped."""
     delay: timedelta = first * (2 ** max(attempts - 1, 0))
     return min(delay, ceiling)
+
+
+# A grant made longer ago than this is not news: a first sync of a busy org tells support
+# nothing, yet a grant the worker finds late (after downtime) still gets its notice.
+NEWS_WINDOW = timedelta(days=1)
+
+
+def _usable(facts: GrantFacts, now: datetime, max_duration: timedelta) -> bool:
+    status = grant_status(
+        deleted=facts.deleted, via_login_as=facts.via_login_as, sf_status=facts.sf_status,
+        granted_at=facts.granted_at, expires_at=facts.expires_at, now=now, cap=max_duration,
+    )  # fmt: skip
+    return status in USABLE
+
+
+def notice_for(
+    event: EventKind,
+    changes: dict[str, list[Any]],
+    facts: GrantFacts,
+    now: datetime,
+    max_duration: timedelta,
+) -> tuple[NoticeKind, datetime] | None:
+    """The support notice an event of the log calls for, with its due time (part of its
+    key: the same event always asks for the same notice)."""
+    fresh = facts.granted_at >= now - NEWS_WINDOW
+    if event == EventKind.REJECTED:
+        return (NoticeKind.REJECTED, facts.granted_at) if fresh else None
+    if not _usable(facts, now, max_duration):
+        return None
+    if event == EventKind.DISCOVERED:
+        return (NoticeKind.GRANTED, facts.granted_at) if fresh else None
+    expiry = changes.get("expires_at") if event == EventKind.CHANGED else None
+    if expiry and all(expiry):
+        before, after = (datetime.fromisoformat(value) for value in expiry)
+        if after > before:
+            return NoticeKind.EXTENDED, after
+    return None
+
+
+def ending_notice_due(facts: GrantFacts, within: timedelta, max_duration: timedelta) -> datetime:
+    """When support is told a grant is ending: ``within`` before its access ends."""
+    return effective_expiry(facts, max_duration) - within
+
+
+def notice_moot(
+    kind: NoticeKind,
+    due_at: datetime,
+    facts: GrantFacts,
+    now: datetime,
+    within: timedelta,
+    max_duration: timedelta,
+) -> str | None:
+    """Why a queued notice should not go out any more (``None``: send it). A rejection is
+    always told; the others only while support may still use the grant."""
+    if kind == NoticeKind.REJECTED:
+        return None
+    if not _usable(facts, now, max_duration):
+        return "access already ended"
+    if kind == NoticeKind.ENDING and due_at != ending_notice_due(facts, within, max_duration):
+        return "the grant was extended"
+    return None

@@ -37,7 +37,7 @@ from pydantic_settings import (
 )
 
 from firmgrant.errors import ConfigError
-from firmgrant.lifecycle import SourceKind
+from firmgrant.lifecycle import Channel, NoticeKind, SourceKind
 from firmgrant.timeutil import DurationRange, parse_duration
 
 ENV_PREFIX = "FIRMGRANT_"
@@ -325,6 +325,71 @@ class WebSettings(_Section):
         return value
 
 
+NOTICE_LEAD = DurationRange(timedelta(minutes=1), timedelta(days=30))
+
+
+def _notice_kinds(value: Any) -> Any:
+    items = _split_list(value)
+    if not isinstance(items, list):
+        return items
+    words = {kind.word: kind for kind in NoticeKind}
+    unknown = [str(item) for item in items if str(item) not in words]
+    if unknown:
+        raise ValueError(f"unknown notice {', '.join(unknown)}: use {', '.join(words)}")
+    return [words[str(item)] for item in items]
+
+
+class SupportSettings(_Section):
+    """``[support]``: notices to the vendor's support team as grants arrive, are extended,
+    are about to end or are rejected: by webhook, by email, or both."""
+
+    # The support queue's addresses (sent through the mail backend, like customers' emails).
+    email: EmailList = Field(default_factory=list)
+    # A Slack incoming webhook, or any endpoint taking signed JSON (a secret: it carries a token).
+    webhook_url: SecretStr | None = None
+    webhook_format: Literal["slack", "json"] = "slack"
+    # HMAC-SHA256 key of the json format's X-Firmgrant-Signature (required with it).
+    webhook_secret: SecretStr | None = None
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    notices: Annotated[list[NoticeKind], NoDecode, BeforeValidator(_notice_kinds)] = Field(
+        default_factory=lambda: list(NoticeKind)
+    )
+    # How long before a grant's access ends support is told it is ending.
+    ending_within: Annotated[timedelta, BeforeValidator(partial(_duration_in, NOTICE_LEAD))] = (
+        timedelta(hours=1)
+    )
+
+    @field_validator("email")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        return MailSettings._addresses(value)  # type: ignore[no-any-return]
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _https(cls, value: SecretStr | None) -> SecretStr | None:
+        url = value.get_secret_value() if value is not None else ""
+        if value is not None and not url.startswith(
+            ("https://", "http://127.0.0.1", "http://localhost")
+        ):
+            raise ValueError("must start with https:// (plain http only to 127.0.0.1 or localhost)")
+        return value
+
+    def channels(self) -> list[Channel]:
+        """Where notices go: none when neither an address nor a webhook is set."""
+        return [
+            *([Channel.EMAIL] if self.email else []),
+            *([Channel.WEBHOOK] if self.webhook_url is not None else []),
+        ]
+
+    def problems(self) -> list[str]:
+        if self.webhook_format == "json" and self.webhook_secret is None:
+            return [
+                f"{env_name('support', 'webhook_secret')} (support.webhook_secret): required "
+                "with webhook_format = json, so receivers can check the signature"
+            ]
+        return []
+
+
 class OrgSettings(_Section):
     """``[orgs."00D…"]``: per customer org (TOML only: environment names lose the Id's case)."""
 
@@ -365,6 +430,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     registry: RegistrySettings = RegistrySettings()
     web: WebSettings = WebSettings()
+    support: SupportSettings = SupportSettings()
     orgs: dict[str, OrgSettings] = Field(default_factory=dict)
 
     @field_validator("orgs")
@@ -483,6 +549,7 @@ def load_settings(config_file: Path | None = None, env_file: Path | None = None)
         for name, connection in settings.connections.items()
         for problem in connection.problems(f"connections.{name}")
     ]
+    problems += settings.support.problems()
     audit = sorted(n for n, c in settings.connections.items() if c.source.kind == SourceKind.AUDIT)
     if audit and settings.vendor.publisher_org_id is None:
         problems.append(

@@ -27,6 +27,7 @@ from typing import Any
 from firmgrant.errors import LedgerError
 from firmgrant.jobs.dispatch import DispatchResult, dispatch
 from firmgrant.jobs.enforce import EnforceResult, enforce
+from firmgrant.jobs.notices import NoticeResult, plan_notices
 from firmgrant.jobs.poll import Clients, poll
 from firmgrant.jobs.remind import RemindResult, remind
 from firmgrant.jobs.revoke import RevokeResult, revoke
@@ -35,6 +36,7 @@ from firmgrant.ledger import Ledger, SyncState, registry, revocations
 from firmgrant.ledger.work import worker_name
 from firmgrant.notify.render import environment
 from firmgrant.notify.send import Backend, make_backend
+from firmgrant.notify.webhook import WebhookBackend
 from firmgrant.orgs import with_orgs
 from firmgrant.salesforce.client import SalesforceClient
 from firmgrant.settings import Settings
@@ -51,6 +53,7 @@ class CycleResult:
     syncs: list[SyncResult] = field(default_factory=list)
     enforce: EnforceResult | None = None
     remind: RemindResult | None = None
+    notices: NoticeResult | None = None
     revokes: list[RevokeResult] = field(default_factory=list)
     dispatch: DispatchResult | None = None
     seconds: float = 0.0
@@ -152,6 +155,8 @@ class Worker:
                     log.info(result.enforce.summary())
                     result.remind = remind(self.ledger, settings, now=self.clock())
                     log.info(result.remind.summary())
+                    result.notices = plan_notices(self.ledger, settings, now=self.clock())
+                    log.info(result.notices.summary())
                 result.planning = (planning_from, utcnow())
             else:
                 log.info("planning skipped: another worker holds the lock")
@@ -181,6 +186,7 @@ class Worker:
                 clock=self.clock,
                 owner=self.owner,
                 stop=stop,
+                webhook=self._webhook(settings),
             )
             log.info(result.dispatch.summary())
         result.seconds = time.perf_counter() - started
@@ -191,6 +197,11 @@ class Worker:
             " stopped" if stop() else "",
         )
         return result
+
+    @staticmethod
+    def _webhook(settings: Settings) -> WebhookBackend | None:
+        """The support team's webhook, if one is set (dispatch closes it after its run)."""
+        return WebhookBackend(settings.support) if settings.support.webhook_url else None
 
     def _full_due(self, state: SyncState) -> bool:
         """Level-triggered daily reconcile: due when the last full sync is old enough."""

@@ -19,15 +19,22 @@ from email.message import EmailMessage
 
 from jinja2 import Environment, TemplateError
 
-from firmgrant.errors import MailServerUnavailable, PermanentMailError, TemporaryMailError
+from firmgrant.errors import (
+    MailServerUnavailable,
+    PermanentMailError,
+    TemporaryMailError,
+    WebhookRefused,
+    WebhookUnavailable,
+)
 from firmgrant.jobs.history import facts, grant_event
 from firmgrant.ledger import Ledger, append_events, emails
 from firmgrant.ledger.models import GrantRow, OutboxRow, RevocationRow
 from firmgrant.ledger.work import release
-from firmgrant.lifecycle import SENT_EVENT, EmailKind, EventKind, WorkState
-from firmgrant.notify.render import context, render
+from firmgrant.lifecycle import SENT_EVENT, Channel, EmailKind, EventKind, NoticeKind, WorkState
+from firmgrant.notify.render import NOTICE_KINDS, Rendered, context, render
 from firmgrant.notify.send import Backend, FileBackend, build_message
-from firmgrant.policy import effective_expiry, reminder_schedule, retry_delay
+from firmgrant.notify.webhook import Notice, WebhookBackend
+from firmgrant.policy import effective_expiry, notice_moot, reminder_schedule, retry_delay
 from firmgrant.settings import Settings
 from firmgrant.timeutil import Clock, iso_z
 
@@ -77,8 +84,11 @@ def dispatch(
     clock: Clock,
     owner: str,
     stop: Callable[[], bool] = lambda: False,
+    webhook: WebhookBackend | None = None,
 ) -> DispatchResult:
+    """Send what is due; support notices go by ``webhook`` when their channel says so."""
     result = DispatchResult()
+    senders = _Senders(backend, webhook)
     lease = timedelta(seconds=settings.worker.lease_seconds)
     try:
         while not stop():
@@ -93,14 +103,22 @@ def dispatch(
                     _give_back(ledger, [r for r, _ in claimed[index:]], owner)
                     return result
                 if not _send_one(
-                    ledger, settings, backend, templates, row_id, unsure, clock, owner, result
+                    ledger, settings, senders, templates, row_id, unsure, clock, owner, result
                 ):
-                    # The server is unreachable: the rest wait for the next run.
+                    # The server or webhook is unreachable: the rest wait for the next run.
                     _give_back(ledger, [r for r, _ in claimed[index + 1 :]], owner)
                     return result
     finally:
         backend.close()
+        if webhook is not None:
+            webhook.close()
     return result
+
+
+@dataclass(frozen=True)
+class _Senders:
+    mail: Backend
+    webhook: WebhookBackend | None
 
 
 def _give_back(ledger: Ledger, row_ids: list[int], owner: str) -> None:
@@ -111,7 +129,7 @@ def _give_back(ledger: Ledger, row_ids: list[int], owner: str) -> None:
 def _send_one(
     ledger: Ledger,
     settings: Settings,
-    backend: Backend,
+    senders: _Senders,
     templates: Environment,
     row_id: int,
     unsure: bool,
@@ -119,19 +137,32 @@ def _send_one(
     owner: str,
     result: DispatchResult,
 ) -> bool:
-    """Send one claimed row and record it; ``False`` when the mail server is unreachable."""
+    """Send one claimed row and record it; ``False`` when its server is unreachable."""
+    backend = senders.mail
     with ledger.sessions() as session:
         row, grant, revocation = emails.with_context(session, row_id)
         now = clock()
         obsolete = _obsolete(settings, row, grant, now)
         message = None
+        notice: Notice | None = None
         problem: Exception | None = None
         if obsolete is None:
             try:
-                message = _message(settings, templates, row, grant, revocation, now)
+                if row.channel == Channel.WEBHOOK:
+                    text = _rendered(settings, templates, row, grant, revocation, now).subject
+                    notice = _notice(row, grant, text, settings, now)
+                else:
+                    message = _message(settings, templates, row, grant, revocation, now)
             except (TemplateError, PermanentMailError) as exc:
                 problem = PermanentMailError(f"cannot build the email: {exc}")
     note: str | None = None
+    if notice is not None:
+        try:
+            if senders.webhook is None:
+                raise WebhookRefused("no webhook configured (FIRMGRANT_SUPPORT__WEBHOOK_URL)")
+            note = senders.webhook.send(notice, now)
+        except (WebhookUnavailable, WebhookRefused) as exc:
+            problem = exc
     if message is not None:
         already = (
             unsure
@@ -142,17 +173,20 @@ def _send_one(
             note = None if already else backend.send(message)
         except (TemporaryMailError, PermanentMailError) as exc:
             problem = exc
-    reachable = not isinstance(problem, MailServerUnavailable)
+    reachable = not isinstance(problem, (MailServerUnavailable, WebhookUnavailable))
     _record(ledger, settings, row_id, owner, obsolete, problem, note, clock(), result)
     return reachable
 
 
 def _obsolete(settings: Settings, row: OutboxRow, grant: GrantRow, now: datetime) -> str | None:
-    """Why a queued reminder should not go out any more (extension, end of access)."""
-    if row.kind != EmailKind.REMINDER:
-        return None
+    """Why a queued reminder or notice should not go out any more (extension, end of access)."""
     grant_facts = facts(grant)
     cap = settings.policy.max_duration
+    if row.kind in NOTICE_KINDS:
+        within = settings.support.ending_within
+        return notice_moot(NoticeKind(row.kind), row.due_at, grant_facts, now, within, cap)
+    if row.kind != EmailKind.REMINDER:
+        return None
     if not grant_facts.live_in_salesforce or grant_facts.via_login_as:
         return "access already ended"
     if effective_expiry(grant_facts, cap) <= now:
@@ -172,8 +206,31 @@ def _message(
     now: datetime,
 ) -> EmailMessage:
     to: list[str] = json.loads(row.recipients)
+    support = row.kind in NOTICE_KINDS
     if not to:
-        raise PermanentMailError("no recipient: no grantor email and no admin contacts")
+        raise PermanentMailError(
+            "no recipient: FIRMGRANT_SUPPORT__EMAIL is empty"
+            if support
+            else "no recipient: no grantor email and no admin contacts"
+        )
+    return build_message(
+        _rendered(settings, templates, row, grant, revocation, now),
+        sender=sender(settings),
+        recipients=to,
+        message_id=row.message_id,
+        sent_at=now,
+        reply_to=None if support else settings.vendor.support_email,
+    )
+
+
+def _rendered(
+    settings: Settings,
+    templates: Environment,
+    row: OutboxRow,
+    grant: GrantRow,
+    revocation: RevocationRow | None,
+    now: datetime,
+) -> Rendered:
     values = context(
         vendor_name=settings.vendor.name,
         support_email=settings.vendor.support_email,
@@ -191,15 +248,30 @@ def _message(
         offset=timedelta(seconds=row.offset_seconds) if row.offset_seconds else None,
         in_setup_only=settings.in_setup_only(grant.connection),
     )
-    rendered = render(templates, row.kind, values)
-    return build_message(
-        rendered,
-        sender=sender(settings),
-        recipients=to,
-        message_id=row.message_id,
-        sent_at=now,
-        reply_to=settings.vendor.support_email,
-    )
+    if row.kind in NOTICE_KINDS:
+        values["dashboard_url"] = f"{settings.web.public_url.rstrip('/')}/grants/{grant.id}"
+    return render(templates, row.kind, values)
+
+
+def _notice(
+    row: OutboxRow, grant: GrantRow, text: str, settings: Settings, now: datetime
+) -> Notice:
+    """A support notice for the webhook: its one line, and the grant's facts for machines."""
+    ends = effective_expiry(facts(grant), settings.policy.max_duration)
+    return Notice(
+        id=row.message_id.strip("<>"),
+        kind=NoticeKind(row.kind).word,
+        text=text,
+        grant={
+            "id": grant.id, "connection": grant.connection, "org_id": grant.org_id,
+            "org_name": grant.org_name, "grantor": grant.grantor_username,
+            "grantee": grant.grantee, "granted_at": iso_z(grant.granted_at),
+            "ends_at": iso_z(ends), "via_login_as": grant.via_login_as,
+            "login_as_user": grant.login_as_user,
+            "url": f"{settings.web.public_url.rstrip('/')}/grants/{grant.id}",
+        },
+        at=now,
+    )  # fmt: skip
 
 
 def _record(
@@ -231,7 +303,7 @@ def _record(
             release(row, state=WorkState.CANCELLED, done_at=now, last_error=obsolete)
             result.cancelled += 1
             kind, reason = EventKind.REMINDER_CANCELLED, obsolete
-        elif isinstance(problem, TemporaryMailError):
+        elif isinstance(problem, (TemporaryMailError, WebhookUnavailable)):
             wait = retry_delay(
                 row.attempts,
                 timedelta(seconds=worker.retry_first_seconds),
@@ -249,12 +321,19 @@ def _record(
         else:
             release(row, state=WorkState.SENT, done_at=now, last_error=note)
             result.sent += 1
-            kind, reason = SENT_EVENT[EmailKind(row.kind)], note
-            payload["to"] = json.loads(row.recipients)
-            log.debug("email sent: %s %s", row.kind, row.message_id)
-        if kind != EventKind.EMAIL_FAILED or not was_failing:  # one event per outage, not per retry
+            notice = row.kind in NOTICE_KINDS
+            kind = EventKind.SUPPORT_NOTIFIED if notice else SENT_EVENT[EmailKind(row.kind)]
+            reason = note
+            payload["to"] = (
+                [row.channel] if row.channel == Channel.WEBHOOK else json.loads(row.recipients)
+            )
+            log.debug("%s sent: %s %s", row.channel, row.kind, row.message_id)
+        # Customers' emails: every outcome is history. Support notices: only that support was told.
+        told = row.kind not in NOTICE_KINDS or kind == EventKind.SUPPORT_NOTIFIED
+        if told and (kind != EventKind.EMAIL_FAILED or not was_failing):  # one per outage
             append_events(session, [grant_event(kind, grant, now, reason, payload=payload)])
         if problem is not None:
             log.warning(
-                "email %s %s to grant %s: %s", row.kind, row.message_id, grant.source_id, problem
-            )
+                "%s %s %s to grant %s: %s",
+                row.channel, row.kind, row.message_id, grant.source_id, problem,
+            )  # fmt: skip

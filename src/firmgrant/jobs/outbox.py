@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from firmgrant.ledger import emails
 from firmgrant.ledger.models import GrantRow
-from firmgrant.lifecycle import EmailKind
+from firmgrant.lifecycle import EmailKind, NoticeKind
 from firmgrant.settings import Settings
 
 
@@ -22,7 +22,9 @@ def recipients(settings: Settings, grant: GrantRow, *, admins: bool = True) -> l
     return list(seen.values())
 
 
-def message_id(settings: Settings, grant_id: int, kind: EmailKind, due_at: datetime) -> str:
+def message_id(
+    settings: Settings, grant_id: int, kind: EmailKind | NoticeKind, due_at: datetime
+) -> str:
     """Stable per outbox key (``grant:kind:due``), so a resent copy is recognisably the same."""
     sender = settings.mail.from_ or ""
     domain = sender.rpartition("@")[2].strip("> ") or "firmgrant.invalid"

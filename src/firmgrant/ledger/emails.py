@@ -16,7 +16,14 @@ from sqlalchemy.orm import Session
 from firmgrant.ledger.models import GrantRow, OutboxRow, RevocationRow
 from firmgrant.ledger.queries import ends_by
 from firmgrant.ledger.work import claim, release
-from firmgrant.lifecycle import OPEN_STATES, EmailKind, SalesforceStatus, WorkState
+from firmgrant.lifecycle import (
+    OPEN_STATES,
+    Channel,
+    EmailKind,
+    NoticeKind,
+    SalesforceStatus,
+    WorkState,
+)
 
 Key = tuple[int, EmailKind, datetime]
 
@@ -27,7 +34,9 @@ def keys(session: Session, kind: EmailKind, grant_ids: Iterable[int]) -> set[Key
         (grant_id, kind, due_at)
         for grant_id, due_at in session.execute(
             select(OutboxRow.grant_id, OutboxRow.due_at).where(
-                OutboxRow.kind == kind, OutboxRow.grant_id.in_(list(grant_ids))
+                OutboxRow.kind == kind,
+                OutboxRow.channel == Channel.EMAIL,
+                OutboxRow.grant_id.in_(list(grant_ids)),
             )
         )
     }
@@ -37,19 +46,21 @@ def add(
     session: Session,
     *,
     grant_id: int,
-    kind: EmailKind,
+    kind: EmailKind | NoticeKind,
     due_at: datetime,
     offset_seconds: int | None,
     recipients: list[str],
     message_id: str,
     now: datetime,
+    channel: Channel = Channel.EMAIL,
 ) -> None:
-    """Queue one email (the caller checked its key is new)."""
+    """Queue one email or notice (the caller checked its key is new)."""
     session.add(
         OutboxRow(
             grant_id=grant_id,
             kind=kind,
             due_at=due_at,
+            channel=channel,
             offset_seconds=offset_seconds,
             recipients=json.dumps(recipients),
             message_id=message_id,

@@ -204,7 +204,9 @@ class RevocationRow(_Work, Base):
 
 
 class OutboxRow(_Work, Base):
-    """One email to send, exactly once: unique per (grant, kind, due time).
+    """One email or support notice to send, exactly once: unique per (grant, kind, due time,
+    channel). ``kind``: a ``lifecycle.EmailKind`` (to the customer) or ``NoticeKind`` (to
+    support); ``channel``: a ``lifecycle.Channel``; a webhook row has no recipients.
 
     ``state``: a ``lifecycle.WorkState``: ``pending``, ``failed`` (temporary failure,
     retried), ``sent``, ``undeliverable`` (refused for good: a 5xx), ``cancelled`` (an
@@ -213,14 +215,17 @@ class OutboxRow(_Work, Base):
 
     __tablename__ = "outbox"
     __table_args__ = (
-        UniqueConstraint("grant_id", "kind", "due_at", name="uq_outbox_grant_kind_due"),
+        UniqueConstraint(
+            "grant_id", "kind", "due_at", "channel", name="uq_outbox_grant_kind_due_channel"
+        ),
         Index("ix_outbox_due", "state", "next_attempt_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     grant_id: Mapped[int] = mapped_column(ForeignKey("grants.id"))
-    kind: Mapped[str] = mapped_column(String(16))  # a lifecycle.EmailKind
+    kind: Mapped[str] = mapped_column(String(16))  # a lifecycle.EmailKind or NoticeKind
     due_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    channel: Mapped[str] = mapped_column(String(16), default="email", server_default="email")
     offset_seconds: Mapped[int | None] = mapped_column(Integer)
     recipients: Mapped[str] = mapped_column(Text)  # JSON list of addresses
     message_id: Mapped[str] = mapped_column(String(255))

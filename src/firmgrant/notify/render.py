@@ -23,7 +23,7 @@ from jinja2 import (
 )
 
 from firmgrant.display import in_words
-from firmgrant.lifecycle import EmailKind
+from firmgrant.lifecycle import EmailKind, NoticeKind
 from firmgrant.timeutil import format_duration
 
 
@@ -90,9 +90,13 @@ def context(
     }
 
 
+NOTICE_KINDS = frozenset(k.value for k in NoticeKind)
+
+
 def render(env: Environment, kind: str, values: dict[str, Any]) -> Rendered:
-    """The email of this kind (an ``EmailKind``; anything else is a bug: ``ValueError``)."""
-    kind = EmailKind(kind)
+    """The email of this kind (an ``EmailKind`` or a ``NoticeKind``; anything else is a bug:
+    ``ValueError``)."""
+    kind = NoticeKind(kind) if kind in NOTICE_KINDS else EmailKind(kind)
     # A subject is one line, whatever a customer put in an org name.
     subject = " ".join(env.get_template(f"{kind}.subject.j2").render(values).split())
     values = {**values, "subject": subject}
