@@ -309,6 +309,28 @@ class WebSettings(_Section):
     # Where support logs in to an org, e.g. "https://vendor.lightning.force.com/…?org={org_id}";
     # placeholders: {org_id} {org_name} {connection} {source_id} {grant_id} {grantor}.
     login_url_template: str | None = None
+    # Single sign-on with OpenID Connect (Google Workspace, Okta, Entra ID, …): the issuer's
+    # URL (its /.well-known/openid-configuration is read) and this app's client there. The
+    # provider's redirect URI to register: <public_url>/sign-in/sso/callback.
+    oidc_issuer: str | None = Field(None, pattern=r"^https?://[^\s?#]+$")
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_button: str = "Sign in with single sign-on"
+
+    def sso_problems(self) -> list[str]:
+        if self.oidc_issuer is None:
+            return []
+        problems = []
+        if not self.oidc_issuer.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            problems.append(
+                f"{env_name('web', 'oidc_issuer')} (web.oidc_issuer): must start with https://"
+            )
+        if self.oidc_client_id is None:
+            problems.append(
+                f"{env_name('web', 'oidc_client_id')} (web.oidc_client_id): required with "
+                "web.oidc_issuer: the client id the identity provider gave firmgrant"
+            )
+        return problems
 
     @field_validator("login_url_template")
     @classmethod
@@ -549,7 +571,7 @@ def load_settings(config_file: Path | None = None, env_file: Path | None = None)
         for name, connection in settings.connections.items()
         for problem in connection.problems(f"connections.{name}")
     ]
-    problems += settings.support.problems()
+    problems += settings.support.problems() + settings.web.sso_problems()
     audit = sorted(n for n, c in settings.connections.items() if c.source.kind == SourceKind.AUDIT)
     if audit and settings.vendor.publisher_org_id is None:
         problems.append(

@@ -124,13 +124,14 @@ def _session_secret(settings: Settings) -> str:
 def create_app(
     settings: Settings, ledger: Ledger, *, clock: Callable[[], datetime] = utcnow
 ) -> Starlette:
-    from firmgrant.web import auth, compliance, ops, pages, revoking
+    from firmgrant.web import auth, compliance, ops, pages, revoking, sso
 
     https = settings.web.public_url.startswith("https://")
     templates = Jinja2Templates(env=_environment(clock))
     context = WebContext(settings, ledger, templates, clock)
     routes = [
         *auth.routes(),
+        *sso.routes(),
         *pages.routes(),
         *revoking.routes(),
         *compliance.routes(),
@@ -155,6 +156,8 @@ def create_app(
     )
     app.state.context = context
     app.state.attempts = auth.AttemptLimit()
+    app.state.sso = sso.Provider(settings.web) if settings.web.oidc_issuer else None
+    templates.env.globals["sso_button"] = settings.web.oidc_button if app.state.sso else None
     ops.install_metrics(app, context)
     return app
 
