@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.engine import URL, ExceptionContext, make_url
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from firmgrant.errors import ConfigError, LedgerUnavailable, SchemaOutOfDate
@@ -109,10 +109,27 @@ def make_engine(url: str, **options: Any) -> Engine:
         _register_sqlite_adapters()
         engine = create_engine(parsed, connect_args={"timeout": 30}, **options)
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    engine = create_engine(parsed, pool_pre_ping=True, **options)
-    event.listen(engine, "connect", _postgres_settings)
+    else:
+        engine = create_engine(parsed, pool_pre_ping=True, **options)
+        event.listen(engine, "connect", _postgres_settings)
+    event.listen(engine, "handle_error", _outage)
     return engine
+
+
+def _outage(context: ExceptionContext) -> None:
+    """The database went away or cannot do its part (server down or restarting, connection
+    dropped, disk full): a ``LedgerUnavailable`` with one line, not a driver traceback.
+    Commands exit 3 with it; the worker logs it and tries again next cycle (the pool drops
+    the dead connection: SQLAlchemy still sees the disconnect)."""
+    if context.is_pre_ping:  # a stale pooled connection: the pool replaces it by itself
+        return
+    error = context.original_exception
+    if isinstance(context.sqlalchemy_exception, (OperationalError, InterfaceError)):
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        url = safe_url(str(context.engine.url)) if context.engine is not None else "the ledger"
+        if context.connection is None:  # connecting: the server is down or refuses us
+            raise LedgerUnavailable(f"cannot reach the ledger at {url}: {first}") from None
+        raise LedgerUnavailable(f"the ledger database at {url} failed: {first}") from None
 
 
 def _config(engine: Engine) -> Config:

@@ -17,14 +17,14 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from firmgrant import display
-from firmgrant.errors import ConfigError
+from firmgrant.errors import ConfigError, LedgerError
 from firmgrant.ledger import Ledger
 from firmgrant.settings import Settings
 from firmgrant.timeutil import iso_z, utcnow
@@ -152,7 +152,11 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=middleware,
-        exception_handlers={SignInNeeded: _to_sign_in, HTTPException: _error_page},
+        exception_handlers={
+            SignInNeeded: _to_sign_in,
+            HTTPException: _error_page,
+            LedgerError: _ledger_down,
+        },
     )
     app.state.context = context
     app.state.attempts = auth.AttemptLimit()
@@ -172,6 +176,17 @@ async def _to_sign_in(request: Request, exc: Exception) -> Response:
     from urllib.parse import urlencode
 
     return RedirectResponse(f"/sign-in?{urlencode({'next': exc.back_to})}", status_code=303)
+
+
+async def _ledger_down(request: Request, exc: Exception) -> Response:
+    """The database is down: a plain page (the usual one reads the person from it), 503."""
+    log.error("%s %s: %s", request.method, request.url.path, exc)
+    page = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Unavailable</title>'
+        "</head><body><h1>The ledger is unreachable</h1><p>firmgrant cannot reach its database"
+        " right now. Try again in a minute; operators: see /readyz and the logs.</p></body></html>"
+    )
+    return HTMLResponse(page, status_code=503, headers={"Retry-After": "30"})
 
 
 async def _error_page(request: Request, exc: Exception) -> Response:

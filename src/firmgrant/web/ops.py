@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from firmgrant.errors import LedgerError
 from firmgrant.ledger import dashboard
 from firmgrant.metrics import registry_for
 from firmgrant.timeutil import iso_z
@@ -29,7 +30,7 @@ def readyz(request: Request) -> Response:
     try:
         with context.ledger.sessions() as session:
             health = dashboard.connections(session, list(settings.connections))
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, LedgerError) as exc:
         problem = f"ledger unreachable: {type(exc).__name__}"
         return JSONResponse({"ok": False, "problem": problem}, status_code=503)
     synced = [c.last_success_at for c in health if c.last_success_at is not None]
