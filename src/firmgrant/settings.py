@@ -317,6 +317,10 @@ class WebSettings(_Section):
     oidc_client_secret: SecretStr | None = None
     oidc_button: str = "Sign in with single sign-on"
 
+    def url(self, path: str) -> str:
+        """Where people reach ``path`` of the dashboard (links in notices, SSO's redirect)."""
+        return self.public_url.rstrip("/") + path
+
     def sso_problems(self) -> list[str]:
         if self.oidc_issuer is None:
             return []

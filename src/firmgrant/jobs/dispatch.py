@@ -249,7 +249,7 @@ def _rendered(
         in_setup_only=settings.in_setup_only(grant.connection),
     )
     if row.kind in NOTICE_KINDS:
-        values["dashboard_url"] = f"{settings.web.public_url.rstrip('/')}/grants/{grant.id}"
+        values["dashboard_url"] = settings.web.url(f"/grants/{grant.id}")
     return render(templates, row.kind, values)
 
 
@@ -268,7 +268,7 @@ def _notice(
             "grantee": grant.grantee, "granted_at": iso_z(grant.granted_at),
             "ends_at": iso_z(ends), "via_login_as": grant.via_login_as,
             "login_as_user": grant.login_as_user,
-            "url": f"{settings.web.public_url.rstrip('/')}/grants/{grant.id}",
+            "url": settings.web.url(f"/grants/{grant.id}"),
         },
         at=now,
     )  # fmt: skip

@@ -12,13 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy.orm import Session
-
 from firmgrant.jobs.history import facts
-from firmgrant.jobs.outbox import message_id
+from firmgrant.jobs.outbox import enqueue_notice
 from firmgrant.ledger import Ledger, emails, notices
 from firmgrant.ledger.models import GrantRow
-from firmgrant.lifecycle import Channel, NoticeKind
+from firmgrant.lifecycle import NoticeKind
 from firmgrant.policy import NEWS_WINDOW, ending_notice_due, notice_for
 from firmgrant.settings import Settings
 
@@ -52,29 +50,7 @@ def plan_notices(ledger: Ledger, settings: Settings, *, now: datetime) -> Notice
         for grant, kind, due in wanted:
             for channel in channels:
                 if (grant.id, kind, due, channel) not in existing:
-                    _queue(session, settings, grant, kind, due, channel, now)
+                    enqueue_notice(session, settings, grant, kind, due, channel, now)
                     existing.add((grant.id, kind, due, channel))
                     result.queued += 1
     return result
-
-
-def _queue(
-    session: Session,
-    settings: Settings,
-    grant: GrantRow,
-    kind: NoticeKind,
-    due_at: datetime,
-    channel: Channel,
-    now: datetime,
-) -> None:
-    emails.add(
-        session,
-        grant_id=grant.id,
-        kind=kind,
-        due_at=due_at,
-        offset_seconds=None,
-        recipients=settings.support.email if channel == Channel.EMAIL else [],
-        message_id=message_id(settings, grant.id, kind, due_at),
-        now=now,
-        channel=channel,
-    )

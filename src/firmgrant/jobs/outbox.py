@@ -1,4 +1,5 @@
-"""Queueing emails: who gets them, their stable Message-ID, one row per (grant, kind, due)."""
+"""Queueing emails and support notices: who gets them, their stable Message-ID, one row per
+(grant, kind, due) and, for notices, per channel."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from firmgrant.ledger import emails
 from firmgrant.ledger.models import GrantRow
-from firmgrant.lifecycle import EmailKind, NoticeKind
+from firmgrant.lifecycle import Channel, EmailKind, NoticeKind
 from firmgrant.settings import Settings
 
 
@@ -63,3 +64,26 @@ def enqueue(
         now=now,
     )
     return True
+
+
+def enqueue_notice(
+    session: Session,
+    settings: Settings,
+    grant: GrantRow,
+    kind: NoticeKind,
+    due_at: datetime,
+    channel: Channel,
+    now: datetime,
+) -> None:
+    """Add one support notice on one channel (the caller checked its key is new)."""
+    emails.add(
+        session,
+        grant_id=grant.id,
+        kind=kind,
+        due_at=due_at,
+        offset_seconds=None,
+        recipients=settings.support.email if channel == Channel.EMAIL else [],
+        message_id=message_id(settings, grant.id, kind, due_at),
+        now=now,
+        channel=channel,
+    )

@@ -75,7 +75,7 @@ class Provider:
             client_id=self.web.oidc_client_id,
             client_secret=secret.get_secret_value() if secret else None,
             scope="openid email profile",
-            redirect_uri=self.web.public_url.rstrip("/") + CALLBACK,
+            redirect_uri=self.web.url(CALLBACK),
             code_challenge_method="S256",
         )
 
