@@ -49,13 +49,15 @@ class Mailbox:
         self.release = threading.Event()
         # Answers to RCPT TO, per address, used up one by one ("450 …", "550 …").
         self.refusals: dict[str, list[str]] = {}
+        # An answer to every RCPT TO while set (a mail server refusing all, e.g. "451 …").
+        self.refuse_all: str | None = None
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
         with self.lock:
             answers = self.refusals.get(address)
-            refusal = answers.pop(0) if answers else None
+            refusal = answers.pop(0) if answers else self.refuse_all
         if refusal is not None:
             return refusal
         envelope.rcpt_tos.append(address)

@@ -312,6 +312,23 @@ def test_sigterm_finishes_the_cycle_in_hand_and_exits_0(
         assert session.execute(leased).scalar_one() == 0
 
 
+def test_sigterm_the_moment_the_worker_starts_stops_it(
+    sandbox: SandboxOrg, database_url: str, tmp_path: Path
+) -> None:
+    """An orchestrator may stop a worker it has just started: the signal lands before the
+    scheduler runs (found by bench/chaos.py: such a worker never stopped)."""
+    env = worker_env(sandbox, prepared(database_url), file_dir=str(tmp_path / "o"))
+    for _ in range(3):
+        worker = Watched([*FIRMGRANT, "run"], env)
+        try:
+            worker.wait_for("a cycle every")
+            worker.process.send_signal(signal.SIGTERM)
+            assert worker.finish(timeout=60) == 0
+        finally:
+            worker.close()
+        assert any("SIGTERM" in line for line in worker.lines)
+
+
 def test_revoke_by_hand_asks_off_a_terminal_and_records_who(
     sandbox: SandboxOrg,
     database_url: str,

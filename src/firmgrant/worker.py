@@ -1,9 +1,9 @@
 """``firmgrant run``: the cycle (sync, enforce, remind, revoke, dispatch) and its scheduler.
 
-One APScheduler 3.x ``BlockingScheduler`` runs the cycle every ``poll_seconds`` on a single
-worker thread (cycles never overlap; a late one is coalesced, not queued). SIGTERM/SIGINT
-ask the cycle to stop after the item in hand (a page, a batch of 200 revocations, one
-email) and the process exits 0.
+One APScheduler 3.x ``BackgroundScheduler`` runs the cycle every ``poll_seconds`` on a single
+worker thread (cycles never overlap; a late one is coalesced, not queued) while the main
+thread waits for a stop. SIGTERM/SIGINT ask the cycle to stop after the item in hand (a
+page, a batch of 200 revocations, one email) and the process exits 0.
 
 Replicas on PostgreSQL: the planning half of a cycle (sync, enforce, remind) runs under a
 session advisory lock, so one replica at a time plans while the others skip it; revocations
@@ -213,12 +213,13 @@ class Worker:
 
     # -- forever -----------------------------------------------------------------------------
     def run_forever(self) -> None:
+        """Cycles until SIGTERM/SIGINT (or ``stop()``), then the cycle in hand finishes."""
         from apscheduler.executors.pool import ThreadPoolExecutor
-        from apscheduler.schedulers.blocking import BlockingScheduler
+        from apscheduler.schedulers.background import BackgroundScheduler
         from apscheduler.triggers.interval import IntervalTrigger
 
         poll = self.settings.poll_seconds
-        scheduler = BlockingScheduler(
+        scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=1)}, timezone=UTC
         )
         scheduler.add_job(
@@ -232,15 +233,20 @@ class Worker:
             misfire_grace_time=poll,  # a tick late by less than a period still runs
         )
 
+        # The handler only sets the flag: a signal landing before the scheduler runs (a
+        # BlockingScheduler's shutdown raised then, and the worker never stopped) is kept.
         def on_signal(signum: int, frame: FrameType | None) -> None:
             log.info("%s: finishing the item in hand, then stopping", signal.Signals(signum).name)
             self.stop()
-            scheduler.shutdown(wait=False)
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         log.info("worker %s: a cycle every %d s", self.owner, poll)
-        scheduler.start()  # returns after shutdown; the running cycle's thread is joined at exit
+        scheduler.start()
+        try:
+            self.stopping.wait()
+        finally:
+            scheduler.shutdown(wait=True)  # the cycle in hand stops after its item
 
     def _guarded_cycle(self) -> None:
         try:

@@ -25,7 +25,7 @@ from firmgrant.sandbox.oauth import ConnectedApp, Sessions
 from firmgrant.sandbox.schema import GRANT, make_id
 from firmgrant.sandbox.store import OrgStore, SalesforceFault
 from firmgrant.sandbox.tenants import Tenants
-from firmgrant.timeutil import Clock, utcnow
+from firmgrant.timeutil import Clock, parse_sf_datetime, utcnow
 
 log = logging.getLogger("firmgrant.sandbox")
 VENDOR = "FirmWorks Support"
@@ -381,6 +381,8 @@ class SandboxOrg:
                 org_name=body.get("org_name"),
                 grantor=body.get("grantor"),
                 login_as_user=body.get("login_as_user"),
+                # Backdated, so a grant can end within seconds (the chaos harness's expiries).
+                at=parse_sf_datetime(body["at"]) if body.get("at") else None,
             )
         if len(parts) == 3 and parts[0] == "grants" and method == "POST":
             record_id, action = parts[1], parts[2]

@@ -1,0 +1,49 @@
+"""What the ledger holds, counted, for checks made from outside (the chaos harness in bench/):
+which Salesforce grants it knows, the work it has not finished, and repeated revocations."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from firmgrant.ledger.models import EventRow, GrantRow, OutboxRow, RevocationRow
+from firmgrant.lifecycle import OPEN_STATES, EventKind, WorkState
+
+
+def source_ids(session: Session) -> set[str]:
+    """Every grant's Salesforce id (record Id, or the audit row that opened the grant)."""
+    return set(session.execute(select(GrantRow.source_id)).scalars())
+
+
+def unfinished(session: Session, now: datetime) -> Counter[str]:
+    """Revocations and outbox rows still to do: ``revocations``/``emails`` (all open ones)
+    and ``revocations_due``/``emails_due`` (those whose next attempt has come)."""
+    counts: Counter[str] = Counter()
+    for name, model, states in (
+        ("revocations", RevocationRow, (*OPEN_STATES, WorkState.LANDED)),
+        ("emails", OutboxRow, OPEN_STATES),
+    ):
+        open_ = model.state.in_(states)
+        counts[name] = session.scalar(select(func.count()).select_from(model).where(open_)) or 0
+        counts[f"{name}_due"] = (
+            session.scalar(
+                select(func.count()).select_from(model).where(open_, model.next_attempt_at <= now)
+            )
+            or 0
+        )
+    return counts
+
+
+def revoked_more_than_once(session: Session) -> list[str]:
+    """Salesforce ids of grants with more than one ``revoked`` event (firmgrant revoked twice)."""
+    query = (
+        select(GrantRow.source_id)
+        .join(EventRow, EventRow.grant_id == GrantRow.id)
+        .where(EventRow.kind == EventKind.REVOKED)
+        .group_by(GrantRow.source_id)
+        .having(func.count() > 1)
+    )
+    return sorted(session.execute(query).scalars())
