@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-web test lint bench check venv clean
+.PHONY: demo demo-web test lint bench chaos check venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/sync.py 100000
+
+# Attack the worker (kills, replicas, PostgreSQL restarts, SMTP outages, a full disk, SIGTERM)
+# and print what was lost: zeros, or exit 1. Restarts the local PostgreSQL; needs root.
+CHAOS_DATABASE ?= postgresql://postgres@127.0.0.1:5432/test
+chaos: $(STAMP)
+	$(BIN)/python bench/chaos.py --database $(CHAOS_DATABASE) $(CHAOS_ARGS)
 
 check: lint test
 

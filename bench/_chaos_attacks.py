@@ -7,6 +7,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -53,6 +54,8 @@ class Stage:
     def stop(self, worker: Worker, what: str) -> None:
         """SIGTERM, as an orchestrator stops a worker: it must exit 0."""
         code = worker.terminate()
+        if code == -signal.SIGTERM:
+            return  # still starting: the signal's default action ended it before any work
         if code is None:
             self.problems.append(f"{what}: still running 120 s after SIGTERM (killed)")
         elif code != 0:
@@ -116,10 +119,15 @@ def _pg_ctl(action: str) -> None:
     versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
     if not versions or not shutil.which("pg_ctlcluster"):
         raise Unable("postgres-down needs the local cluster and pg_ctlcluster")
-    done = subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main",
-                           action], capture_output=True, text=True)  # fmt: skip
+    command = ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main"]
+    if (
+        action == "start"
+        and subprocess.run([*command, "status"], capture_output=True).returncode == 0
+    ):
+        return  # running already (restore after an attack that failed before its stop)
+    done = subprocess.run([*command, action], capture_output=True, text=True)
     if done.returncode != 0:
-        raise Unable(f"pg_ctlcluster {action}: {done.stderr.strip()}")
+        raise Unable(f"pg_ctlcluster {action}: {(done.stdout + done.stderr).strip()}")
 
 
 def postgres_down(stage: Stage) -> int:

@@ -5,7 +5,9 @@ with the faults off, the mail server up and accepting, until every grant the cus
 to end soon has ended and no revocation or email is left to do. Then the figures:
 
 - lost: grants the customers made (and did not delete) that the ledger does not hold;
-- duplicates: one email (same recipients, subject and text) sent under two Message-IDs;
+- duplicates: one email (same recipients, subject, text and due time) sent under two
+  Message-IDs; look-alikes (same text, different due time: a customer who extended twice
+  within a minute gets two true emails that read the same) are counted apart;
 - resends: one Message-ID delivered twice (the window between SMTP's "250 OK" and the
   commit, which mail systems collapse by Message-ID);
 - double: grants revoked in Salesforce more than once (the sandbox counts its API's
@@ -41,6 +43,7 @@ class Figures:
     grants: int = 0
     emails: int = 0
     resends: int = 0
+    lookalikes: int = 0
     revocations: int = 0
     lost: int = 0
     duplicates: int = 0
@@ -98,20 +101,30 @@ def _email_key(message: EmailMessage) -> tuple[str, str, str]:
             RELATIVE.sub("…", text))  # fmt: skip
 
 
+def _due(message_id: str) -> str:
+    """The due time a Message-ID carries (``firmgrant.<grant>.<kind>.<due>@…``)."""
+    found = re.search(r"\.(\d+)@", message_id)
+    return found.group(1) if found else message_id
+
+
 def measure(figures: Figures, env: dict[str, str], sandbox: Sandbox, mail: Mail,
             customers: Customers, database: str, logs: Path) -> Figures:  # fmt: skip
     messages = mail.messages
     ids = Counter(str(m["Message-ID"]) for m in messages)
-    keys: dict[tuple[str, str, str], set[str]] = {}
-    for message in messages:
-        keys.setdefault(_email_key(message), set()).add(str(message["Message-ID"]))
     figures.emails = len(ids)
     figures.resends = sum(n - 1 for n in ids.values())
-    figures.duplicates = sum(len(found) - 1 for found in keys.values())
+    same: dict[tuple[str, str, str, str], set[str]] = {}
+    alike: dict[tuple[str, str, str], set[str]] = {}
+    for message in messages:
+        key, message_id = _email_key(message), str(message["Message-ID"])
+        same.setdefault((*key, _due(message_id)), set()).add(message_id)
+        alike.setdefault(key, set()).add(message_id)
+    figures.duplicates = sum(len(found) - 1 for found in same.values())
+    figures.lookalikes = sum(len(found) - 1 for found in alike.values()) - figures.duplicates
     with (logs / "duplicates.txt").open("w") as out:  # kept with the logs when a run is bad
-        for key, found in keys.items():
-            if len(found) > 1:
-                out.write(f"{key}: {sorted(found)}\n")
+        for groups, title in ((same, "duplicates"), (alike, "look-alikes")):
+            out.write(f"# {title}\n")
+            out.writelines(f"{k}: {sorted(f)}\n" for k, f in groups.items() if len(f) > 1)
 
     ledger = Ledger(make_engine(database))
     try:

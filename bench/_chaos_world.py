@@ -53,12 +53,18 @@ class Control:
 
     def __call__(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         with self.lock:  # one requests.Session, several threads
-            response = self.session.request(
-                method, f"{self.url}/_sandbox/{path}", json=body,
-                headers={"X-Sandbox-Key": self.key}, timeout=60,
-            )  # fmt: skip
+            try:
+                response = self._send(method, path, body)
+            except requests.ConnectionError:  # a kept-alive connection the server had closed
+                response = self._send(method, path, body)
         response.raise_for_status()
         return response.json()
+
+    def _send(self, method: str, path: str, body: dict[str, Any] | None) -> requests.Response:
+        return self.session.request(
+            method, f"{self.url}/_sandbox/{path}", json=body,
+            headers={"X-Sandbox-Key": self.key}, timeout=60,
+        )  # fmt: skip
 
     def faults(self, spec: str) -> None:
         self("PUT", "faults", {"spec": spec})

@@ -103,15 +103,15 @@ def run_scenario(scenario: Scenario, postgres: str | None, seed: int) -> Figures
     return figures
 
 
-COLUMNS = ("scenario", "attacks", "grants", "emails", "resends", "revocations", "lost",
-           "duplicates", "double", "verify", "full sync", "undone", "tracebacks",
+COLUMNS = ("scenario", "attacks", "grants", "emails", "resends", "look-alike", "revocations",
+           "lost", "duplicates", "double", "verify", "full sync", "undone", "tracebacks",
            "seconds")  # fmt: skip
 
 
 def table(rows: list[Figures]) -> str:
     cells = [COLUMNS] + [
         (f.scenario, str(f.attacks), str(f.grants), str(f.emails), str(f.resends),
-         str(f.revocations), str(f.lost), str(f.duplicates), str(f.double),
+         str(f.lookalikes), str(f.revocations), str(f.lost), str(f.duplicates), str(f.double),
          "ok" if f.chain_ok else "BROKEN", str(f.full_sync_changes), str(f.undone),
          str(f.tracebacks), f"{f.seconds:.0f}")
         for f in rows
