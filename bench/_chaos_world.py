@@ -101,9 +101,12 @@ class Customers(threading.Thread):
     expiries and revocations happen during the run, not a week later.
     """
 
-    def __init__(self, control: Control, tenants: list[str], seed: int) -> None:
+    def __init__(
+        self, control: Control, tenants: list[str], seed: int, ends_within: float = 60
+    ) -> None:
         super().__init__(name="customers", daemon=True)
         self.control, self.tenants = control, tenants
+        self.ends_within = ends_within  # the latest end of a grant made to end soon (s)
         self.rng = random.Random(seed)
         self.deeds = Deeds()
         self.halt = threading.Event()
@@ -126,9 +129,9 @@ class Customers(threading.Thread):
     def do_grant(self, live: list[str], login_as: str | None = None) -> None:
         duration = self.rng.choice(DURATIONS)
         body: dict[str, Any] = {"duration": duration, "login_as_user": login_as}
-        if self.rng.random() < 0.35:  # ends 15 s to a minute from now
+        if self.rng.random() < 0.35:  # ends within seconds
             length = {"1 Day": 1, "3 Days": 3, "1 Week": 7}[duration]
-            ends_in = timedelta(seconds=self.rng.uniform(15, 60))
+            ends_in = timedelta(seconds=self.rng.uniform(10, self.ends_within))
             body["at"] = _iso(datetime.now(UTC) - timedelta(days=length) + ends_in)
         record = self.control("POST", "grants", body)
         ends = datetime.fromisoformat(record["Expires_At__c"].replace("+0000", "+00:00"))

@@ -28,6 +28,7 @@ from firmgrant.salesforce.sources import ObjectSource
 from firmgrant.sandbox.schema import OBJECTS
 from firmgrant.sandbox.soql import parse_query
 from firmgrant.settings import FieldMap, SourceSettings, VendorSettings, load_settings
+from tests.webbing import SESSION_SECRET
 
 HOSTILE = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -260,3 +261,60 @@ def test_a_bad_cli_argument_gets_a_message_and_an_exit_code_never_a_traceback(
     assert "Traceback" not in captured.err + captured.out
     if code:
         assert captured.err.strip(), "a failure says why"
+
+
+query_values = nasty_text.map(lambda t: t.replace("\x00", ""))
+
+
+@FEWER
+@given(
+    params=st.dictionaries(
+        st.sampled_from(["status", "sort", "within", "page", "q", "org", "connection"]),
+        query_values,
+        max_size=4,
+    ),
+    reason=query_values,
+    name=query_values,
+    password=query_values,
+    forwarded=query_values,
+)
+def test_any_form_field_or_query_gets_an_answer_never_a_500(
+    web_site: Any,
+    params: dict[str, str],
+    reason: str,
+    name: str,
+    password: str,
+    forwarded: str,
+) -> None:
+    client = web_site.client
+    # A header is ASCII on the wire (the client refuses anything else).
+    headers = {"X-Forwarded-For": "".join(c for c in forwarded if " " <= c <= "~")[:200]}
+    answers = [client.get("/", params=params, headers=headers)]
+    token = web_site.csrf("/grants/1/revoke")
+    answers.append(client.post("/grants/1/revoke", data={"csrf": token, "reason": reason}))
+    answers.append(
+        client.post(
+            "/sign-in",
+            data={"name": name, "password": password, "next": reason},
+            follow_redirects=False,
+        )
+    )
+    for answer in answers:
+        assert answer.status_code in (200, 303, 400, 403, 404, 409, 429), answer.text[:300]
+        assert SESSION_SECRET not in answer.text
+
+
+@pytest.fixture
+def web_site(sandbox: Any, tmp_path: Path) -> Any:
+    from starlette.testclient import TestClient
+
+    from firmgrant.web import create_app
+    from tests.test_web_http import Site
+    from tests.webbing import filled_ledger
+
+    ledger, config = filled_ledger(sandbox, f"sqlite:///{tmp_path / 'web.db'}", grants=6)
+    with TestClient(create_app(config, ledger), base_url="http://127.0.0.1") as client:
+        site = Site(client, ledger, config, sandbox)
+        assert site.sign_in("ada") == 303
+        yield site
+    ledger.engine.dispose()
