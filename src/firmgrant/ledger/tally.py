@@ -37,6 +37,16 @@ def unfinished(session: Session, now: datetime) -> Counter[str]:
     return counts
 
 
+def changes_per_grant(session: Session, grant_ids: list[int]) -> Counter[int]:
+    """How often Salesforce's record of each grant changed (``changed`` events)."""
+    query = (
+        select(EventRow.grant_id, func.count())
+        .where(EventRow.kind == EventKind.CHANGED, EventRow.grant_id.in_(grant_ids))
+        .group_by(EventRow.grant_id)
+    )
+    return Counter({int(grant): int(n) for grant, n in session.execute(query) if grant})
+
+
 def revoked_more_than_once(session: Session) -> list[str]:
     """Salesforce ids of grants with more than one ``revoked`` event (firmgrant revoked twice)."""
     query = (
