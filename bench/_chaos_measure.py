@@ -25,7 +25,6 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -70,6 +69,7 @@ def settle(env: dict[str, str], sandbox: Sandbox, mail: Mail, customers: Custome
     wrong, if anything)."""
     customers.halt.set()
     customers.join()
+    problems = [customers.failure] if customers.failure else []
     sandbox.control.faults("")
     mail.refuse(None)
     worker = Worker(env, logs / "settle.log")
@@ -81,13 +81,15 @@ def settle(env: dict[str, str], sandbox: Sandbox, mail: Mail, customers: Custome
             time.sleep(2)  # polling the ledger from outside, not synchronising a test
             ends = customers.deeds.last_end
             with ledger.sessions() as session:
-                left = tally.unfinished(session, datetime.now(UTC))
+                left = tally.unfinished(session)
             done = not (left["revocations"] or left["emails"])
             quiet = quiet + 1 if done and (ends is None or time.time() > ends + 12) else 0
     finally:
         code = worker.terminate()
         ledger.engine.dispose()
-    return [] if code == 0 else [f"the settling worker ended with {code} on SIGTERM"]
+    if code != 0:
+        problems.append(f"the settling worker ended with {code} on SIGTERM")
+    return problems
 
 
 # "in 3 hours", "2 days ago": the one part of an email that depends on when it was sent.

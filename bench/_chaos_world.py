@@ -110,10 +110,14 @@ class Customers(threading.Thread):
         self.rng = random.Random(seed)
         self.deeds = Deeds()
         self.halt = threading.Event()
+        self.failure: str | None = None  # why the customers stopped early, if they did
 
     def run(self) -> None:
-        while not self.halt.wait(self.rng.uniform(0.05, 0.4)):
-            self.act()
+        try:
+            while not self.halt.wait(self.rng.uniform(0.05, 0.4)):
+                self.act()
+        except Exception as exc:  # reported as the scenario's problem, not a silent lull
+            self.failure = f"the customers stopped acting: {exc!r}"
 
     def act(self) -> None:
         rng = self.rng

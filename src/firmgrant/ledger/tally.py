@@ -4,7 +4,6 @@ which Salesforce grants it knows, the work it has not finished, and repeated rev
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -18,22 +17,16 @@ def source_ids(session: Session) -> set[str]:
     return set(session.execute(select(GrantRow.source_id)).scalars())
 
 
-def unfinished(session: Session, now: datetime) -> Counter[str]:
-    """Revocations and outbox rows still to do: ``revocations``/``emails`` (all open ones)
-    and ``revocations_due``/``emails_due`` (those whose next attempt has come)."""
+def unfinished(session: Session) -> Counter[str]:
+    """Revocations and outbox rows still open (``revocations``, ``emails``): a settled
+    worker leaves none, whether their next attempt has come or not."""
     counts: Counter[str] = Counter()
     for name, model, states in (
         ("revocations", RevocationRow, (*OPEN_STATES, WorkState.LANDED)),
         ("emails", OutboxRow, OPEN_STATES),
     ):
-        open_ = model.state.in_(states)
-        counts[name] = session.scalar(select(func.count()).select_from(model).where(open_)) or 0
-        counts[f"{name}_due"] = (
-            session.scalar(
-                select(func.count()).select_from(model).where(open_, model.next_attempt_at <= now)
-            )
-            or 0
-        )
+        query = select(func.count()).select_from(model).where(model.state.in_(states))
+        counts[name] = session.scalar(query) or 0
     return counts
 
 
