@@ -33,8 +33,10 @@ from _chaos_world import Customers, Mail, Sandbox, Worker, firmgrant
 
 from firmgrant.ledger import Ledger, make_engine, tally
 from firmgrant.ledger.chain import read_chain_head
+from firmgrant.sandbox import CONNECTION
 
 SETTLE_SECONDS = 300
+OBJECT_CONNECTION = CONNECTION  # the vendor's org's connection in the sandbox's connection.env
 
 
 @dataclass
@@ -165,12 +167,17 @@ def measure(figures: Figures, env: dict[str, str], sandbox: Sandbox, mail: Mail,
             held = tally.source_ids(session)
             ledger_double = tally.revoked_more_than_once(session)
         deeds = customers.deeds
-        made = deeds.live_object_grants() + sorted(deeds.audit_grants)
+        made = [(OBJECT_CONNECTION, rid) for rid in deeds.live_object_grants()]
+        made += sorted(deeds.audit_grants)
         figures.grants = len(deeds.object_grants) + len(deeds.audit_grants)
         figures.lost = sum(1 for rid in made if rid not in held)
         stats = sandbox.stats()
         figures.revocations = int(stats["revoked_by_api"])
-        figures.double = len(set(stats["revoked_more_than_once"]) | set(ledger_double))
+        api_double = {f"{OBJECT_CONNECTION}:{rid}" for rid in stats["revoked_more_than_once"]}
+        figures.double = len(api_double | set(ledger_double))
+        (logs / "double.txt").write_text(
+            f"sandbox API: {stats['revoked_more_than_once']}\nledger events: {ledger_double}\n"
+        )
         figures.undone = _undone(env, figures)
         figures.full_sync_changes = _full_sync_changes(env, ledger, figures)
     finally:

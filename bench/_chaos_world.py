@@ -75,7 +75,8 @@ class Deeds:
     """What the customers did: the grants the ledger must come to hold."""
 
     object_grants: dict[str, bool] = field(default_factory=dict)  # record Id → deleted
-    audit_grants: set[str] = field(default_factory=set)  # audit row Ids of new grants
+    # (connection, audit row Id) of new grants made in Setup: ids are each org's own.
+    audit_grants: set[tuple[str, str]] = field(default_factory=set)
     actions: Counter[str] = field(default_factory=Counter)
     ends: dict[str, float] = field(default_factory=dict)  # record Id → its end (epoch s)
     never_extend: set[str] = field(default_factory=set)  # Login-As grants, customer revoked
@@ -189,7 +190,7 @@ class Customers(threading.Thread):
         row = self.control("POST", f"tenants/{org}/{verb}", body)
         if verb == "grant":
             with self.deeds.lock:
-                self.deeds.audit_grants.add(row["Id"])
+                self.deeds.audit_grants.add((f"org{org}", row["Id"]))  # orgs import names
 
 
 class Sandbox:

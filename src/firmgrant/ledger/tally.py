@@ -12,9 +12,11 @@ from firmgrant.ledger.models import EventRow, GrantRow, OutboxRow, RevocationRow
 from firmgrant.lifecycle import OPEN_STATES, EventKind, WorkState
 
 
-def source_ids(session: Session) -> set[str]:
-    """Every grant's Salesforce id (record Id, or the audit row that opened the grant)."""
-    return set(session.execute(select(GrantRow.source_id)).scalars())
+def source_ids(session: Session) -> set[tuple[str, str]]:
+    """Every grant as (connection, Salesforce id: the record Id, or the audit row that opened
+    the grant). Ids are an org's own: two customer orgs may hold the same one."""
+    query = select(GrantRow.connection, GrantRow.source_id)
+    return {(connection, source_id) for connection, source_id in session.execute(query)}
 
 
 def unfinished(session: Session) -> Counter[str]:
@@ -41,12 +43,12 @@ def changes_per_grant(session: Session, grant_ids: list[int]) -> Counter[int]:
 
 
 def revoked_more_than_once(session: Session) -> list[str]:
-    """Salesforce ids of grants with more than one ``revoked`` event (firmgrant revoked twice)."""
+    """``connection:id`` of grants with more than one ``revoked`` event (revoked twice)."""
     query = (
-        select(GrantRow.source_id)
+        select(GrantRow.connection, GrantRow.source_id)
         .join(EventRow, EventRow.grant_id == GrantRow.id)
         .where(EventRow.kind == EventKind.REVOKED)
-        .group_by(GrantRow.source_id)
+        .group_by(GrantRow.id, GrantRow.connection, GrantRow.source_id)
         .having(func.count() > 1)
     )
-    return sorted(session.execute(query).scalars())
+    return sorted(f"{connection}:{source_id}" for connection, source_id in session.execute(query))
