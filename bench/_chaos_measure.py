@@ -175,8 +175,11 @@ def measure(figures: Figures, env: dict[str, str], sandbox: Sandbox, mail: Mail,
         figures.revocations = int(stats["revoked_by_api"])
         api_double = {f"{OBJECT_CONNECTION}:{rid}" for rid in stats["revoked_more_than_once"]}
         figures.double = len(api_double | set(ledger_double))
+        with ledger.sessions() as session:
+            told = tally.history(session, OBJECT_CONNECTION, stats["revoked_more_than_once"])
         (logs / "double.txt").write_text(
             f"sandbox API: {stats['revoked_more_than_once']}\nledger events: {ledger_double}\n"
+            + "".join(f"{line}\n" for line in told)
         )
         figures.undone = _undone(env, figures)
         figures.full_sync_changes = _full_sync_changes(env, ledger, figures)

@@ -232,3 +232,35 @@ def test_canonical_json_is_the_stdlib_canonical_form_for_awkward_text() -> None:
     assert canonical_json(value) == json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
+
+
+def test_a_page_read_before_another_replicas_revocation_does_not_undo_it(ledger: Ledger) -> None:
+    """Replicas revoke outside the planning lock: a sync may write a page fetched just
+    before another replica revoked one of its grants. That stale Active must not reopen the
+    grant, or enforce revokes it a second time (found by bench/chaos.py, postgres-down)."""
+    from firmgrant.grant import GrantRecord
+    from firmgrant.ledger.models import GrantRow
+
+    now = datetime(2026, 12, 7, 10, 50, tzinfo=UTC)
+    record = GrantRecord(
+        source_id="a0B5e0000000037EAA", org_id="00D5e000000000NEA", org_name="Acme",
+        grantor_id=None, grantor_username=None, grantor_email="ada@acme.example",
+        grantee="FirmWorks Support", duration="1 Day", granted_at=now - timedelta(days=1),
+        expires_at=now - timedelta(seconds=5), via_login_as=False, login_as_user=None,
+        sf_status="Active", revoked_at=None, revoke_reason=None, modstamp=now - timedelta(days=1),
+        deleted=False,
+    )  # fmt: skip
+    ledger.apply_page("sandbox", "object", [record], [], now=now)
+    with ledger.transaction() as session:  # what the revoke job writes on another replica
+        session.execute(update(GrantRow).values(sf_status="Revoked", revoked_at=now))
+    stale = ledger.apply_page("sandbox", "object", [record], [], now=now)
+    with ledger.sessions() as session:
+        assert session.scalars(select(GrantRow.sf_status)).one() == "Revoked"
+        kinds = session.scalars(select(EventRow.kind)).all()
+    assert stale.updated == 0
+    assert EventKind.CHANGED not in kinds
+    # The customer really granted it again: a newer SystemModstamp is news.
+    later = record._replace(modstamp=now + timedelta(seconds=1), expires_at=now + timedelta(days=1))
+    assert ledger.apply_page("sandbox", "object", [later], [], now=now).updated == 1
+    with ledger.sessions() as session:
+        assert session.scalars(select(GrantRow.sf_status)).one() == "Active"

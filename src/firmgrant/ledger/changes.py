@@ -42,6 +42,8 @@ def classify(
             changed.append((EventKind.DISCOVERED, record, None, None))
             continue
         grant_id, values = current
+        if _read_before_our_revocation(values, record):
+            continue
         changes = {
             field: [jsonable(values[field]), jsonable(getattr(record, field))]
             for field in COMPARED_FIELDS
@@ -66,6 +68,22 @@ def classify(
                 kind = EventKind.CHANGED
         changed.append((kind, record, grant_id, changes))
     return changed, upserts
+
+
+def _read_before_our_revocation(values: dict[str, Any], record: GrantRecord) -> bool:
+    """A page fetched before another replica's revocation was recorded, written after it.
+
+    The ledger says Revoked: the revoke job wrote that itself, with no new modstamp. The
+    record says Active and is no newer. Salesforce stamps every write, so a record that really
+    became Active again has a newer SystemModstamp. Written as it was, this page would undo
+    the revocation, and enforce would revoke the grant a second time (bench/chaos.py,
+    postgres-down).
+    """
+    return (
+        values["sf_status"] == SalesforceStatus.REVOKED
+        and record.sf_status == SalesforceStatus.ACTIVE
+        and record.modstamp <= values["modstamp"]
+    )
 
 
 def our_revocation(

@@ -52,3 +52,16 @@ def revoked_more_than_once(session: Session) -> list[str]:
         .having(func.count() > 1)
     )
     return sorted(f"{connection}:{source_id}" for connection, source_id in session.execute(query))
+
+
+def history(session: Session, connection: str, source_ids: list[str]) -> list[str]:
+    """These grants' events, one line each (where a repeated revocation came from)."""
+    query = (
+        select(EventRow)
+        .where(EventRow.connection == connection, EventRow.source_id.in_(source_ids))
+        .order_by(EventRow.id)
+    )
+    return [
+        f"{e.source_id} {e.at.isoformat()} {e.kind} by {e.actor}: {e.reason or ''}"
+        for e in session.execute(query).scalars()
+    ]
