@@ -9,6 +9,7 @@ control characters and non-Latin text.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from firmgrant.cli import main
@@ -112,6 +113,7 @@ def _well_formed(grant: GrantRecord) -> None:
 
 @HOSTILE
 @given(record=spoiled(GOOD_RECORD))
+@example(record={**GOOD_RECORD, "Org_Name__c": "a" * 5000, "Grantee__c": "b" * 300})
 def test_a_malformed_grant_record_is_refused_with_a_short_reason(record: dict[str, Any]) -> None:
     parsed = parse_record(record, FieldMap())
     if isinstance(parsed, InvalidRecord):
@@ -220,8 +222,9 @@ def test_a_csv_with_any_cells_imports_whole_or_not_at_all(
     out, err = capsys.readouterr()
     assert listed == 0
     assert "Traceback" not in err
-    if code == 0:
+    if code == 0:  # then every row was good and every row is in
         assert GOOD_ORG in out
+        assert len(json.loads(out)) == 1 + len(rows)
     else:
         assert code in (1, 2)
         assert re.search(r"line ([3-9]|\d\d)\b", err), err  # the bad row, not the good one
