@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import shutil
+import socket
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -345,3 +349,56 @@ def test_records_written_once_the_org_was_read_carry_the_time_of_the_write(
     assert [r["Id"] for r in found["records"]] == [late["Id"]]
     audit = sf.query("SELECT CreatedDate FROM SetupAuditTrail ORDER BY CreatedDate DESC LIMIT 1")
     assert audit["records"][0]["CreatedDate"] >= before  # Salesforce writes its trail now
+
+
+def _answer(tls: ssl.SSLSocket, path: str, token: str) -> bytes:
+    """One HTTP/1.1 request on a kept-alive connection; the status line of its answer."""
+    tls.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: sandbox\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+    )
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += tls.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += tls.recv(65536)
+    return head.split(b"\r\n")[0]
+
+
+def test_an_idle_kept_alive_connection_is_closed_not_left_unserved(
+    tmp_path: Path, sandbox_keys: Path
+) -> None:
+    """A pooled client that reuses a connection the sandbox gave up on must see it closed,
+    not wait out its read timeout (an idle cycle of 10,000 orgs lost 30 s that way)."""
+    state = tmp_path / "org"
+    shutil.copytree(sandbox_keys, state)
+    # With the collector off, a request handler caught in a reference cycle lives as long as
+    # it may in a sandbox with little to do between cycles.
+    gc.disable()
+    try:
+        with SandboxOrg(state, persist=False, keep_alive_seconds=0.2) as org:
+            token = independent_client(org).session_id
+            context = ssl.create_default_context(cafile=str(org.state / "tls.crt"))
+            host, port = org.base_url.removeprefix("https://").split(":")
+            with context.wrap_socket(
+                socket.create_connection((host, int(port))), server_hostname=host
+            ) as tls:
+                ok = _answer(
+                    tls, "/services/data/v62.0/query/?q=SELECT+Id+FROM+Login_Access_Grant__c", token
+                )
+                bad = _answer(
+                    tls,
+                    "/services/data/v62.0/query/?q=SELECT+Nope+FROM+Login_Access_Grant__c",
+                    token,
+                )
+                tls.settimeout(10)
+                closed = tls.recv(1)
+    finally:
+        gc.enable()
+    assert (ok, bad) == (b"HTTP/1.1 200 OK", b"HTTP/1.1 400 Bad Request")
+    assert closed == b""  # end of stream: the server closed it after 0.2 s idle

@@ -59,6 +59,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     org: SandboxOrg
     tls: ssl.SSLContext
+    keep_alive: float
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -76,13 +77,23 @@ class _Server(ThreadingHTTPServer):
             return
         with self.counting:
             self.handshakes += 1
-        super().finish_request(request, client_address)
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            # shutdown_request() closes the raw socket, which wrapping detached: the TLS one
+            # must be closed here, or a handler caught in a reference cycle keeps the
+            # connection open, unserved, until a garbage collection, and a client reusing it
+            # waits out its read timeout (a stale keep-alive cost an idle cycle 30 s).
+            request.close()
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    timeout = 60  # an idle keep-alive connection is dropped after this long
     server: _Server
+
+    def setup(self) -> None:
+        self.timeout = self.server.keep_alive  # an idle keep-alive connection is dropped then
+        super().setup()
 
     def _serve(self) -> None:
         parts = urlsplit(self.path)
@@ -126,6 +137,7 @@ class SandboxOrg:
         clock: Clock = utcnow,
         persist: bool = True,
         api_version: str = "62.0",
+        keep_alive_seconds: float = 60.0,
     ) -> None:
         self.state = state.resolve()
         self.persist = persist
@@ -142,6 +154,7 @@ class SandboxOrg:
         )
         self._server = _Server((host, port), _Handler, bind_and_activate=True)
         self._server.org = self
+        self._server.keep_alive = keep_alive_seconds
         self._server.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._server.tls.load_cert_chain(self.state / "tls.crt", self.state / "tls.key")
         bound_host, bound_port = self._server.server_address[:2]
