@@ -92,8 +92,8 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def setup(self) -> None:
-        self.timeout = self.server.keep_alive  # an idle keep-alive connection is dropped then
         super().setup()
+        self.connection.settimeout(self.server.keep_alive)  # an idle keep-alive is dropped then
 
     def _serve(self) -> None:
         parts = urlsplit(self.path)
