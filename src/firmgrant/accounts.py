@@ -6,6 +6,7 @@ every sign-in and sign-out, are events in the hash chain with the person as acto
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -65,8 +66,20 @@ MAX_PASSWORD = 1024  # Argon2 takes any length; a cap stops a megabyte "password
 REFUSED = "wrong user name or password, or the account is disabled"
 
 _hasher = PasswordHasher()
-# Verified when the user is unknown, so an unknown name costs the same time as a wrong password.
-_DUMMY_HASH = _hasher.hash("firmgrant: no such user")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified when the user is unknown, so an unknown name costs the same time as a wrong
+    password. Made on first need: an Argon2 hash takes 64 MiB, which every command paid at
+    import (`firmgrant --version` peaked at 130 MiB, 64 without it)."""
+    return _hasher.hash("firmgrant: no such user")
+
+
+def prepare_sign_in() -> None:
+    """Make the unknown-user hash now (the dashboard, at start-up), so the first sign-in of an
+    unknown name takes no longer than any other."""
+    _dummy_hash()
 
 
 @dataclass(frozen=True)
@@ -195,7 +208,7 @@ def account(ledger: Ledger, name: str) -> Account | None:
 
 def _verify(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+        return _hasher.verify(password_hash or _dummy_hash(), password) and bool(password_hash)
     except (VerificationError, InvalidHashError):
         return False
 

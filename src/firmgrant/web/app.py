@@ -124,8 +124,10 @@ def _session_secret(settings: Settings) -> str:
 def create_app(
     settings: Settings, ledger: Ledger, *, clock: Callable[[], datetime] = utcnow
 ) -> Starlette:
+    from firmgrant import accounts
     from firmgrant.web import auth, compliance, ops, pages, revoking, sso
 
+    accounts.prepare_sign_in()
     https = settings.web.public_url.startswith("https://")
     templates = Jinja2Templates(env=_environment(clock))
     context = WebContext(settings, ledger, templates, clock)
