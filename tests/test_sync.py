@@ -310,6 +310,23 @@ def test_full_sync_ignores_the_watermark_and_marks_vanished_grants(
     assert ledger.sync_state("acme", "object").last_full_sync_at == NOW
 
 
+def test_a_full_sync_that_writes_new_and_changed_grants_counts_them_seen(
+    ledger: Ledger, fake_org: FakeOrg
+) -> None:
+    changed, same = fake_org.grant(), fake_org.grant()
+    sync(ledger)
+    fake_org.update(changed["Id"], Org_Name__c="Renamed Ltd")
+    new = fake_org.grant()
+
+    full = sync(ledger, full=True)
+    again = sync(ledger, full=True)
+
+    assert (full.inserted, full.updated, full.deleted) == (1, 1, 0)
+    assert again.deleted == 0
+    assert events(ledger, "vanished") == []
+    assert [grant_row(ledger, r["Id"]).deleted for r in (changed, same, new)] == [False] * 3
+
+
 def test_login_as_grants_are_counted_rejected_and_never_listed_as_usable(
     ledger: Ledger, fake_org: FakeOrg
 ) -> None:
