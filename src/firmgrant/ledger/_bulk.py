@@ -71,23 +71,28 @@ def insert_rows(
     *,
     conflict: Sequence[str] = (),
     update: Sequence[str] = (),
-) -> None:
+    returning: Sequence[str] = (),
+) -> list[tuple[Any, ...]] | None:
     """``INSERT`` (optionally ``ON CONFLICT … DO UPDATE``) of tuples, one executemany.
 
+    An upsert on PostgreSQL gives back the ``returning`` columns of every row it wrote;
+    elsewhere ``None`` (an executemany returns nothing): read them back if needed.
     Table and column names come from this package, never from input.
     """
     if not rows:
-        return
+        return []
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        _copy_rows(session, table, columns, rows, conflict=conflict, update=update)
-        return
+        return _copy_rows(
+            session, table, columns, rows, conflict=conflict, update=update, returning=returning
+        )
     mark = _PLACEHOLDER[dialect]
     sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(mark for _ in columns)})"
     if conflict:
         assignments = ", ".join(f"{name} = excluded.{name}" for name in update)
         sql += f" ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {assignments}"
     session.connection().exec_driver_sql(sql, list(rows))
+    return None
 
 
 def _copy_rows(
@@ -98,10 +103,11 @@ def _copy_rows(
     *,
     conflict: Sequence[str],
     update: Sequence[str],
-) -> None:
+    returning: Sequence[str],
+) -> list[tuple[Any, ...]] | None:
     """PostgreSQL: ``COPY`` the rows in (an executemany of 2,000 rows, even pipelined, spent
     a third of an initial sync's time in psycopg); an upsert copies into a temporary staging
-    table, then moves the rows with one ``INSERT … SELECT … ON CONFLICT``."""
+    table, then moves the rows with one ``INSERT … SELECT … ON CONFLICT … RETURNING``."""
     names = ", ".join(columns)
     target = table
     if conflict:
@@ -115,10 +121,14 @@ def _copy_rows(
         with cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
-        if conflict:
-            assignments = ", ".join(f"{name} = excluded.{name}" for name in update)
-            cursor.execute(
-                f"INSERT INTO {table} ({names}) SELECT {names} FROM {target} "
-                f"ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {assignments}"
-            )
-            cursor.execute(f"DELETE FROM {target}")  # a second upsert in this transaction
+        if not conflict:
+            return None
+        assignments = ", ".join(f"{name} = excluded.{name}" for name in update)
+        cursor.execute(
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM {target} "
+            f"ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {assignments}"
+            + (f" RETURNING {', '.join(returning)}" if returning else "")
+        )
+        written = [tuple(row) for row in cursor.fetchall()] if returning else None
+        cursor.execute(f"DELETE FROM {target}")  # a second upsert in this transaction
+        return written

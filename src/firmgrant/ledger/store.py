@@ -147,13 +147,10 @@ class Ledger:
                 },
                 now,
             )
-            if upserts:
-                self._upsert(session, connection, upserts, now)
-            new_ids = self._ids(
-                session,
-                connection,
-                [r.source_id for _, r, grant_id, _ in changed if grant_id is None],
-            )
+            new_ids = self._upsert(session, connection, upserts, now) if upserts else {}
+            if new_ids is None:  # SQLite: the upsert returned nothing
+                news = [r.source_id for _, r, grant_id, _ in changed if grant_id is None]
+                new_ids = self._ids(session, connection, news)
             events = [
                 self._event(
                     kind, connection, record, now, grant_id or new_ids[record.source_id], changes
@@ -283,14 +280,14 @@ class Ledger:
     @staticmethod
     def _upsert(
         session: Session, connection: str, records: list[GrantRecord], now: datetime
-    ) -> None:
+    ) -> dict[str, int] | None:
         """One ``INSERT … ON CONFLICT DO UPDATE``, executed for all the page's new and changed
-        grants at once.
+        grants at once: their ids by source id where the database hands them back (PostgreSQL),
+        else ``None``.
 
         ``first_seen_at`` is written on insert only: the conflict branch leaves it alone.
-        No ``RETURNING``: it turns executemany into one giant multi-VALUES statement, which
-        psycopg parses client-side; plain executemany is pipelined, and one
-        indexed SELECT finds the new ids.
+        On SQLite an executemany returns nothing and one indexed SELECT finds the new ids; on
+        PostgreSQL the staging table's one ``INSERT … SELECT`` returns them.
         """
         to_db = time_converter(session.get_bind().dialect.name)
         now_db = to_db(now)
@@ -301,14 +298,16 @@ class Ledger:
                 if values[i] is not None:
                     values[i] = to_db(values[i])
             rows.append(tuple(values))
-        insert_rows(
+        written = insert_rows(
             session,
             "grants",
             (*MIRRORED_FIELDS, "connection", "updated_at", "first_seen_at"),
             rows,
             conflict=("connection", "source_id"),
             update=(*MIRRORED_FIELDS, "updated_at"),
+            returning=("source_id", "id"),
         )
+        return None if written is None else dict(written)
 
     @staticmethod
     def _event(
