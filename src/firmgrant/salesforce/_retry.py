@@ -25,7 +25,7 @@ class TransientHTTPError(Exception):
         self.status = status
 
 
-def is_transient(exc: Exception) -> bool:
+def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, requests.Timeout | requests.ConnectionError | TransientHTTPError):
         return True
     # simple-salesforce raises SalesforceGeneralError for any status it has no class for
