@@ -39,8 +39,13 @@ class Reader:
         ``%s``, and a literal ``%`` doubled)."""
         return text if self.dialect == "sqlite" else text.replace("%", "%%").replace("?", "%s")
 
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        cursor = self.connection.cursor()
+    def rows(
+        self, sql: str, params: Sequence[Any] = (), *, binary: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """The rows of ``sql``; ``binary`` asks PostgreSQL for its binary format (a
+        ``bytea`` arrives as bytes, not as hex text to decode)."""
+        binary = binary and self.dialect == "postgresql"
+        cursor = self.connection.cursor(binary=True) if binary else self.connection.cursor()
         try:
             cursor.execute(self.sql(sql), tuple(params))
             return cursor.fetchall()  # type: ignore[no-any-return]
