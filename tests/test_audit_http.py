@@ -9,9 +9,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import responses
+from sqlalchemy import select
 
 from firmgrant.jobs.sync import sync_connection
 from firmgrant.ledger import Ledger
+from firmgrant.ledger.models import GrantRow
 from firmgrant.settings import ConnectionSettings, SourceSettings, SyncSettings, VendorSettings
 
 LOGIN = "https://acme.my.example.test"
@@ -74,9 +76,23 @@ def test_the_soql_sent_names_the_fields_actions_order_and_the_watermark(ledger: 
         "CreatedBy": {"attributes": {"type": "User"}, "Username": "jane@acme.com", "Email": None},
         "DelegateUser": None,
     }
+    org = {
+        "attributes": {"type": "Organization"},
+        "Id": "00D5e0000000001AAA",
+        "Name": "Acme",
+        "TimeZoneSidKey": "Europe/London",
+        "DefaultLocaleSidKey": "en_GB",
+        "LanguageLocaleKey": "en_US",
+    }
+    users = [  # Jane in New York, in US order; the integration user in Tokyo, year first
+        {"Id": "0055e0000000002AAA", "LocaleSidKey": "en_US",
+         "TimeZoneSidKey": "America/New_York", "LanguageLocaleKey": "en_US"},
+        {"Id": "0055e0000000001AAA", "LocaleSidKey": "ja_JP",
+         "TimeZoneSidKey": "Asia/Tokyo", "LanguageLocaleKey": "ja"},
+    ]  # fmt: skip
     with responses.RequestsMock() as mock:
         token(mock)
-        for records in ([row], [{"Name": "Acme"}]):
+        for records in ([row], [org], users):
             mock.add(responses.GET, f"{API}/query/", json={"done": True, "records": records})
         first = sync(ledger)
         mock.add(responses.GET, f"{API}/query/", json={"done": True, "records": []})
@@ -84,17 +100,29 @@ def test_the_soql_sent_names_the_fields_actions_order_and_the_watermark(ledger: 
         sent = [soql_of(c) for c in mock.calls if "/query/" in str(c.request.url)]
 
     assert (first.inserted, second.inserted, second.api_calls) == (1, 0, 1)
+    assert first.api_calls == 3, "the trail, the org, its users: each asked once"
     assert sent[0] == (
         "SELECT Id, Action, Section, Display, CreatedDate, CreatedById, CreatedBy.Username, "
         "CreatedBy.Email, DelegateUser FROM SetupAuditTrail WHERE Action IN "
         "('loginasgrantedtopartnerbt','loginasmodifiedtopartnerbt','loginasrevokedtopartnerbt',"
         "'suloginaccessused') ORDER BY CreatedDate ASC, Id ASC"
     )
-    assert sent[1] == "SELECT Name FROM Organization"
+    assert sent[1] == (
+        "SELECT Id, Name, TimeZoneSidKey, DefaultLocaleSidKey, LanguageLocaleKey FROM Organization"
+    )
+    assert sent[2] == (
+        "SELECT Id, LocaleSidKey, TimeZoneSidKey, LanguageLocaleKey FROM User "
+        "WHERE Id IN ('0055e0000000001AAA','0055e0000000002AAA')"
+    )
     since = datetime(2026, 12, 1, 10, tzinfo=UTC) - timedelta(seconds=300)
-    assert sent[2] == sent[0].replace(
+    assert sent[3] == sent[0].replace(
         " ORDER BY", f" AND CreatedDate > {since.isoformat()} ORDER BY"
     )
+    with ledger.sessions() as session:
+        grant = session.execute(select(GrantRow)).scalar_one()
+    # "through 12/9/2026", read in Jane's order, ends at the start of that day in New York.
+    assert grant.expires_at == datetime(2026, 12, 9, 5, tzinfo=UTC)
+    assert (grant.org_id, grant.org_name) == ("00D5e0000000001AAA", "Acme")
 
 
 def test_a_connection_without_view_setup_gets_salesforces_error_and_it_is_recorded(

@@ -143,7 +143,7 @@ def test_grants_made_in_setup_become_the_ledgers_grants_with_their_whole_timelin
     change = acme.grant(jane, 30, vendor=audit.vendor, at=ago(hours=1), verb="changed")
     changed_at = datetime.fromisoformat(change["CreatedDate"])
     audit.cycle()
-    acme.revoke(jane, vendor=audit.vendor, at=ago(minutes=30))
+    revoked = acme.revoke(jane, vendor=audit.vendor, at=ago(minutes=30))
     again = acme.grant(jane, 7, vendor=audit.vendor, at=ago(minutes=20))
     audit.cycle()
 
@@ -151,12 +151,18 @@ def test_grants_made_in_setup_become_the_ledgers_grants_with_their_whole_timelin
     assert audit.grants()[granted["Id"]].expires_at == access_ends(
         (changed_at + timedelta(days=30)).date(), "UTC"
     ), "the change moved the expiry"
-    kinds = [(e.kind, e.actor) for e in audit.events() if e.source_id == granted["Id"]]
-    assert kinds == [
-        ("discovered", f"salesforce:{jane}"),
-        ("changed", "salesforce"),
-        ("customer_revoked", f"customer:{acme.org_id}"),
+    kinds = [
+        (e.kind, e.actor, e.occurred_at) for e in audit.events() if e.source_id == granted["Id"]
     ]
+    assert kinds == [
+        ("granted", f"salesforce:{jane}", datetime.fromisoformat(granted["CreatedDate"])),
+        ("changed", f"salesforce:{jane}", changed_at),
+        (
+            "customer_revoked",
+            f"customer:{acme.org_id}",
+            datetime.fromisoformat(revoked["CreatedDate"]),
+        ),
+    ], "each trail row its own event, at the time the trail gives it"
     assert audit.status(again["Id"]) == GrantStatus.ACTIVE, "a later grant opens a new episode"
     with audit.ledger.sessions() as session:
         assert verify_chain(session).ok
@@ -356,17 +362,20 @@ def expected_grants(tenant: CustomerOrg, publisher: str) -> dict[str, dict[str, 
         if action == "loginasrevokedtopartnerbt":
             current["revoked"] = True
             continue
+        at = datetime.fromisoformat(row["CreatedDate"])
         if action == "loginasmodifiedtopartnerbt" and not current["revoked"]:
             current.update(
                 expires_at=end, login_as=current["login_as"] or bool(row["DelegateUser"])
             )
+            current["ends"].append((at, end))
             continue
         grants[row["Id"]] = {
             "expires_at": end,
+            "ends": [(at, end)],  # the expiry in force from each moment on
             "revoked": False,
             "login_as": bool(row["DelegateUser"]),
             "user": user,
-            "granted_at": datetime.fromisoformat(row["CreatedDate"]),
+            "granted_at": at,
         }
         open_by_user[user] = row["Id"]
     return grants
@@ -413,10 +422,14 @@ def test_fifty_customer_orgs_twice_mirror_exactly_their_grants_and_the_second_ru
     ]
 
     def valid(tenant: CustomerOrg, row: dict[str, Any]) -> bool:
+        """Judged by the grant as it stood then: a later extension does not excuse a use
+        made after the grant had ended."""
         at = datetime.fromisoformat(row["CreatedDate"])
         return any(
             g["user"] == row["CreatedById"]
-            and g["granted_at"] <= at < min(g["expires_at"], g["granted_at"] + YEAR)
+            and g["granted_at"]
+            <= at
+            < min([end for since, end in g["ends"] if since <= at][-1], g["granted_at"] + YEAR)
             and not g["login_as"]
             and not (g["revoked"] and (mirrored[i].revoked_at or at) <= at)
             for i, g in expected.items()

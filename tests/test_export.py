@@ -79,6 +79,7 @@ def test_each_format_holds_every_event_with_the_grant_as_it_was(
     # The columns the README documents (compliance tools read them by name, in this order).
     assert list(table[0]) == [
         "event_id",
+        "occurred_at",
         "event_at",
         "kind",
         "grant_id",
@@ -114,8 +115,10 @@ def test_each_format_holds_every_event_with_the_grant_as_it_was(
     assert renamed[0]["expires_at"][:19] == made["renamed"]["Expires_At__c"][:19]
 
     ended = [r for r in rows if r["source_id"] == made["ended"]["Id"]]
+    # The record as first seen was last changed two days ago, when its day had not run out.
+    assert ended[0]["occurred_at"] == ended[0]["sf_modstamp"] < ended[0]["event_at"]
     assert [(r["kind"], r["status_after"]) for r in ended] == [
-        ("discovered", "expired"),
+        ("discovered", "active"),
         ("expired", "expired"),
         ("revoked", "revoked"),
         ("notified", "revoked"),
@@ -371,7 +374,7 @@ def test_status_after_compares_expiry_and_event_time_exactly_whatever_their_shap
     for expires in times:
         for at in times:
             grant = ["00D", "n", "u", "e", "g", "2026-01-01T00:00:00Z", iso_z(expires), "m",
-                     "Active", False, False]  # fmt: skip
+                     "Active", False, False, None]  # fmt: skip
             expected = "expired" if expires <= at else "active"
             assert _status(grant, iso_z(at), "2025-01-01T00:00:00Z") == expected, (expires, at)
 
@@ -401,7 +404,7 @@ def test_a_snapshot_missing_fields_exports_them_blank_and_one_without_org_is_non
     from firmgrant.export.rows import _snapshot
 
     assert _snapshot(b'{"grant":{"org_id":"00D1","org_name":"Acme"}}') == [
-        "00D1", "Acme", None, None, None, None, None, None, None, None, None,
+        "00D1", "Acme", None, None, None, None, None, None, None, None, None, None,
     ]  # fmt: skip
     assert _snapshot('{"changes":{"org_name":["a","b"]}}') is None
     assert _snapshot(b'{"grant":{"org_id":null,"org_name":"x"}}') is None

@@ -40,7 +40,7 @@ def test_upgrading_a_filled_ledger_to_0003_keeps_every_event_and_its_chain(
     engine = make_engine(database_url)
     command.upgrade(_config(engine), "0002")
     ledger = Ledger(engine)
-    _history(ledger, 4)
+    _legacy_history(ledger, 4)
     with ledger.sessions() as session:
         before = session.execute(text("SELECT id, hash FROM events ORDER BY id")).all()
     assert upgrade(engine) == ("0002", HEAD_REVISION)
@@ -75,6 +75,43 @@ def test_naive_datetimes_are_refused(ledger: Ledger) -> None:
         session.add(naive)
         with pytest.raises(StatementError, match="naive datetime"):
             session.flush()
+
+
+def _legacy_history(ledger: Ledger, count: int) -> None:
+    """Events as a firmgrant before migration 0011 wrote them: no ``occurred_at`` column."""
+    from firmgrant.ledger._bulk import iso_from_db, sqlite_time
+    from firmgrant.ledger.chain import _hash, canonical_json, read_chain_head
+
+    sqlite = ledger.engine.dialect.name == "sqlite"
+    with ledger.transaction() as session:
+        last, prev = read_chain_head(session)
+        for i in range(count):
+            at = T0 + timedelta(minutes=i)
+            stored = sqlite_time(at) if sqlite else at
+            row = ("discovered", None, "acme", f"a0B{i:015d}", "system:firmgrant", "ünïcode ✓")
+            payload = canonical_json({"n": i})
+            last += 1
+            hash_ = _hash(prev, last, f'"{iso_from_db(stored)}"', None, *row, payload)
+            session.execute(
+                text(
+                    "INSERT INTO events (id, at, kind, grant_id, connection, source_id, actor, "
+                    "reason, payload, prev_hash, hash) VALUES (:id, :at, :kind, :grant_id, "
+                    ":connection, :source_id, :actor, :reason, :payload, :prev, :hash)"
+                ),
+                dict(
+                    zip(
+                        ("kind", "grant_id", "connection", "source_id", "actor", "reason"),
+                        row,
+                        strict=True,
+                    )
+                )
+                | {"id": last, "at": stored, "payload": payload, "prev": prev, "hash": hash_},
+            )
+            prev = hash_
+        session.execute(
+            text("UPDATE chain_head SET last_event_id = :id, hash = :hash WHERE id = 1"),
+            {"id": last, "hash": prev},
+        )
 
 
 def _history(ledger: Ledger, count: int = 5) -> None:
@@ -120,6 +157,16 @@ def test_an_edited_field_is_caught_at_its_row(ledger: Ledger) -> None:
     with ledger.transaction() as session:
         session.execute(update(EventRow).where(EventRow.id == 3).values(actor="someone else"))
     assert _verify(ledger) == (False, 3)
+
+
+def test_an_edited_occurred_at_is_caught_at_its_row(ledger: Ledger) -> None:
+    """When it happened is part of the record: moving it is tampering, even onto ``at``."""
+    _history(ledger)
+    with ledger.transaction() as session:
+        session.execute(
+            update(EventRow).where(EventRow.id == 2).values(occurred_at=T0 - timedelta(days=1))
+        )
+    assert _verify(ledger) == (False, 2)
 
 
 def test_a_deleted_row_is_caught(ledger: Ledger) -> None:
@@ -185,9 +232,13 @@ def test_the_stored_hash_is_sha256_of_prev_hash_and_the_canonical_row(ledger: Le
     import json
 
     payload = {"grant": {"org_name": 'Zoë "Q" <b>', "n": 1}, "changes": {"x": [None, True]}}
+    happened = T0 - timedelta(days=40, microseconds=7)
     events = [
         NewEvent(EventKind.CHANGED, T0, payload, "acme", "a0B000000000001AAA", None, "salesforce"),
         NewEvent(EventKind.REMINDED, T0 + timedelta(microseconds=5), {"due": "x"}, reason="ünï ✓"),
+        NewEvent(
+            EventKind.GRANTED, T0, {"n": 2}, "acme", "0Ym000000000001AAA", occurred_at=happened
+        ),
     ]
     with ledger.transaction() as session:
         append_events(session, events)
@@ -196,22 +247,21 @@ def test_the_stored_hash_is_sha256_of_prev_hash_and_the_canonical_row(ledger: Le
 
     prev = "0" * 64
     for row, event in zip(stored, events, strict=True):
-        obvious = json.dumps(
-            {
-                "id": row.id,
-                "at": event.at.isoformat().replace("+00:00", "Z"),
-                "kind": event.kind,
-                "grant_id": event.grant_id,
-                "connection": event.connection,
-                "source_id": event.source_id,
-                "actor": event.actor,
-                "reason": event.reason,
-                "payload": event.payload,
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
+        canonical = {
+            "id": row.id,
+            "at": event.at.isoformat().replace("+00:00", "Z"),
+            "kind": event.kind,
+            "grant_id": event.grant_id,
+            "connection": event.connection,
+            "source_id": event.source_id,
+            "actor": event.actor,
+            "reason": event.reason,
+            "payload": event.payload,
+        }
+        if event.occurred_at is not None:  # named only where it differs from the recording
+            canonical["occurred_at"] = event.occurred_at.isoformat().replace("+00:00", "Z")
+        obvious = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert row.occurred_at == (event.occurred_at or event.at)
         assert row.prev_hash == prev
         assert row.hash == hashlib.sha256((prev + obvious).encode()).hexdigest()
         prev = row.hash

@@ -55,10 +55,17 @@ def grants(draw: st.DrawFn) -> dict[str, object]:
     cap=st.sampled_from(CAPS),
     at_expiry=st.booleans(),
     at_cap=st.booleans(),
+    revoked_at=st.one_of(st.none(), moments),
 )
 def test_the_exports_status_after_is_the_rule_without_expiring(
-    facts: dict[str, object], now: datetime, cap: timedelta, at_expiry: bool, at_cap: bool
+    facts: dict[str, object],
+    now: datetime,
+    cap: timedelta,
+    at_expiry: bool,
+    at_cap: bool,
+    revoked_at: datetime | None,
 ) -> None:
+    """The status an event saw when it happened: a revocation dated later had not happened."""
     granted, expires = facts["granted_at"], facts["expires_at"]
     assert isinstance(granted, datetime)
     assert isinstance(expires, datetime)
@@ -66,10 +73,10 @@ def test_the_exports_status_after_is_the_rule_without_expiring(
         now = expires
     elif at_cap:
         now = granted + cap
-    expected = grant_status(**facts, now=now, cap=cap)  # type: ignore[arg-type]
+    expected = grant_status(**facts, now=now, cap=cap, revoked_at=revoked_at)  # type: ignore[arg-type]
     snapshot = [
         "00D", "Org", "u", "e", "g", iso_z(granted), iso_z(expires), "m",
-        facts["sf_status"], facts["deleted"], facts["via_login_as"],
+        facts["sf_status"], facts["deleted"], facts["via_login_as"], iso_z(revoked_at),
     ]  # fmt: skip
     told = GrantStatus.ACTIVE if expected == GrantStatus.EXPIRING else expected
     floor = _cap_floor(now, iso_z(now), cap, {})  # now - cap, as the export reckons it

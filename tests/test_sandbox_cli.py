@@ -167,7 +167,8 @@ def test_demo_tells_the_story(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "sessions_ended: org2 — 1 Login-As session(s) of support ended" in out
     assert "violation: org3 — ana.support@firmworks.example logged in as" in out
     assert "changed: org1 — aiko@customer1.example" in out
-    assert "customer_revoked: org1 — li@customer1.example" in out
+    assert "customer_revoked: org1 — revoked in Setup by li@customer1.example" in out
+    assert "granted: org3 — jürgen@customer3.example of Bäckerei Müller GmbH" in out
     assert "A quiet cycle: 3 API calls (one per org), 0 emails." in out
     assert (tmp_path / "demo" / "firmgrant.db").exists()
     emails = list((tmp_path / "demo" / "outbox").glob("*.eml"))
@@ -190,7 +191,7 @@ def test_the_demo_ledger_exports_and_verifies(
     target = tmp_path / "history.ndjson"
     assert main(["export", "--format", "ndjson", "--output", str(target)]) == 0
     kinds = {json.loads(line)["kind"] for line in target.read_text().splitlines()}
-    assert {"discovered", "rejected", "revoked", "reminded", "notified"} <= kinds
+    assert {"discovered", "granted", "rejected", "revoked", "reminded", "notified"} <= kinds
     capsys.readouterr()
     assert main(["verify", "--export", str(target)]) == 0
     assert main(["verify"]) == 0

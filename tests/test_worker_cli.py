@@ -568,9 +568,12 @@ def test_an_audit_sync_killed_mid_trail_resumes_with_nothing_lost_or_repeated(
     rows = tenant.store.records["setupaudittrail"].values()
     opened = {r["Id"] for r in rows if r["Action"] == "loginasgrantedtopartnerbt"}
     assert set(grants) == opened, "every grant of the trail, none twice"
-    discovered = Counter(source_id for kind, source_id, _ in events if kind == "discovered")
-    assert set(discovered.values()) == {1}
+    granted = Counter(source_id for kind, source_id, _ in events if kind == "granted")
+    assert set(granted.values()) == {1}
     assert len(events) == len(set(events)), "no event written twice"
+    by_row = Counter(json.loads(payload)["trail"]["id"] for _, _, payload in events)
+    assert set(by_row) == {r["Id"] for r in rows}, "each of the 800 trail rows an event"
+    assert set(by_row.values()) == {1}, "and only one"
     changed = {source_id for kind, source_id, _ in events if kind == "changed"}
     long_lived = {s for s, e in grants.items() if str(e) > str(start + timedelta(days=300))}
     assert changed <= long_lived

@@ -30,8 +30,14 @@ def add_parser(commands: Any) -> None:
     add.add_argument("--username", required=True, help="the integration user")
     add.add_argument("--org-id", help="00D… (15 or 18); learned on the first sync if not given")
     add.add_argument("--source", choices=[k.value for k in SourceKind], default="audit")
-    add.add_argument("--date-order", choices=("MDY", "DMY", "YMD"), default="MDY")
-    add.add_argument("--time-zone", default="UTC")
+    add.add_argument(
+        "--date-order",
+        choices=("MDY", "DMY", "YMD"),
+        help="override: how the org's trail writes dates (learned from its locales if not given)",
+    )
+    add.add_argument(
+        "--time-zone", help="override: the zone of its trail's dates (learned if not given)"
+    )
     add.add_argument("--admin-email", action="append", default=[], metavar="EMAIL")
     add.add_argument(
         "--secret-stdin", action="store_true", help="read a per-org client secret from stdin"

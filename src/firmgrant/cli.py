@@ -224,6 +224,7 @@ def _sandbox_parser(commands: Any) -> None:
     orgs.add_argument("count", type=int)
     orgs.add_argument("--grants", type=int, default=0, help="history: grants per org")
     orgs.add_argument("--date-order", choices=("MDY", "DMY", "YMD"), default="MDY")
+    orgs.add_argument("--locale", help="the org's default locale (de_DE, …): else by date order")
     orgs.add_argument("--time-zone", default="UTC")
     orgs.add_argument("--no-view-setup", action="store_true", help="cannot read the trail")
     orgs.add_argument("--no-manage-users", action="store_true", help="cannot end sessions")
@@ -236,6 +237,8 @@ def _sandbox_parser(commands: Any) -> None:
     in_org.add_argument("--days", type=int, default=7)
     in_org.add_argument("--login-as", metavar="USER", help="done while USER was logged in as")
     in_org.add_argument("--support-user", help="for `use`: who from support logged in")
+    in_org.add_argument("--locale", help="the user's own locale from now on (de_DE, ja_JP, …)")
+    in_org.add_argument("--time-zone", help="the user's own time zone from now on")
 
 
 def _configure_logging(level: str) -> None:
@@ -312,7 +315,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if command == "grants":
         return _grants(ledger, args, settings.policy.max_duration)
     if command == "show":
-        return _show(ledger, args.grant_id, settings.policy.max_duration)
+        poll = timedelta(seconds=settings.poll_seconds)
+        return _show(ledger, args.grant_id, settings.policy.max_duration, poll)
     if command == "verify":
         return _commands.verify_export(args.export) if args.export else _verify(ledger, args.jobs)
     if command == "export":
@@ -367,11 +371,15 @@ def _grants(ledger: Ledger, args: argparse.Namespace, cap: timedelta) -> int:
     return 0
 
 
-def _show(ledger: Ledger, grant_ref: str, cap: timedelta) -> int:
+def _show(ledger: Ledger, grant_ref: str, cap: timedelta, poll: timedelta) -> int:
     with ledger.sessions() as session:
         grant = find_grant(session, grant_ref, now=utcnow(), max_duration=cap)
         display.grant_story(
-            grant, grant_events(session, grant.id), Console(), grant_lifecycle(session, grant.id)
+            grant,
+            grant_events(session, grant.id),
+            Console(),
+            grant_lifecycle(session, grant.id),
+            poll=poll,
         )
     return 0
 
@@ -441,7 +449,8 @@ def _check(settings: Settings, org: str | None = None) -> int:
 
         client = SalesforceClient(name, conn, settings.sync)
         if conn.source.kind == SourceKind.AUDIT:
-            for ok, what in _check_audit(client):
+            unread = _unread(settings, name)
+            for ok, what in _check_audit(client, unread):
                 if ok is None:
                     print(f"note {what}")
                 else:
@@ -469,8 +478,18 @@ def _check(settings: Settings, org: str | None = None) -> int:
     return 1 if failures else 0
 
 
-def _check_audit(client: Any) -> list[tuple[bool | None, str]]:
-    """An audit connection: can it read the trail, can it end support's sessions?"""
+def _unread(settings: Settings, name: str) -> str | None:
+    """The first trail row the last syncs of this connection could not read, if any."""
+    try:
+        ledger = open_ledger(settings, auto_upgrade=False)
+        return ledger.sync_state(name, SourceKind.AUDIT).unreadable
+    except FirmgrantError:
+        return None  # the ledger's own check says why
+
+
+def _check_audit(client: Any, unread: str | None = None) -> list[tuple[bool | None, str]]:
+    """An audit connection: can it read the trail, do its words read, can it end support's
+    sessions?"""
     from firmgrant.salesforce.audit import permissions
 
     name = client.name
@@ -490,6 +509,7 @@ def _check_audit(client: Any) -> list[tuple[bool | None, str]]:
     found: list[tuple[bool | None, str]] = [
         (True, f"connection {name}: reads the Setup Audit Trail of org {client.org_id}{usage}")
     ]
+    found.append(_check_words(client, unread))
     if can_end:
         found.append((True, f"connection {name}: can end support's Login-As sessions"))
     else:
@@ -501,6 +521,38 @@ def _check_audit(client: Any) -> list[tuple[bool | None, str]]:
             )
         )
     return found
+
+
+def _check_words(client: Any, unread: str | None) -> tuple[bool, str]:
+    """Whether the trail's Login Access rows read (Salesforce's English wording, a date in
+    numbers), in its latest rows and in what the syncs met; what to change if not."""
+    from firmgrant.salesforce.audit import unreadable_sample
+    from firmgrant.salesforce.profiles import learn_org, learn_users
+
+    name = client.name
+    try:
+        read, problem = unreadable_sample(client)
+    except FirmgrantError as exc:
+        return False, f"connection {name}: the trail's rows could not be sampled: {exc}"
+    problem = problem or unread
+    if problem is None:
+        return True, f"connection {name}: the trail's Login Access rows read ({read} sampled)"
+    languages = []
+    try:  # who may have written them in another language: the org's, the reader's
+        org = learn_org(client)
+        languages.append(f"the org's default language is {org.defaults.language or '?'}")
+        if client.user_id:
+            me = learn_users(client, [client.user_id]).get(client.user_id)
+            languages.append(f"the integration user's is {me.language if me else '?'}")
+    except FirmgrantError:
+        pass
+    said = f" ({'; '.join(languages)})" if languages else ""
+    return False, (
+        f"connection {name}: unreadable: {problem}. firmgrant reads Salesforce's English "
+        f"wording{said}: set the language of the integration user and of the users who grant "
+        "access to English (Setup → Users → Language), then run "
+        f"`firmgrant sync --full --connection {name}` to read the trail again"
+    )
 
 
 def _check_mail(settings: Settings) -> tuple[bool, str]:

@@ -21,12 +21,14 @@ from firmgrant.worker import Worker
 
 # The events of this act worth a line each (the rest are in `firmgrant show`).
 _TOLD = {
+    EventKind.GRANTED,
     EventKind.DISCOVERED,
     EventKind.CHANGED,
     EventKind.CUSTOMER_REVOKED,
     EventKind.REJECTED,
     EventKind.EXPIRED,
     EventKind.SESSIONS_ENDED,
+    EventKind.SESSIONS_NOT_ENDED,
     EventKind.ACCESS_USED,
     EventKind.VIOLATION,
     EventKind.NOTIFIED,
@@ -41,15 +43,17 @@ def audit_story(
     console.print(
         "Customers grant access in Setup → Grant Account Login Access. Salesforce keeps no "
         "record of it, only a row in the customer's own Setup Audit Trail; firmgrant reads "
-        'one trail per customer org (`source.kind = "audit"`).\n'
+        'one trail per customer org (`source.kind = "audit"`), each row its own event at '
+        "the time the trail gives, its dates read in the locale and time zone the org's users "
+        "told Salesforce (nothing configured).\n"
     )
     vendor, now = (VENDOR, org.app.org_id), utcnow()
     tenants = org.tenants
     tokyo = tenants.add(
-        TenantOptions(date_order="YMD", time_zone="Asia/Tokyo"), name="Nakamura 株式会社"
+        TenantOptions(locale="ja_JP", time_zone="Asia/Tokyo"), name="Nakamura 株式会社"
     )
     obrien = tenants.add(name="O'Brien & Sons <Ltd>")
-    baker = tenants.add(TenantOptions(date_order="DMY", time_zone="Europe/Berlin"),
+    baker = tenants.add(TenantOptions(locale="de_DE", time_zone="Europe/Berlin"),
                         name="Bäckerei Müller GmbH")  # fmt: skip
     ana, aiko, li = SUPPORT_USERS[0], f"aiko@{tokyo.domain}", f"li@{tokyo.domain}"
     siobhan, jurgen = f"siobhan@{obrien.domain}", f"jürgen@{baker.domain}"
@@ -72,7 +76,7 @@ def audit_story(
     audit = settings.model_copy(
         update={
             "connections": {
-                f"org{t.number}": _connection(org, t.integration_username, t.options)
+                f"org{t.number}": _connection(org, t.integration_username)
                 for t in tenants.orgs.values()
             },
             "vendor": settings.vendor.model_copy(
@@ -112,10 +116,13 @@ def _cycle(console: Console, ledger: Ledger, worker: Worker, title: str) -> None
         for event in events_after(session, before):
             if event.kind in _TOLD:
                 detail = event.reason or _grant_text(json.loads(event.payload))
-                console.print(Text(f"    {event.kind}: {event.connection} — {detail}"))
+                when = f"{(event.occurred_at or event.at):%m-%d %H:%M}"
+                line = f"    {when} {event.kind}: {event.connection} — {detail}"
+                console.print(Text(line))
 
 
-def _connection(org: SandboxOrg, username: str, options: TenantOptions) -> ConnectionSettings:
+def _connection(org: SandboxOrg, username: str) -> ConnectionSettings:
+    """An audit connection: how its org writes dates is learned, not set."""
     return ConnectionSettings(
         login_url=org.base_url,
         auth="jwt",
@@ -123,9 +130,7 @@ def _connection(org: SandboxOrg, username: str, options: TenantOptions) -> Conne
         username=username,
         private_key_file=org.state / "jwt.key",
         ca_bundle=org.state / "tls.crt",
-        source=SourceSettings.model_validate(
-            {"kind": "audit", "date_order": options.date_order, "time_zone": options.time_zone}
-        ),
+        source=SourceSettings(kind="audit"),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import IO, Any
 
 from rich.console import Console
@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from firmgrant.ledger.queries import JSON_KEYS, EventView, GrantView, Lifecycle
-from firmgrant.lifecycle import GrantStatus, RevocationStatus
+from firmgrant.lifecycle import GrantStatus
 from firmgrant.timeutil import iso_z
 
 # OWASP CSV injection: a spreadsheet treats cells starting with these as formulas.
@@ -107,6 +107,7 @@ def grant_story(
     events: Sequence[EventView],
     console: Console,
     lifecycle: Lifecycle | None = None,
+    poll: timedelta = timedelta(seconds=60),
 ) -> None:
     details = Table.grid(padding=(0, 2))
     details.add_column(style="bold")
@@ -114,10 +115,7 @@ def grant_story(
     for key, value in grant.as_json().items():
         details.add_row(key, Text("" if value is None else str(value)))
     if lifecycle is not None and lifecycle.revocation is not None:
-        state = lifecycle.revocation
-        if lifecycle.revocation_error and state == RevocationStatus.REVOKE_FAILED:
-            state += f" ({lifecycle.revocation_error})"
-        details.add_row("revocation", Text(state))
+        details.add_row("revocation", Text(lifecycle.revocation_words() or ""))
         details.add_row("revocation_reason", Text(lifecycle.revocation_reason or ""))
     console.print(details)
     if lifecycle is not None and lifecycle.emails:
@@ -131,12 +129,12 @@ def grant_story(
     for column in ("#", "When (UTC)", "What", "Who", "Details"):
         history.add_column(column, overflow="fold")
     for event in events:
+        when = event.occurred_at.strftime("%Y-%m-%d %H:%M:%S")
+        late = event.noticed_later(poll)
+        if late is not None:  # a trail row read long after it happened says so
+            when += f" (noticed {in_words(late.total_seconds()).removeprefix('in ')} later)"
         history.add_row(
-            str(event.id),
-            iso_z(event.at) or "",
-            event.kind,
-            Text(event.actor),
-            Text(_event_details(event)),
+            str(event.id), when, event.kind, Text(event.actor), Text(_event_details(event))
         )
     console.print(history)
 

@@ -66,12 +66,40 @@ OPEN_STATES = (WorkState.PENDING, WorkState.FAILED)
 
 
 class RevocationStatus(StrEnum):
-    """A grant's revocation as `firmgrant show` and the JSON output name it."""
+    """A grant's revocation as `firmgrant show`, the dashboard and the JSON output name it."""
 
     PENDING_REVOCATION = "pending_revocation"  # queued, not tried yet
     REVOKE_FAILED = "revoke_failed"  # the last try failed; retried after a backoff
     REVOKED = "revoked"  # done in Salesforce (its notice may still be queued)
     CANCELLED = "cancelled"  # the grant was extended before it was revoked
+    # The audit source has no revoke API: what firmgrant did, and what the customer did.
+    SESSIONS_ENDED = "sessions_ended"  # support's sessions ended; still granted in Setup
+    SESSIONS_NOT_ENDED = "sessions_not_ended"  # Salesforce refused to end them; still granted
+    REVOKED_IN_SETUP = "revoked_in_setup"  # the customer revoked it in Setup since
+
+
+class RevocationOutcome(StrEnum):
+    """What a finished revocation did (stored with it)."""
+
+    REVOKED = "revoked"  # firmgrant revoked the record in Salesforce
+    SETTLED = "settled"  # it had ended otherwise: nothing was done
+    SESSIONS_ENDED = "sessions_ended"  # audit source: support's Login-As sessions were ended
+    SESSIONS_NOT_ENDED = "sessions_not_ended"  # audit source: Salesforce refused to end them
+
+
+def revocation_status(
+    state: str, outcome: str | None, revoked_in_salesforce: bool
+) -> RevocationStatus | str:
+    """How a revocation row reads: its work state, and for an audit grant what was done.
+
+    Ending support's sessions revokes nothing: such a grant reads ``sessions_ended`` (or
+    ``sessions_not_ended``) until the customer's own revocation arrives from the trail.
+    """
+    if outcome in (RevocationOutcome.SESSIONS_ENDED, RevocationOutcome.SESSIONS_NOT_ENDED):
+        if revoked_in_salesforce:
+            return RevocationStatus.REVOKED_IN_SETUP
+        return RevocationStatus(outcome)
+    return REVOCATION_STATUS.get(state, state)
 
 
 REVOCATION_STATUS: dict[str, RevocationStatus] = {
@@ -115,7 +143,8 @@ class Channel(StrEnum):
 class EventKind(StrEnum):
     """What an event of the log records (hash-chained and exported: a public contract)."""
 
-    DISCOVERED = "discovered"  # a grant seen for the first time
+    DISCOVERED = "discovered"  # a grant record seen for the first time (object source)
+    GRANTED = "granted"  # a customer granted access in Setup (an audit row, at its time)
     CHANGED = "changed"  # Salesforce's record changed (extension, rename, …)
     CUSTOMER_REVOKED = "customer_revoked"  # the customer revoked it in their org
     DELETED = "deleted"  # the record was deleted in Salesforce
@@ -154,6 +183,7 @@ class OrgState(StrEnum):
     AUTH_FAILED = "auth_failed"  # the token request was refused: fix the user or the app
     NO_PERMISSION = "no_permission"  # the integration user cannot read what it must
     OVER_BUDGET = "over_budget"  # the org's API calls are below the floor: waiting
+    UNREADABLE = "unreadable"  # rows of its trail cannot be read (a language, a wording)
     UNREACHABLE = "unreachable"  # Salesforce did not answer (5xx, timeouts) after retries
     DISABLED = "disabled"  # switched off by an operator: never synced
 
@@ -203,18 +233,22 @@ def grant_status(
     now: datetime,
     cap: timedelta,
     expiring_within: timedelta = DEFAULT_EXPIRING_WITHIN,
+    revoked_at: datetime | None = None,
 ) -> GrantStatus:
     """The status of a grant with these facts at ``now``, under the vendor's ``cap``.
 
     In this order: deleted, rejected (Login-As), revoked, expired (Salesforce says so, or its
     end has come), expiring (it ends within ``expiring_within``), else active.
-    Twins: :func:`grant_status_sql` below and ``export.rows._status`` (over the export's text).
+    ``revoked_at``, if given, is when a revocation took effect: at an earlier ``now`` (the
+    status an event saw when it happened) the grant was not revoked yet.
+    Twins: :func:`grant_status_sql` below (the status now: ``revoked_at`` never in the future)
+    and ``export.rows._status`` (over the export's text).
     """
     if deleted:
         return GrantStatus.DELETED
     if via_login_as:
         return GrantStatus.REJECTED
-    if sf_status == SalesforceStatus.REVOKED:
+    if sf_status == SalesforceStatus.REVOKED and (revoked_at is None or revoked_at <= now):
         return GrantStatus.REVOKED
     end = ends_at(granted_at, expires_at, cap)
     if sf_status == SalesforceStatus.EXPIRED or end <= now:
@@ -292,6 +326,7 @@ __all__ = [
     "GrantStatus",
     "NoticeKind",
     "OrgState",
+    "RevocationOutcome",
     "RevocationStatus",
     "SalesforceStatus",
     "SourceKind",
@@ -302,4 +337,5 @@ __all__ = [
     "grant_status",
     "grant_status_sql",
     "nothing_to_revoke",
+    "revocation_status",
 ]

@@ -47,8 +47,8 @@ class OrgSpec(BaseModel):
     username: str = Field(min_length=1, max_length=255)
     org_id: str | None = None
     source: SourceKind = SourceKind.AUDIT
-    date_order: str = "MDY"
-    time_zone: str = "UTC"
+    date_order: str | None = None  # overrides: learned from the org when not given
+    time_zone: str | None = None
     admin_emails: list[str] = Field(default_factory=list)
 
     @field_validator("name")
@@ -72,15 +72,15 @@ class OrgSpec(BaseModel):
 
     @field_validator("date_order")
     @classmethod
-    def _date_order(cls, value: str) -> str:
-        if value not in ("MDY", "DMY", "YMD"):
-            raise ValueError("must be MDY, DMY or YMD")
+    def _date_order(cls, value: str | None) -> str | None:
+        if value is not None and value not in ("MDY", "DMY", "YMD"):
+            raise ValueError("must be MDY, DMY or YMD (or empty: learned from the org)")
         return value
 
     @field_validator("time_zone")
     @classmethod
-    def _zone(cls, value: str) -> str:
-        return _time_zone(value)
+    def _zone(cls, value: str | None) -> str | None:
+        return None if value is None else _time_zone(value)
 
     @field_validator("admin_emails")
     @classmethod
@@ -237,10 +237,17 @@ _REFUSALS = (
 )
 
 
-def state_after(error: str | None, error_kind: str | None) -> OrgState:
-    """What a sync's outcome (``SyncResult.error`` and ``error_kind``) says of the org."""
+# Syncs that worked: the org is polled as usual, nothing is backed off.
+SYNCING = (OrgState.OK, OrgState.UNREADABLE)
+
+
+def state_after(
+    error: str | None, error_kind: str | None, unreadable: str | None = None
+) -> OrgState:
+    """What a sync's outcome (``SyncResult.error``, ``error_kind`` and ``unreadable``) says
+    of the org."""
     if error is None:
-        return OrgState.OK
+        return OrgState.UNREADABLE if unreadable else OrgState.OK
     if error_kind == AuthenticationError.__name__:
         return OrgState.AUTH_FAILED
     if error_kind == "api_limit":
@@ -253,7 +260,7 @@ def state_after(error: str | None, error_kind: str | None) -> OrgState:
 def next_due(now: datetime, state: OrgState, failures: int, settings: Settings) -> datetime:
     """When to sync this org again: at the next poll, or after a backoff while it fails."""
     poll = timedelta(seconds=settings.poll_seconds)
-    if state == OrgState.OK:
+    if state in SYNCING:
         return now + poll
     ceiling = timedelta(seconds=settings.registry.backoff_max_seconds)
     wait: timedelta = min(poll * 2 ** min(failures, 16), ceiling)

@@ -121,6 +121,10 @@ def _time_zone(value: str) -> str:
     return value
 
 
+def _optional_zone(value: object) -> str | None:
+    return None if value in (None, "") else _time_zone(str(value))
+
+
 class SourceSettings(_Section):
     # object: records of an SObject; audit: the customer org's Setup Audit Trail.
     kind: SourceKind = SourceKind.OBJECT
@@ -128,10 +132,11 @@ class SourceSettings(_Section):
     fields: FieldMap = FieldMap()
     batch_size: int = Field(2000, ge=200, le=2000)
     overlap_seconds: int = Field(300, ge=0, le=86400)
-    # audit: how the org writes dates in Display ("through 11/1/2030"), and the zone whose
-    # midnight starts that date (access is treated as ending then).
-    date_order: Literal["MDY", "DMY", "YMD"] = "MDY"
-    time_zone: Annotated[str, BeforeValidator(lambda v: _time_zone(str(v)))] = "UTC"
+    # audit: overrides of what the org's users tell (unset: learned from Salesforce): how
+    # the trail writes dates in Display ("through 11/1/2030"), and the zone whose midnight
+    # starts that date (access is treated as ending then).
+    date_order: Literal["MDY", "DMY", "YMD"] | None = None
+    time_zone: Annotated[str | None, BeforeValidator(_optional_zone)] = None
 
 
 AuthKind = Literal["jwt", "client_credentials", "password", "token"]

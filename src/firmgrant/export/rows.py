@@ -30,6 +30,7 @@ from firmgrant.timeutil import iso_z
 
 COLUMNS = (
     "event_id",
+    "occurred_at",
     "event_at",
     "kind",
     "grant_id",
@@ -77,12 +78,13 @@ class Filters:
 # What the export takes from a snapshot, in this order.
 _SNAPSHOT_FIELDS = (
     "org_id", "org_name", "grantor_username", "grantor_email", "grantee", "granted_at",
-    "expires_at", "modstamp", "sf_status", "deleted", "via_login_as",
+    "expires_at", "modstamp", "sf_status", "deleted", "via_login_as", "revoked_at",
 )  # fmt: skip
 _SF_STATUS, _DELETED = _SNAPSHOT_FIELDS.index("sf_status"), _SNAPSHOT_FIELDS.index("deleted")
+_REVOKED_AT = _SNAPSHOT_FIELDS.index("revoked_at")
 _FOR_STATUS = _SNAPSHOT_FIELDS.index("granted_at")  # the fields _status reads start here
 assert _SNAPSHOT_FIELDS[_FOR_STATUS:] == (
-    "granted_at", "expires_at", "modstamp", "sf_status", "deleted", "via_login_as",
+    "granted_at", "expires_at", "modstamp", "sf_status", "deleted", "via_login_as", "revoked_at",
 )  # fmt: skip
 _snapshot_fields = operator.itemgetter(*_SNAPSHOT_FIELDS)
 
@@ -110,8 +112,8 @@ def _ended(grant: Snapshot | None, kind: str) -> Snapshot | None:
     grant = list(grant)
     if kind == EventKind.VANISHED:  # gone from the org without a record
         grant[_DELETED] = True
-    else:
-        grant[_SF_STATUS] = SalesforceStatus.REVOKED.value
+    else:  # revoked by the time of this event (and of every later one)
+        grant[_SF_STATUS], grant[_REVOKED_AT] = SalesforceStatus.REVOKED.value, None
     return grant
 
 
@@ -133,18 +135,21 @@ def _not_after(first: str, second: str) -> bool:
 
 
 def _status(grant: Snapshot | None, at_text: str, cap_floor_text: str) -> str:
-    """The grant's status just after the event at ``at_text``, by
-    :func:`firmgrant.lifecycle.grant_status` with ``expiring`` told as ``active`` (its text
-    twin: times stay text; ``cap_floor_text`` is the event time less the vendor's cap).
+    """The grant's status just after the event that happened at ``at_text``, by
+    :func:`firmgrant.lifecycle.grant_status` (with the snapshot's ``revoked_at``) with
+    ``expiring`` told as ``active`` (its text twin: times stay text; ``cap_floor_text`` is
+    the event's time less the vendor's cap).
     """
     if grant is None:
         return ""
-    granted_at, expires_at, _, sf_status, deleted, via_login_as = grant[_FOR_STATUS:]
+    granted_at, expires_at, _, sf_status, deleted, via_login_as, revoked_at = grant[_FOR_STATUS:]
     if deleted:
         return _DELETED_
     if via_login_as:
         return _REJECTED_
-    if sf_status == _SF_REVOKED:
+    # A revocation the snapshot dates after the event (a trail row read late) had not
+    # happened yet when the event did.
+    if sf_status == _SF_REVOKED and (not revoked_at or _not_after(revoked_at, at_text)):
         return _REVOKED_
     if sf_status == _SF_EXPIRED:
         return _EXPIRED_
@@ -208,12 +213,12 @@ def rows(
     )
     if not events:
         return []
-    snapshots = [_snapshot(event[8]) for event in events]
+    snapshots = [_snapshot(event[9]) for event in events]
     # A grant needs its state from before the range only if its first event here has no
     # snapshot; later events of a grant build on the range's own.
     first: dict[int | None, Snapshot | None] = {}
     for event, snapshot in zip(events, snapshots, strict=True):
-        first.setdefault(event[3], snapshot)
+        first.setdefault(event[4], snapshot)
     missing = {grant for grant, snapshot in first.items() if snapshot is None and grant}
     # Only this range's grants are held: memory stays flat.
     known = _snapshots_before(reader, missing, events[0][0])
@@ -221,21 +226,27 @@ def rows(
     unknown = [None] * 7
     blank = "" if text else None
     out = []
-    at_seen, at_text, floor_text = None, "", ""
+    at_seen, at_text = None, ""
+    occurred_seen, occurred_text, floor_text = None, "", ""
     floors: dict[str, str] = {}
     for event, grant in zip(events, snapshots, strict=True):
-        id_, at, kind, grant_id, connection, source_id, actor, reason, _, prev, hash_ = event
+        id_, at, occurred, kind, grant_id, connection, source_id, actor, reason, _, prev, hash_ = (
+            event
+        )
         if grant_id is not None:
             if grant is None:
                 grant = _ended(known.get(grant_id), kind)
             known[grant_id] = grant
         if at != at_seen:  # a page's events share their time
             at_seen, at_text = at, iso_from_db(at)
-            earlier = floors.get(at_text[:10])  # filled by _cap_floor for a whole-day cap
+        if occurred != occurred_seen:  # so do all but the audit trail's
+            occurred_seen = occurred
+            occurred_text = at_text if occurred == at else iso_from_db(occurred)
+            earlier = floors.get(occurred_text[:10])  # filled by _cap_floor for a whole-day cap
             if earlier is not None:
-                floor_text = earlier + at_text[10:]
+                floor_text = earlier + occurred_text[10:]
             else:
-                floor_text = _cap_floor(at, at_text, cap, floors)
+                floor_text = _cap_floor(occurred, occurred_text, cap, floors)
         fields = grant[:8] if grant is not None else [orgs.get(grant_id), *unknown]
         org, name, username, email, grantee, granted, expires, modstamp = (
             fields
@@ -244,10 +255,10 @@ def rows(
         )
         out.append(
             (
-                str(id_) if text else id_, at_text, kind,
+                str(id_) if text else id_, occurred_text, at_text, kind,
                 blank if grant_id is None else str(grant_id) if text else grant_id,
                 blank if connection is None else connection, org, name, username, email,
-                grantee, granted, expires, _status(grant, at_text, floor_text), actor,
+                grantee, granted, expires, _status(grant, occurred_text, floor_text), actor,
                 blank if reason is None else reason, blank if source_id is None else source_id,
                 modstamp, prev, hash_,
             )
@@ -266,7 +277,7 @@ class Piece:
 
 
 def _edge(row: tuple[Any, ...]) -> dict[str, Any]:
-    return {"event_id": int(row[0]), "event_at": row[1]}
+    return {"event_id": int(row[0]), "occurred_at": row[1], "event_at": row[2]}
 
 
 _COMMAS = len(COLUMNS) - 1

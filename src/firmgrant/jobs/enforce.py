@@ -26,6 +26,7 @@ from firmgrant.lifecycle import (
     EmailKind,
     EndCause,
     EventKind,
+    RevocationOutcome,
     SalesforceStatus,
     WorkState,
 )
@@ -120,6 +121,7 @@ def _settle_revocations(
                 " and deleted" if grant.deleted else ""
             )
             revocation.state, revocation.done_at = WorkState.REVOKED, now
+            revocation.outcome, revocation.note = RevocationOutcome.SETTLED, why
             events.append(grant_event(EventKind.REVOCATION_SETTLED, grant, now, why))
             result.settled += 1
         elif revocation.cause in ENDED_CAUSES and effective_expiry(grant_facts, cap) > now:

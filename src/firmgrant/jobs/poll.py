@@ -184,7 +184,7 @@ def _sync_org(
         fetched=fetched,
     )
     clients.keep_token(name, client)
-    return result, state_after(result.error, result.error_kind), client
+    return result, state_after(result.error, result.error_kind, result.unreadable), client
 
 
 def _record(
@@ -203,7 +203,7 @@ def _record(
         return OrgOutcome(
             result.connection,
             state,
-            result.error,
+            result.error or result.unreadable,
             next_sync_at=lambda failures: next_due(now, state, failures, settings),
             api_usage=(usage.used, usage.limit) if usage else None,
             org_id=client.org_id,

@@ -30,6 +30,7 @@ from firmgrant.lifecycle import (
     EmailKind,
     EndCause,
     EventKind,
+    RevocationOutcome,
     SalesforceStatus,
     SourceKind,
     WorkState,
@@ -335,9 +336,12 @@ def _record(
                 result.sessions += 1
                 kind = _SESSIONS_EVENT[outcome.kind]
                 events.append(revocation_event(kind, grant, row, now, outcome.detail))
-                complete(session, settings, grant, row, now)
+                # Nothing is revoked in Salesforce: the row says what was done instead.
+                done = RevocationOutcome(kind.value)
+                complete(session, settings, grant, row, now, outcome=done, note=outcome.detail)
             else:
                 release(row, state=WorkState.REVOKED, done_at=now, last_error=None)
+                row.outcome, row.note = RevocationOutcome.SETTLED, outcome.detail
                 result.already += 1
                 events.append(
                     revocation_event(EventKind.REVOCATION_SETTLED, grant, row, now, outcome.detail)
@@ -352,15 +356,24 @@ _SESSIONS_EVENT = {
 
 
 def complete(
-    session: Session, settings: Settings, grant: GrantRow, row: RevocationRow, now: datetime
+    session: Session,
+    settings: Settings,
+    grant: GrantRow,
+    row: RevocationRow,
+    now: datetime,
+    *,
+    outcome: RevocationOutcome = RevocationOutcome.REVOKED,
+    note: str | None = None,
 ) -> None:
-    """Our revocation is done in Salesforce: the row closes and the grantor is told, once.
+    """Our revocation is done (in Salesforce, or support's sessions ended for an audit
+    grant, as ``outcome`` says): the row closes and the grantor is told, once.
 
     Whoever finds it done first calls this (the attempt itself, or enforce after a sync
     found the record revoked with our marker). A row completes once, and its notice's key
     carries this moment: the key is new, no lookup needed.
     """
     release(row, state=WorkState.REVOKED, done_at=row.done_at or now, last_error=None)
+    row.outcome, row.note = outcome, note
     if row.cause != EndCause.LOGIN_AS:  # those were told why in the "rejected" email
         # A grant only the customer can revoke (audit source): their admins hear of it too.
         admins = settings.in_setup_only(grant.connection)

@@ -11,11 +11,10 @@ from typing import Any
 
 from firmgrant._collector import collector_per_batch
 from firmgrant.errors import ApiLimitExceeded, SalesforceError
-from firmgrant.grant import GrantRecord
+from firmgrant.jobs.sync_audit import mirror_audit
 from firmgrant.ledger import Ledger, PageCounts, SyncOutcome, SyncState
-from firmgrant.ledger.episodes import known_org_name, known_uses, latest_by_grantor
 from firmgrant.lifecycle import SourceKind
-from firmgrant.salesforce.audit import AuditSource, fold
+from firmgrant.salesforce.audit import AuditSource
 from firmgrant.salesforce.client import ApiUsage, SalesforceClient
 from firmgrant.salesforce.sources import ObjectSource
 from firmgrant.settings import ConnectionSettings, PolicySettings, SyncSettings, VendorSettings
@@ -44,6 +43,9 @@ class SyncResult:
     seconds: float = 0.0
     error: str | None = None
     error_kind: str | None = None
+    # audit source: the first trail row that cannot be read (its Id, why and its text),
+    # while any can not: the org is ``unreadable`` until a full read finds none.
+    unreadable: str | None = None
     # What the ledger's sync state is told: written by sync_connection, or by its caller
     # together with others' (``record=False``).
     outcome: SyncOutcome | None = field(default=None, repr=False, compare=False)
@@ -59,7 +61,7 @@ class SyncResult:
         data = asdict(self)
         del data["outcome"]
         data["seconds"] = round(self.seconds, 3)
-        for optional in ("error", "error_kind"):
+        for optional in ("error", "error_kind", "unreadable"):
             if data[optional] is None:
                 del data[optional]
         return data
@@ -70,6 +72,8 @@ class SyncResult:
         if self.used or self.violations:  # the audit source's uses of access
             parts += f" used={self.used} violations={self.violations}"
         outcome = f" error={self.error_kind}" if self.error else ""
+        if self.unreadable:
+            outcome += " unreadable=yes"
         return f"sync {self.connection}{' full' if self.full else ''}: {parts} " + (
             f"seconds={self.seconds:.2f}{outcome}"
         )
@@ -119,81 +123,6 @@ def _mirror(
     return mirrored, False
 
 
-def _mirror_audit(
-    ledger: Ledger,
-    name: str,
-    source: AuditSource,
-    client: SalesforceClient,
-    since: datetime | None,
-    counts: PageCounts,
-    result: SyncResult,
-    clock: Clock,
-    stop: Callable[[], bool],
-    cap: timedelta,
-    fetched: Callable[[int], None],
-) -> tuple[int, bool]:
-    """Fold each page of audit rows into grants and write them (never "vanished": rows that
-    aged out of the trail say nothing about the grants they made)."""
-    mirrored, org_name, asked = 0, None, False
-    for page in source.pages(client, since):
-        if stop():
-            log.info("%s: sync stopped early on request", name)
-            return mirrored, True
-        result.fetched += len(page.grants) + len(page.uses) + len(page.invalid)
-        fetched(len(page.grants) + len(page.uses) + len(page.invalid))
-        mirrored += len(page.grants) + len(page.uses)
-        records: list[GrantRecord] = []
-        current: dict[str, GrantRecord] = {}
-        known: set[str] = set()
-        if page.grants or page.uses:
-            with ledger.sessions() as session:
-                users = [row.user_id for row, _ in page.grants]
-                current = latest_by_grantor(session, name, users)
-                if page.grants:
-                    org_name = org_name or known_org_name(session, name)
-                known = known_uses(session, name, [use.row_id for use in page.uses])
-        if page.grants:
-            # The name is asked once on a first or full sync (it may have changed), or when
-            # a grant needs it and the ledger has none: an idle sync stays one call.
-            if not asked and (since is None or org_name is None):
-                org_name, asked = source.org_name(client) or org_name, True
-            records = fold(
-                page.grants,
-                current,
-                org_id=client.org_id or name,
-                org_name=org_name,
-                zone=source.settings.time_zone,
-            )
-        if not (page.invalid or _later(page.newest, since, source)) and (
-            all(current.get(r.grantor_id or "") == r for r in records)
-            and all(use.row_id in known for use in page.uses)
-        ):
-            continue  # rows already mirrored (the overlap), or none: nothing to write
-        written = ledger.apply_page(
-            name,
-            source.kind,
-            records,
-            page.invalid,
-            now=clock(),
-            uses=page.uses,
-            cap=cap,
-            newest=page.newest,
-        )
-        for problem in written.new_invalid:
-            log.warning("%s: skipped audit row %s: %s", name, problem.key, problem.reason)
-        log.debug("%s: a page of %d audit rows written", name, len(page.grants) + len(page.uses))
-        counts += written
-    return mirrored, False
-
-
-def _later(newest: datetime | None, since: datetime | None, source: AuditSource) -> bool:
-    """Whether a page's newest row may move the watermark (past the overlap it re-read)."""
-    if newest is None:
-        return False
-    overlap = timedelta(seconds=source.settings.overlap_seconds)
-    return since is None or newest > since + overlap
-
-
 def sync_connection(
     ledger: Ledger,
     name: str,
@@ -238,9 +167,10 @@ def sync_connection(
     counts, mirrored, stopped = PageCounts(), 0, False
     try:
         if isinstance(source, AuditSource):
-            mirrored, stopped = _mirror_audit(
-                ledger, name, source, client, since, counts, result, clock, stop, cap, fetched
-            )
+            mirrored, stopped = mirror_audit(
+                ledger, name, source, client, since, counts, result,
+                full=full, clock=clock, stop=stop, cap=cap, fetched=fetched,
+            )  # fmt: skip
         else:
             mirrored, stopped = _mirror(
                 ledger, name, source, client, since, seen_run, counts, result, clock, stop, fetched
@@ -263,14 +193,18 @@ def sync_connection(
     result.used, result.violations = counts.used, counts.violations
     result.api_calls = client.api_calls - calls_before
     usage = client.usage
+    # A sync from no watermark read everything too; a stopped one did not.
+    read_all = (full or since is None) and not stopped and result.error is None
+    if result.unreadable is None and not read_all:
+        result.unreadable = state.unreadable  # rows behind the watermark are still unread
     result.outcome = SyncOutcome(
         name,
         source.kind,
         at=clock(),
         error=result.error,
-        # A sync from no watermark read everything too; a stopped one did not.
         full=(full or since is None) and not stopped,
         api_usage=(usage.used, usage.limit, usage.seen_at) if usage else None,
+        unreadable=result.unreadable,
     )
     if record:
         ledger.record_sync_outcome(result.outcome)

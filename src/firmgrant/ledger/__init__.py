@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from firmgrant.ledger.chain import ChainReport, NewEvent, append_events, verify_chain
 from firmgrant.ledger.db import ensure_schema, make_engine, safe_url, upgrade
-from firmgrant.ledger.store import Ledger, PageCounts
+from firmgrant.ledger.pages import PageCounts
+from firmgrant.ledger.store import Ledger
 from firmgrant.ledger.syncstate import SyncOutcome, SyncState
 from firmgrant.settings import Settings
 

@@ -20,7 +20,7 @@ from firmgrant.lifecycle import EventKind
 from firmgrant.timeutil import iso_z
 
 SYSTEM_ACTOR = "system:firmgrant"
-# The columns the hash covers.
+# The columns the hash covers (``occurred_at`` where it differs from ``at``, see ``_hash``).
 HASHED = ("id", "at", "kind", "grant_id", "connection", "source_id", "actor", "reason", "payload")
 
 
@@ -55,6 +55,7 @@ def _hash(
     prev_hash: str,
     id_: int,
     at_json: str,
+    occurred_json: str | None,
     kind: str,
     grant_id: int | None,
     connection: str | None,
@@ -68,18 +69,27 @@ def _hash(
     ``payload`` is the stored text, already ``canonical_json(payload)``, so the canonical
     row is assembled around it instead of re-encoding it (the keys below are in sorted
     order): this equals ``canonical_json({..., "payload": json.loads(payload)})``.
+    The row names ``occurred_at`` only where it differs from ``at`` (``occurred_json``
+    ``None`` where it does not): events recorded before the column existed happened when
+    they were recorded, and their hashes stay as they were; a changed ``occurred_at`` on
+    any row changes its hash.
     """
+    occurred = "" if occurred_json is None else f',"occurred_at":{occurred_json}'
     canonical = (
         f'{{"actor":{_dump(actor)},"at":{at_json},'
         f'"connection":{_dump(connection)},"grant_id":{_dump(grant_id)},'
-        f'"id":{id_},"kind":{_dump(kind)},"payload":{payload},'
+        f'"id":{id_},"kind":{_dump(kind)}{occurred},"payload":{payload},'
         f'"reason":{_dump(reason)},"source_id":{_dump(source_id)}}}'
     )
     return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
 
 
 class NewEvent(NamedTuple):
-    """An event to append. (A named tuple: the sync makes one per record it mirrors.)"""
+    """An event to append. (A named tuple: the sync makes one per record it mirrors.)
+
+    ``at`` is when it is recorded; ``occurred_at`` when it happened, if earlier (an audit
+    row's ``CreatedDate``, a record's change time): ``None`` means at ``at``.
+    """
 
     kind: EventKind
     at: datetime
@@ -89,6 +99,7 @@ class NewEvent(NamedTuple):
     grant_id: int | None = None
     actor: str = SYSTEM_ACTOR
     reason: str | None = None
+    occurred_at: datetime | None = None
 
 
 def lock_chain_head(session: Session) -> ChainHead:
@@ -120,6 +131,11 @@ def append_events(session: Session, events: Sequence[NewEvent]) -> None:
     for event in events:
         if event.at != at:  # a page's events share one time: convert it once
             at, at_json, at_db = event.at, _text(iso_z(event.at)), to_db(event.at)
+        occurred = event.occurred_at
+        if occurred is None or occurred == at:
+            occurred_json, occurred_db = None, at_db
+        else:
+            occurred_json, occurred_db = _text(iso_z(occurred)), to_db(occurred)
         last_id += 1
         values = (
             event.kind,
@@ -130,10 +146,10 @@ def append_events(session: Session, events: Sequence[NewEvent]) -> None:
             event.reason,
             canonical_json(event.payload),
         )
-        hash_ = _hash(prev, last_id, at_json, *values)
-        rows.append((last_id, at_db, *values, prev, hash_))
+        hash_ = _hash(prev, last_id, at_json, occurred_json, *values)
+        rows.append((last_id, at_db, *values, occurred_db, prev, hash_))
         prev = hash_
-    insert_rows(session, "events", (*HASHED, "prev_hash", "hash"), rows)
+    insert_rows(session, "events", (*HASHED, "occurred_at", "prev_hash", "hash"), rows)
     head.last_event_id, head.hash = last_id, prev
 
 
@@ -147,7 +163,8 @@ class ChainReport:
 
 
 _CHECK_RANGE = (
-    f"SELECT {', '.join(HASHED)}, prev_hash, hash FROM events WHERE id BETWEEN ? AND ? ORDER BY id"
+    f"SELECT {', '.join(HASHED)}, occurred_at, prev_hash, hash FROM events "
+    "WHERE id BETWEEN ? AND ? ORDER BY id"
 )
 
 
@@ -170,7 +187,7 @@ def _check_range(reader: Reader, lo: int, hi: int) -> _RangeCheck:
         return _RangeCheck(0)
     first_id, first_prev = rows[0][0], rows[0][-2]
     prev, expected, at_seen, at_json = first_prev, first_id, None, ""
-    for id_, at, *hashed, prev_hash, hash_ in rows:
+    for id_, at, *hashed, occurred, prev_hash, hash_ in rows:
         problem = None
         if id_ != expected:
             problem = f"expected event {expected} next, found {id_} (missing or inserted)"
@@ -179,7 +196,11 @@ def _check_range(reader: Reader, lo: int, hi: int) -> _RangeCheck:
         else:
             if at != at_seen:  # events of one page share their time
                 at_seen, at_json = at, _text(iso_from_db(at))
-            if _hash(prev, id_, at_json, *hashed) != hash_:
+            # NULL (a row written past firmgrant) reads as "happened when recorded".
+            occurred_json = (
+                None if occurred is None or occurred == at else _text(iso_from_db(occurred))
+            )
+            if _hash(prev, id_, at_json, occurred_json, *hashed) != hash_:
                 problem = "contents do not match the hash (edited row)"
         if problem:
             return _RangeCheck(expected - first_id, first_id, first_prev, prev, id_, problem)

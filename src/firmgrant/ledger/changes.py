@@ -16,7 +16,7 @@ from firmgrant.lifecycle import EventKind, SalesforceStatus
 from firmgrant.timeutil import iso_z
 
 if TYPE_CHECKING:
-    from firmgrant.ledger.store import PageCounts
+    from firmgrant.ledger.pages import PageCounts
 
 COMPARED_FIELDS = tuple(f for f in MIRRORED_FIELDS if f != "modstamp")
 
@@ -94,10 +94,12 @@ def our_revocation(
     revocation: RevocationRow,
     changes: dict[str, list[Any]] | None,
 ) -> NewEvent:
-    """The ``revoked`` event of an attempt whose effect a sync found (see above)."""
+    """The ``revoked`` event of an attempt whose effect a sync found (see above): it
+    happened when the record says it was revoked (the time the attempt sent)."""
     return NewEvent(
         kind=EventKind.REVOKED,
         at=now,
+        occurred_at=record.revoked_at or now,
         connection=connection,
         source_id=record.source_id,
         grant_id=grant_id,
@@ -110,6 +112,14 @@ def our_revocation(
             "revocation": {"attempt": revocation.attempts, "cause": revocation.cause},
         },
     )
+
+
+def occurred_at(kind: EventKind, record: GrantRecord) -> datetime:
+    """When a change a sync found happened, by the record: its revocation time where it says
+    one, else its last modification (``SystemModstamp``)."""
+    if kind == EventKind.CUSTOMER_REVOKED and record.revoked_at is not None:
+        return record.revoked_at
+    return record.modstamp
 
 
 def actor(kind: EventKind, record: GrantRecord) -> str:

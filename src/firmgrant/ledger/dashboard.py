@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from firmgrant.ledger.models import (
     EventRow,
     GrantRow,
+    OrgProfileRow,
     OrgRow,
     OutboxRow,
     RevocationRow,
@@ -123,7 +124,7 @@ def grant_page(
 @dataclass(frozen=True)
 class RuleBreak:
     event_id: int
-    at: datetime
+    occurred_at: datetime  # when it happened
     kind: str  # EventKind.REJECTED or EventKind.VIOLATION
     grant_id: int | None
     org_id: str | None
@@ -132,27 +133,40 @@ class RuleBreak:
     actor: str
     reason: str | None
     payload: dict[str, Any]
+    recorded_at: datetime  # when firmgrant recorded it
+
+    @property
+    def support_user(self) -> str | None:
+        """Who from support used access (a violation), if anyone."""
+        user = self.payload.get("support_user")
+        return user if isinstance(user, str) else None
+
+    def noticed_later(self, poll: timedelta) -> timedelta | None:
+        late = self.recorded_at - self.occurred_at
+        return late if late > poll else None
 
 
 RULE_BREAKS = (EventKind.REJECTED.value, EventKind.VIOLATION.value)
 
 
 def rule_breaks(session: Session, *, limit: int, offset: int) -> tuple[list[RuleBreak], int]:
-    """Rejected Login-As grants and uses of access with no valid grant, newest first."""
+    """Rejected Login-As grants and uses of access with no valid grant, the latest to have
+    happened first."""
     where = EventRow.kind.in_(RULE_BREAKS)
     total = session.execute(select(func.count()).select_from(EventRow).where(where)).scalar_one()
+    happened = func.coalesce(EventRow.occurred_at, EventRow.at)
     query = (
         select(EventRow, GrantRow.org_id, GrantRow.org_name, GrantRow.grantor_username)
         .outerjoin(GrantRow, GrantRow.id == EventRow.grant_id)
         .where(where)
-        .order_by(EventRow.id.desc())
+        .order_by(happened.desc(), EventRow.id.desc())
         .limit(limit)
         .offset(offset)
     )
     found = [
         RuleBreak(
             event.id,
-            event.at,
+            event.occurred_at or event.at,
             event.kind,
             event.grant_id,
             org_id,
@@ -161,6 +175,7 @@ def rule_breaks(session: Session, *, limit: int, offset: int) -> tuple[list[Rule
             event.actor,
             event.reason,
             json.loads(event.payload),
+            event.at,
         )
         for event, org_id, org_name, grantor in session.execute(query)
     ]
@@ -182,6 +197,7 @@ class ConnectionHealth:
     last_error: str | None
     api_used: int | None
     api_limit: int | None
+    unreadable: str | None = None  # the first trail row the syncs could not read, if any
 
     @property
     def api_remaining(self) -> int | None:
@@ -201,9 +217,10 @@ def connections(session: Session, configured: list[str]) -> list[ConnectionHealt
         org.name: _registered(org, states.get(org.name))
         for org in session.execute(select(OrgRow).order_by(OrgRow.name)).scalars()
     }
+    profiles = {row.connection: row for row in session.execute(select(OrgProfileRow)).scalars()}
     for name in configured:
         if name not in found:
-            found[name] = _configured(name, states.get(name))
+            found[name] = _configured(name, states.get(name), profiles.get(name))
     return [found[name] for name in sorted(found)]
 
 
@@ -214,20 +231,27 @@ def _registered(org: OrgRow, state: SyncStateRow | None) -> ConnectionHealth:
         last_success_at=org.last_sync_at or (state.last_success_at if state else None),
         last_error_at=state.last_error_at if state else None, last_error=org.last_error,
         api_used=org.api_used, api_limit=org.api_limit,
+        unreadable=state.unreadable if state else None,
     )  # fmt: skip
 
 
-def _configured(name: str, state: SyncStateRow | None) -> ConnectionHealth:
+def _configured(
+    name: str, state: SyncStateRow | None, profile: OrgProfileRow | None
+) -> ConnectionHealth:
     failing = state is not None and state.last_error_at is not None and (
         state.last_success_at is None or state.last_error_at > state.last_success_at
     )  # fmt: skip
+    unreadable = state.unreadable if state else None
+    working = OrgState.UNREADABLE if unreadable else OrgState.OK
     return ConnectionHealth(
-        name=name, registered=False, org_id=None, org_name=None,
-        state=(OrgState.UNREACHABLE if failing else OrgState.OK) if state else OrgState.NEW,
+        name=name, registered=False, org_id=profile.org_id if profile else None,
+        org_name=profile.org_name if profile else None,
+        state=(OrgState.UNREACHABLE if failing else working) if state else OrgState.NEW,
         enabled=True, last_success_at=state.last_success_at if state else None,
         last_error_at=state.last_error_at if state else None,
-        last_error=state.last_error if failing and state else None,
+        last_error=state.last_error if failing and state else unreadable,
         api_used=state.api_used if state else None, api_limit=state.api_limit if state else None,
+        unreadable=unreadable,
     )  # fmt: skip
 
 

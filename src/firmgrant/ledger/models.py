@@ -121,7 +121,7 @@ class EventRow(Base):
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False
     )
-    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    at: Mapped[datetime] = mapped_column(UTCDateTime())  # when it was recorded
     kind: Mapped[str] = mapped_column(String(32))
     grant_id: Mapped[int | None] = mapped_column(ForeignKey("grants.id"))
     connection: Mapped[str | None] = mapped_column(String(40))
@@ -131,6 +131,9 @@ class EventRow(Base):
     payload: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    # When it happened (migration 0011): an audit row's CreatedDate, a record's change time,
+    # or ``at`` when firmgrant itself acted. Hashed where it differs from ``at``.
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class ChainHead(Base):
@@ -156,6 +159,8 @@ class SyncStateRow(Base):
     api_used: Mapped[int | None] = mapped_column(Integer)
     api_limit: Mapped[int | None] = mapped_column(Integer)
     api_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The first trail row the source could not read (id and text), while any is unread.
+    unreadable: Mapped[str | None] = mapped_column(Text)
 
 
 class InvalidRecordRow(Base):
@@ -201,6 +206,9 @@ class RevocationRow(_Work, Base):
     actor: Mapped[str] = mapped_column(String(255))
     # The Revoked_At__c the last attempt sent (whole seconds): with the reason, our marker.
     attempted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # What a finished revocation did (a lifecycle.RevocationOutcome) and what it said.
+    outcome: Mapped[str | None] = mapped_column(String(24))
+    note: Mapped[str | None] = mapped_column(Text)
 
 
 class OutboxRow(_Work, Base):
@@ -258,8 +266,9 @@ class OrgRow(Base):
     login_url: Mapped[str] = mapped_column(String(255))
     username: Mapped[str] = mapped_column(String(255))
     source_kind: Mapped[str] = mapped_column(String(16))  # a lifecycle.SourceKind
-    date_order: Mapped[str] = mapped_column(String(3))
-    time_zone: Mapped[str] = mapped_column(String(64))
+    # Overrides of what the org's users tell (NULL: learned from Salesforce).
+    date_order: Mapped[str | None] = mapped_column(String(3))
+    time_zone: Mapped[str | None] = mapped_column(String(64))
     admin_emails: Mapped[str] = mapped_column(Text)  # JSON list
     secret: Mapped[str | None] = mapped_column(Text)  # Fernet token (registry.keys)
     enabled: Mapped[bool] = mapped_column(Boolean)
@@ -292,3 +301,62 @@ class UserRow(Base):
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class TrailRow(Base):
+    """A Setup Audit Trail row applied to the grants (the audit source), as Salesforce wrote it.
+
+    Kept so that a re-read applies nothing twice, a row read late is folded in its place, and
+    the trail outlives Salesforce's 180 days. ``expires_at`` is the expiry read from its
+    ``display`` (``read_as`` the date order it was read in, ``note`` what the cross-check said).
+    """
+
+    __tablename__ = "trail_rows"
+    __table_args__ = (Index("ix_trail_rows_user", "connection", "user_id", "at"),)
+
+    connection: Mapped[str] = mapped_column(String(40), primary_key=True)
+    row_id: Mapped[str] = mapped_column(String(18), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    action: Mapped[str] = mapped_column(String(40))  # a salesforce.display.AuditAction
+    user_id: Mapped[str] = mapped_column(String(18))
+    username: Mapped[str | None] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(255))
+    delegate: Mapped[str | None] = mapped_column(String(255))
+    publisher: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    read_as: Mapped[str | None] = mapped_column(String(3))
+    note: Mapped[str | None] = mapped_column(Text)
+    display: Mapped[str] = mapped_column(Text)
+    grant_id: Mapped[int | None] = mapped_column(ForeignKey("grants.id"))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class OrgProfileRow(Base):
+    """What an org told of itself and of the user firmgrant reads it as (the audit source)."""
+
+    __tablename__ = "org_profiles"
+
+    connection: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str | None] = mapped_column(String(18))
+    org_name: Mapped[str | None] = mapped_column(String(255))
+    time_zone: Mapped[str | None] = mapped_column(String(64))
+    locale: Mapped[str | None] = mapped_column(String(16))
+    language: Mapped[str | None] = mapped_column(String(16))
+    reader_id: Mapped[str | None] = mapped_column(String(18))
+    reader_time_zone: Mapped[str | None] = mapped_column(String(64))
+    reader_locale: Mapped[str | None] = mapped_column(String(16))
+    reader_language: Mapped[str | None] = mapped_column(String(16))
+    learned_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class TrailUserRow(Base):
+    """A customer user who acted in the trail: the locale and zone their rows are read in."""
+
+    __tablename__ = "trail_users"
+
+    connection: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(18), primary_key=True)
+    time_zone: Mapped[str | None] = mapped_column(String(64))
+    locale: Mapped[str | None] = mapped_column(String(16))
+    language: Mapped[str | None] = mapped_column(String(16))
+    learned_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -15,12 +15,14 @@ from firmgrant.errors import GrantNotFound
 from firmgrant.ledger.models import EventRow, GrantRow, OutboxRow, RevocationRow
 from firmgrant.lifecycle import (
     DEFAULT_EXPIRING_WITHIN,
-    REVOCATION_STATUS,
     USABLE,
     GrantStatus,
+    RevocationStatus,
+    SalesforceStatus,
     ends_after_sql,
     ends_by_sql,
     grant_status_sql,
+    revocation_status,
 )
 from firmgrant.timeutil import iso_z
 
@@ -114,11 +116,18 @@ def list_grants(
 @dataclass(frozen=True)
 class EventView:
     id: int
-    at: datetime
+    at: datetime  # when firmgrant recorded it
     kind: str
     actor: str
     reason: str | None
     payload: dict[str, Any]
+    occurred_at: datetime  # when it happened (what screens lead with)
+
+    def noticed_later(self, poll: timedelta) -> timedelta | None:
+        """How long after it happened firmgrant recorded it, where that is more than a poll
+        (a trail read late, a first sync over old history); else ``None``."""
+        late = self.at - self.occurred_at
+        return late if late > poll else None
 
 
 def find_grant(
@@ -144,7 +153,12 @@ def grant_events(session: Session, grant_id: int) -> list[EventView]:
     rows = session.execute(
         select(EventRow).where(EventRow.grant_id == grant_id).order_by(EventRow.id)
     ).scalars()
-    return [EventView(e.id, e.at, e.kind, e.actor, e.reason, json.loads(e.payload)) for e in rows]
+    return [
+        EventView(
+            e.id, e.at, e.kind, e.actor, e.reason, json.loads(e.payload), e.occurred_at or e.at
+        )
+        for e in rows
+    ]
 
 
 def events_after(session: Session, event_id: int) -> list[EventRow]:
@@ -164,6 +178,35 @@ class Lifecycle:
     revocation_reason: str | None
     revocation_error: str | None
     emails: list[tuple[str, datetime, str, str | None]]  # kind, due, state, last error
+    revocation_note: str | None = None  # what was done: "1 Login-As session(s) … ended"
+
+    @property
+    def still_granted_in_setup(self) -> bool:
+        """Support's sessions were ended (or could not be), and the grant still stands in
+        the customer's Setup: only the customer can revoke it."""
+        return self.revocation in (
+            RevocationStatus.SESSIONS_ENDED,
+            RevocationStatus.SESSIONS_NOT_ENDED,
+        )
+
+    def revocation_words(self) -> str | None:
+        """The revocation in a line, as ``show`` and the dashboard say it."""
+        if self.revocation is None:
+            return None
+        words = str(self.revocation)
+        detail = self.revocation_error or self.revocation_note
+        if detail and self.revocation in _SAID_WITH_DETAIL:
+            words += f" ({detail})"
+        if self.still_granted_in_setup:
+            words += ": still granted in Setup until the customer revokes it"
+        return words
+
+
+_SAID_WITH_DETAIL = (
+    RevocationStatus.REVOKE_FAILED,
+    RevocationStatus.SESSIONS_ENDED,
+    RevocationStatus.SESSIONS_NOT_ENDED,
+)
 
 
 def grant_lifecycle(session: Session, grant_id: int) -> Lifecycle:
@@ -176,9 +219,12 @@ def grant_lifecycle(session: Session, grant_id: int) -> Lifecycle:
     ]
     if revocation is None:
         return Lifecycle(None, None, None, emails)
+    grant = session.get(GrantRow, grant_id)
+    revoked = grant is not None and grant.sf_status == SalesforceStatus.REVOKED
     return Lifecycle(
-        REVOCATION_STATUS.get(revocation.state, revocation.state),
+        revocation_status(revocation.state, revocation.outcome, revoked),
         revocation.reason,
         revocation.last_error,
         emails,
+        revocation.note,
     )

@@ -119,7 +119,9 @@ def record(
             lost.append(outcome.name)
             continue
         row.state, row.last_error = outcome.state, outcome.error
-        row.failures = 0 if outcome.state == OrgState.OK else row.failures + 1
+        # An unreadable trail is read on schedule (its rows say what to fix): no backoff.
+        failing = outcome.state not in (OrgState.OK, OrgState.UNREADABLE)
+        row.failures = row.failures + 1 if failing else 0
         row.last_sync_at, row.next_sync_at = now, outcome.next_sync_at(row.failures)
         row.lease_owner = row.lease_until = None
         if outcome.api_usage is not None:

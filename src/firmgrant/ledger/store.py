@@ -1,62 +1,41 @@
-"""Writes of the sync job: one page of records per transaction, watermark included."""
+"""The ledger's face for the sync job: one page of records per transaction, watermark
+included (the writes themselves: :mod:`~firmgrant.ledger.pages`, :mod:`~firmgrant.ledger.trail`)."""
 
 from __future__ import annotations
 
-import hashlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import orjson
-from sqlalchemy import ARRAY, ColumnElement, Engine, String, any_, bindparam, func, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from firmgrant.grant import MIRRORED_FIELDS, TIME_FIELDS, GrantRecord
+from firmgrant.grant import GrantRecord
 from firmgrant.ledger import syncstate
-from firmgrant.ledger._bulk import insert_rows, time_converter
 from firmgrant.ledger.chain import NewEvent, append_events, lock_chain_head
-from firmgrant.ledger.changes import actor, classify, our_revocation
-from firmgrant.ledger.episodes import record_uses
+from firmgrant.ledger.changes import actor, classify, occurred_at, our_revocation
 from firmgrant.ledger.locks import planning_lock, single_worker_lock
-from firmgrant.ledger.models import GrantRow, InvalidRecordRow, RevocationRow, SyncStateRow
+from firmgrant.ledger.models import GrantRow, RevocationRow
+from firmgrant.ledger.pages import (
+    PageCounts,
+    advance,
+    existing,
+    ids_of,
+    report_invalid,
+    source_id_in,
+    upsert,
+)
 from firmgrant.ledger.syncstate import SyncOutcome, SyncState
 from firmgrant.ledger.work import release
-from firmgrant.lifecycle import OPEN_STATES, EventKind, WorkState
+from firmgrant.lifecycle import OPEN_STATES, EventKind, RevocationOutcome, WorkState
 from firmgrant.policy import revocation_landed
-from firmgrant.timeutil import iso_z
 
 if TYPE_CHECKING:  # the ledger needs no Salesforce client loaded (export, verify, grants)
-    from firmgrant.salesforce.audit import AccessUse
+    from firmgrant.ledger.trail import TrailPage
+    from firmgrant.salesforce.dates import Locale, OrgProfile
     from firmgrant.salesforce.records import InvalidRecord
-
-# A modstamp-only difference (a touch with nothing we mirror changed) is not a change.
-_TIME_POSITIONS = tuple(MIRRORED_FIELDS.index(name) for name in TIME_FIELDS)
-
-
-@dataclass
-class PageCounts:
-    inserted: int = 0
-    updated: int = 0
-    deleted: int = 0
-    invalid: int = 0
-    rejected: int = 0  # newly seen grants made through a Login-As session
-    used: int = 0  # uses of Login-As access by support under a valid grant (audit source)
-    violations: int = 0  # uses with no valid grant at that moment
-    new_invalid: list[InvalidRecord] = field(default_factory=list)  # reported for the first time
-
-    def __iadd__(self, other: PageCounts) -> PageCounts:
-        self.inserted += other.inserted
-        self.updated += other.updated
-        self.deleted += other.deleted
-        self.invalid += other.invalid
-        self.rejected += other.rejected
-        self.used += other.used
-        self.violations += other.violations
-        self.new_invalid += other.new_invalid
-        return self
 
 
 class Ledger:
@@ -100,13 +79,6 @@ class Ledger:
         with self.sessions() as session:
             return syncstate.read(session, [(connection, source)])[(connection, source)]
 
-    def _state_row(self, session: Session, connection: str, source: str) -> SyncStateRow:
-        row = session.get(SyncStateRow, (connection, source), with_for_update=True)
-        if row is None:
-            row = SyncStateRow(connection=connection, source=source)
-            session.add(row)
-        return row
-
     def record_sync_outcome(self, outcome: SyncOutcome) -> None:
         with self.transaction() as session:
             syncstate.record(session, [outcome])
@@ -121,22 +93,17 @@ class Ledger:
         *,
         now: datetime,
         seen_run: int | None = None,
-        uses: Sequence[AccessUse] = (),
-        cap: timedelta | None = None,
-        newest: datetime | None = None,
     ) -> PageCounts:
         """Upsert a page of records, log what really changed, advance the watermark.
 
-        The audit source also brings ``uses`` of Login-As access (judged with the vendor's
-        ``cap``) and the ``newest`` row time it read (rows it skipped move the watermark too).
         All in one transaction: a crash loses or repeats nothing.
         """
         counts = PageCounts()
         by_id = {record.source_id: record for record in records}  # last one wins
         with self.appending() as session:
             bad_ids = [p.source_id for p in invalid if p.source_id]
-            existing = self._existing(session, connection, [*by_id, *bad_ids])
-            changed, upserts = classify(by_id, existing, counts)
+            known = existing(session, connection, [*by_id, *bad_ids])
+            changed, upserts = classify(by_id, known, counts)
             # Revocation rows before grant rows, as the revoke job locks them: no deadlock.
             ours = self._landed_revocations(
                 session,
@@ -147,10 +114,10 @@ class Ledger:
                 },
                 now,
             )
-            new_ids = self._upsert(session, connection, upserts, now) if upserts else {}
+            new_ids = upsert(session, connection, upserts, now) if upserts else {}
             if new_ids is None:  # SQLite: the upsert returned nothing
                 news = [r.source_id for _, r, grant_id, _ in changed if grant_id is None]
-                new_ids = self._ids(session, connection, news)
+                new_ids = ids_of(session, connection, news)
             events = [
                 self._event(
                     kind, connection, record, now, grant_id or new_ids[record.source_id], changes
@@ -159,61 +126,98 @@ class Ledger:
                 else our_revocation(connection, record, grant_id, now, ours[grant_id], changes)
                 for kind, record, grant_id, changes in changed
             ]
-            events += self._report_invalid(session, connection, invalid, existing, counts, now)
-            if uses:
-                assert cap is not None
-                used = record_uses(session, connection, uses, cap, now)
-                counts.used += sum(e.kind == EventKind.ACCESS_USED for e in used)
-                counts.violations += sum(e.kind == EventKind.VIOLATION for e in used)
-                events += used
+            events += report_invalid(session, connection, invalid, known, counts, now)
             if seen_run is not None and (by_id or bad_ids):
                 # A record that turned malformed is still in the org: not vanished.
                 session.execute(
                     update(GrantRow)
                     .where(
                         GrantRow.connection == connection,
-                        _source_id_in(session, [*by_id, *bad_ids]),
+                        source_id_in(session, [*by_id, *bad_ids]),
                     )
                     .values(seen_run=seen_run)
                 )
             append_events(session, events)
             stamps = [r.modstamp for r in records] + [p.modstamp for p in invalid if p.modstamp]
-            stamps += [newest] if newest is not None else []
-            if stamps:
-                state = self._state_row(session, connection, source)
-                newest = max(stamps)
-                if state.watermark is None or newest > state.watermark:
-                    state.watermark = newest
+            advance(session, connection, source, max(stamps, default=None))
         return counts
 
-    def _report_invalid(
+    def apply_trail_page(
         self,
-        session: Session,
         connection: str,
+        source: str,
+        page: TrailPage,
         invalid: Sequence[InvalidRecord],
-        existing: dict[str, tuple[int, dict[str, Any]]],
-        counts: PageCounts,
+        *,
         now: datetime,
-    ) -> list[NewEvent]:
-        """An ``invalid`` event for each malformed record not reported in this shape before."""
-        events = []
-        for problem in invalid:
-            if self._first_report(session, connection, problem, now):
-                counts.invalid += 1
-                counts.new_invalid.append(problem)
-                grant = existing.get(problem.key)
-                events.append(
-                    NewEvent(
-                        kind=EventKind.INVALID,
-                        at=now,
-                        connection=connection,
-                        source_id=problem.key,
-                        grant_id=grant[0] if grant else None,
-                        reason=problem.reason,
-                        payload={"modstamp": iso_z(problem.modstamp)},
-                    )
-                )
-        return events
+        cap: timedelta,
+        newest: datetime | None,
+    ) -> PageCounts:
+        """Apply a page of an org's audit trail (:mod:`firmgrant.ledger.trail`), report its
+        unreadable rows once, and advance the watermark to the ``newest`` row read (rows of
+        others move it too). One transaction: a crash loses or repeats nothing."""
+        from firmgrant.ledger import trail  # the audit source's: loads its parser
+
+        counts = PageCounts()
+        with self.appending() as session:
+
+            def write(records: list[GrantRecord]) -> dict[str, int]:
+                ids = upsert(session, connection, records, now)
+                if ids is None:  # SQLite: the upsert returned nothing
+                    ids = ids_of(session, connection, [r.source_id for r in records])
+                return ids
+
+            events = trail.apply(
+                session, connection, page, now=now, cap=cap, counts=counts, upsert=write
+            )
+            bad = [p.source_id for p in invalid if p.source_id]
+            known = existing(session, connection, bad)
+            events += report_invalid(session, connection, invalid, known, counts, now)
+            append_events(session, events)
+            advance(session, connection, source, newest)
+        return counts
+
+    def trail_news(self, connection: str, row_ids: Sequence[str], use_ids: Sequence[str]) -> bool:
+        """Whether a page read holds a trail row or a use not recorded yet (a read-only
+        look, so a page re-read in the overlap costs no write)."""
+        from firmgrant.ledger import trail
+
+        with self.sessions() as session:
+            known = trail.known_row_ids(session, connection, row_ids)
+            uses = trail.known_use_ids(session, connection, use_ids)
+        return len(known) < len(set(row_ids)) or len(uses) < len(set(use_ids))
+
+    def known_trail_rows(self, connection: str, row_ids: Sequence[str]) -> set[str]:
+        """Which of these trail rows are applied already (read-only)."""
+        from firmgrant.ledger import trail
+
+        with self.sessions() as session:
+            return trail.known_row_ids(session, connection, row_ids)
+
+    # -- what audit orgs told of themselves ---------------------------------------------------
+    def org_profile(self, connection: str) -> OrgProfile | None:
+        from firmgrant.ledger import profiles
+
+        with self.sessions() as session:
+            return profiles.read_profile(session, connection)
+
+    def keep_org_profile(self, connection: str, profile: OrgProfile, now: datetime) -> None:
+        from firmgrant.ledger import profiles
+
+        with self.transaction() as session:
+            profiles.keep_profile(session, connection, profile, now)
+
+    def trail_users(self, connection: str, user_ids: Iterable[str]) -> dict[str, Locale]:
+        from firmgrant.ledger import profiles
+
+        with self.sessions() as session:
+            return profiles.read_users(session, connection, user_ids)
+
+    def keep_trail_users(self, connection: str, users: Mapping[str, Locale], now: datetime) -> None:
+        from firmgrant.ledger import profiles
+
+        with self.transaction() as session:
+            profiles.keep_users(session, connection, users, now)
 
     def mark_vanished(self, connection: str, seen_run: int, now: datetime) -> int:
         """After a full sync: grants the org no longer returns at all (purged, re-targeted)."""
@@ -250,66 +254,6 @@ class Ledger:
 
     # -- helpers -----------------------------------------------------------------------------
     @staticmethod
-    def _existing(
-        session: Session, connection: str, source_ids: list[str]
-    ) -> dict[str, tuple[int, dict[str, Any]]]:
-        if not source_ids:
-            return {}
-        columns = [getattr(GrantRow, field) for field in MIRRORED_FIELDS]
-        rows = session.execute(
-            select(GrantRow.id, *columns).where(
-                GrantRow.connection == connection, _source_id_in(session, source_ids)
-            )
-        )
-        return {
-            row.source_id: (row.id, {field: row[i + 1] for i, field in enumerate(MIRRORED_FIELDS)})
-            for row in rows
-        }
-
-    @staticmethod
-    def _ids(session: Session, connection: str, source_ids: list[str]) -> dict[str, int]:
-        if not source_ids:
-            return {}
-        rows = session.execute(
-            select(GrantRow.source_id, GrantRow.id).where(
-                GrantRow.connection == connection, _source_id_in(session, source_ids)
-            )
-        )
-        return dict(rows.all())  # rows are (source_id, id) tuples
-
-    @staticmethod
-    def _upsert(
-        session: Session, connection: str, records: list[GrantRecord], now: datetime
-    ) -> dict[str, int] | None:
-        """One ``INSERT … ON CONFLICT DO UPDATE``, executed for all the page's new and changed
-        grants at once: their ids by source id where the database hands them back (PostgreSQL),
-        else ``None``.
-
-        ``first_seen_at`` is written on insert only: the conflict branch leaves it alone.
-        On SQLite an executemany returns nothing and one indexed SELECT finds the new ids; on
-        PostgreSQL the staging table's one ``INSERT … SELECT`` returns them.
-        """
-        to_db = time_converter(session.get_bind().dialect.name)
-        now_db = to_db(now)
-        rows = []
-        for record in records:
-            values = [*record, connection, now_db, now_db]
-            for i in _TIME_POSITIONS:
-                if values[i] is not None:
-                    values[i] = to_db(values[i])
-            rows.append(tuple(values))
-        written = insert_rows(
-            session,
-            "grants",
-            (*MIRRORED_FIELDS, "connection", "updated_at", "first_seen_at"),
-            rows,
-            conflict=("connection", "source_id"),
-            update=(*MIRRORED_FIELDS, "updated_at"),
-            returning=("source_id", "id"),
-        )
-        return None if written is None else dict(written)
-
-    @staticmethod
     def _event(
         kind: EventKind,
         connection: str,
@@ -329,6 +273,7 @@ class Ledger:
             grant_id=grant_id,
             actor=actor(kind, record),
             payload=payload,
+            occurred_at=occurred_at(kind, record),
         )
 
     @staticmethod
@@ -362,39 +307,5 @@ class Ledger:
             ):
                 ours[row.grant_id] = row
                 release(row, state=WorkState.LANDED, done_at=now, last_error=None)
+                row.outcome = RevocationOutcome.REVOKED
         return ours
-
-    @staticmethod
-    def _first_report(
-        session: Session, connection: str, problem: InvalidRecord, now: datetime
-    ) -> bool:
-        fingerprint = hashlib.sha256(
-            f"{iso_z(problem.modstamp)}|{problem.reason}".encode()
-        ).hexdigest()
-        key = (connection, problem.key, fingerprint)
-        if session.get(InvalidRecordRow, key) is not None:
-            return False
-        session.add(
-            InvalidRecordRow(
-                connection=connection,
-                record_key=problem.key,
-                fingerprint=fingerprint,
-                reason=problem.reason,
-                first_seen_at=now,
-            )
-        )
-        return True
-
-
-def _source_id_in(session: Session, source_ids: list[str]) -> ColumnElement[bool]:
-    """``grants.source_id IN (…)`` with the page's Ids bound as one value.
-
-    A plain ``in_`` binds 2,000 values that SQLAlchemy expands into the statement and the
-    database parses again, every page. One JSON array (SQLite's ``json_each``) or one
-    array (PostgreSQL's ``= ANY``) keeps the statement cached; both still use the
-    (connection, source_id) index.
-    """
-    if session.get_bind().dialect.name == "sqlite":
-        ids = func.json_each(orjson.dumps(source_ids).decode()).table_valued("value")
-        return GrantRow.source_id.in_(select(ids.c.value))
-    return GrantRow.source_id == any_(bindparam("source_ids", source_ids, ARRAY(String)))

@@ -25,6 +25,7 @@ class SyncState:
     api_limit: int | None
     api_seen_at: datetime | None
     last_error: str | None = None
+    unreadable: str | None = None  # the first trail row that could not be read, while any
 
 
 NEVER_SYNCED = SyncState(None, None, None, None, None, None)
@@ -40,6 +41,7 @@ class SyncOutcome:
     error: str | None
     full: bool  # it read everything: the daily reconcile is done
     api_usage: tuple[int, int, datetime] | None
+    unreadable: str | None = None  # what the connection's unreadable rows are now
 
 
 def _state(row: SyncStateRow) -> SyncState:
@@ -51,6 +53,7 @@ def _state(row: SyncStateRow) -> SyncState:
         row.api_limit,
         row.api_seen_at,
         row.last_error,
+        row.unreadable,
     )
 
 
@@ -100,3 +103,4 @@ def record(session: Session, outcomes: Sequence[SyncOutcome]) -> None:
             row.last_error, row.last_error_at = outcome.error, outcome.at
         if outcome.api_usage is not None:
             row.api_used, row.api_limit, row.api_seen_at = outcome.api_usage
+        row.unreadable = outcome.unreadable

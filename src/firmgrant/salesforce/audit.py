@@ -1,11 +1,11 @@
 """The ``audit`` source: the grants customers make in Setup, read from the Setup Audit Trail.
 
 Salesforce keeps no record of a Login Access grant, only audit rows in the customer's org.
-This source reads them in ``(CreatedDate, Id)`` order, page by page, and folds each
-customer user's rows into grants: *granted* opens an episode (its Id is that row's Id),
-*changed* moves its expiry, *revoked* ends it, a later *granted* opens the next one. Rows a
-previous sync already applied (the overlap, a full re-read) change nothing. A
-``suloginaccessused`` row by one of the vendor's support users is an :class:`AccessUse`.
+This source reads them in ``(CreatedDate, Id)`` order, page by page: the vendor's grant
+actions (their ``Display`` parsed, the date kept as written until the org's locales read it:
+:mod:`~firmgrant.salesforce.profiles`), and each ``suloginaccessused`` row by one of the
+vendor's support users as an :class:`AccessUse`. How rows make grants is
+:mod:`~firmgrant.salesforce.fold`; which rows are new, the ledger's.
 
 There is no API to revoke such a grant: what firmgrant can do is end the vendor's Login-As
 sessions in the org (:func:`end_sessions`) and tell the customer how to revoke in Setup.
@@ -22,17 +22,18 @@ from typing import Any, NamedTuple
 from simple_salesforce.format import format_soql
 
 from firmgrant.errors import SalesforceApiError
-from firmgrant.grant import FIELD_LIMITS, GrantRecord
-from firmgrant.lifecycle import SalesforceStatus, SourceKind
+from firmgrant.grant import FIELD_LIMITS
+from firmgrant.lifecycle import SourceKind
 from firmgrant.salesforce.client import COLLECTION_LIMIT, SalesforceClient
 from firmgrant.salesforce.display import (
+    GRANT_ACTIONS,
     AuditAction,
     DisplayError,
     GrantDisplay,
-    access_ends,
     parse_display,
     same_org,
 )
+from firmgrant.salesforce.fold import AuditRow
 from firmgrant.salesforce.records import InvalidRecord, record_digest
 from firmgrant.salesforce.sources import one_ahead
 from firmgrant.settings import SourceSettings, VendorSettings
@@ -43,20 +44,6 @@ FIELDS = (
     "CreatedBy.Email, DelegateUser"
 )
 ACTIONS = [action.value for action in AuditAction]
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRow:
-    """One Setup Audit Trail row, checked."""
-
-    id: str
-    action: AuditAction
-    at: datetime
-    user_id: str  # CreatedById: who acted (for a use: whose access was used)
-    username: str | None
-    email: str | None
-    delegate: str | None  # DelegateUser: the Login-As user who really acted, if any
-    display: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +58,7 @@ class AccessUse:
 
 
 class AuditPage(NamedTuple):
-    grants: list[tuple[AuditRow, GrantDisplay]]  # the vendor's grant actions, in order
+    grants: list[tuple[AuditRow, GrantDisplay]]  # the vendor's grant actions, in trail order
     uses: list[AccessUse]
     invalid: list[InvalidRecord]
     newest: datetime | None  # the newest CreatedDate read, whatever the row was
@@ -95,14 +82,6 @@ class AuditSource:
         if since is not None:
             query += format_soql(" AND CreatedDate > {}", since)
         return query + " ORDER BY CreatedDate ASC, Id ASC"
-
-    @staticmethod
-    def org_name(client: SalesforceClient) -> str | None:
-        """The customer org's name (one API call: asked on a first or full sync only)."""
-        for page in client.query_pages("SELECT Name FROM Organization", include_deleted=False):
-            for record in page:
-                return _limited(record.get("Name"), "org_name")
-        return None
 
     def pages(self, client: SalesforceClient, since: datetime | None) -> Iterator[AuditPage]:
         raw_pages = client.query_pages(
@@ -128,11 +107,9 @@ class AuditSource:
                     )
                 continue
             try:
-                shown = parse_display(row.action, row.display, self.settings.date_order)
+                shown = parse_display(row.action, row.display)
             except DisplayError as exc:
-                page.invalid.append(
-                    InvalidRecord(row.id, row.id, row.at, f"Display {exc}: {row.display[:300]!r}")
-                )
+                page.invalid.append(unreadable(row, str(exc)))
                 continue
             if same_org(shown.publisher_org_id, self.publisher_org_id):
                 page.grants.append((row, shown))
@@ -185,6 +162,11 @@ def _limited(value: object, field: str) -> str | None:
     return value[: FIELD_LIMITS[field]] if isinstance(value, str) and value.strip() else None
 
 
+def unreadable(row: AuditRow, why: str) -> InvalidRecord:
+    """A row whose ``Display`` cannot be read: its Id, why, and its text."""
+    return InvalidRecord(row.id, row.id, row.at, f"Display {why}: {row.display[:300]!r}")
+
+
 def _invalid(item: dict[str, Any], reason: str) -> InvalidRecord:
     row_id = item.get("Id") if isinstance(item.get("Id"), str) else None
     created = item.get("CreatedDate")
@@ -194,73 +176,6 @@ def _invalid(item: dict[str, Any], reason: str) -> InvalidRecord:
         at = None
     key = row_id or record_digest(item)
     return InvalidRecord(key, row_id, at, reason)
-
-
-def fold(
-    rows: Sequence[tuple[AuditRow, GrantDisplay]],
-    current: dict[str, GrantRecord],
-    *,
-    org_id: str,
-    org_name: str | None,
-    zone: str,
-) -> list[GrantRecord]:
-    """The grants these rows make or change, given each customer user's latest episode."""
-    latest = dict(current)
-    changed: dict[str, GrantRecord] = {}
-    for row, shown in rows:
-        prior = latest.get(row.user_id)
-        if prior is not None and (prior.modstamp > row.at or prior.source_id == row.id):
-            continue  # applied by an earlier sync (the overlap, a full re-read)
-        ended = prior is None or prior.sf_status != SalesforceStatus.ACTIVE
-        if row.action == AuditAction.REVOKED:
-            if prior is None or ended:
-                continue  # nothing open to end (its grant aged out of the trail)
-            update = prior._replace(
-                sf_status=SalesforceStatus.REVOKED.value,
-                revoked_at=row.at,
-                revoke_reason=f"revoked in Setup by {row.username or row.user_id}",
-                modstamp=row.at,
-            )
-        elif row.action == AuditAction.CHANGED and prior is not None and not ended:
-            assert shown.through is not None
-            update = prior._replace(
-                expires_at=access_ends(shown.through, zone),
-                via_login_as=prior.via_login_as or row.delegate is not None,
-                login_as_user=prior.login_as_user or row.delegate,
-                modstamp=row.at,
-            )
-        else:  # granted, or a change whose grant aged out of the trail: a new episode
-            if prior is not None and not ended:  # one grant per user: the new one replaces it
-                replaced = prior._replace(sf_status=SalesforceStatus.EXPIRED.value, modstamp=row.at)
-                changed[replaced.source_id] = replaced
-            update = _episode(row, shown, org_id, org_name, zone)
-        latest[row.user_id] = changed[update.source_id] = update
-    return list(changed.values())
-
-
-def _episode(
-    row: AuditRow, shown: GrantDisplay, org_id: str, org_name: str | None, zone: str
-) -> GrantRecord:
-    assert shown.through is not None
-    return GrantRecord(
-        source_id=row.id,
-        org_id=org_id,
-        org_name=org_name,
-        grantor_id=row.user_id,
-        grantor_username=row.username,
-        grantor_email=row.email,
-        grantee=shown.publisher_name[: FIELD_LIMITS["grantee"]],
-        duration=None,
-        granted_at=row.at,
-        expires_at=access_ends(shown.through, zone),
-        via_login_as=row.delegate is not None,
-        login_as_user=row.delegate,
-        sf_status=SalesforceStatus.ACTIVE.value,
-        revoked_at=None,
-        revoke_reason=None,
-        modstamp=row.at,
-        deleted=False,
-    )
 
 
 def permissions(client: SalesforceClient) -> tuple[str | None, bool]:
@@ -279,6 +194,30 @@ def permissions(client: SalesforceClient) -> tuple[str | None, bool]:
     except SalesforceApiError:
         can_end = False
     return None, can_end
+
+
+def unreadable_sample(client: SalesforceClient, rows: int = 20) -> tuple[int, str | None]:
+    """``check``'s look at the trail's words: of the latest ``rows`` Login Access rows (any
+    publisher's), how many read, and the first that does not (its Id, why and its text)."""
+    actions = [action.value for action in GRANT_ACTIONS]
+    soql = format_soql(
+        "SELECT Id, Action, Display FROM SetupAuditTrail WHERE Action IN {} "
+        "ORDER BY CreatedDate DESC LIMIT {:literal}",
+        actions,
+        str(rows),
+    )
+    read, problem = 0, None
+    for page in client.query_pages(soql, include_deleted=False):
+        for item in page:
+            found = item.get("Display")
+            text = found if isinstance(found, str) else ""
+            try:
+                parse_display(AuditAction(str(item.get("Action"))), text)
+            except (DisplayError, ValueError) as exc:
+                problem = problem or f"row {item.get('Id')}: Display {exc}: {text[:200]!r}"
+                continue
+            read += 1  # any publisher's row: the words are what is checked
+    return read, problem
 
 
 class SessionsOutcome(NamedTuple):

@@ -46,6 +46,12 @@ class Token:
         head = self.access_token.get_secret_value().partition("!")[0]
         return head if head.startswith("00D") and len(head) in (15, 18) else None
 
+    @property
+    def user_id(self) -> str | None:
+        """The Id of the user the token acts as, from the identity URL (``…/<user id>``)."""
+        last = (self.identity or "").rstrip("/").rpartition("/")[2]
+        return last if last.startswith("005") and len(last) in (15, 18) else None
+
 
 @functools.lru_cache(maxsize=8)
 def _signing_key(pem: str) -> Any:

@@ -153,6 +153,12 @@ class SalesforceClient:
         """The connected org's Id, known once a token was issued."""
         return self._token.org_id if self._token is not None else None
 
+    @property
+    def user_id(self) -> str | None:
+        """The Id of the user firmgrant acts as (the integration user), once a token was
+        issued and named it."""
+        return self._token.user_id if self._token is not None else None
+
     def _salesforce(self) -> Salesforce:
         if self._sf is None:
             token = self._token = self._token or self.authenticator.authenticate()

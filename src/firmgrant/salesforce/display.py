@@ -8,12 +8,15 @@ Salesforce writes, in the English form its documentation shows::
     jane@acme.com has revoked user login access to package publisher … (00D…)
 
 The parser anchors on the trailing ``(00D…)``, the action's verb and the ``through <date>``
-part. Anything else (another language, a changed wording, a date in another order) is a
-:class:`DisplayError` that says what did not match: the row is reported, never guessed.
+part. Anything else (another language, a changed wording, a date that is not day, month and
+year in numbers) is a :class:`DisplayError` that says what did not match: the row is
+reported, never guessed. The date is kept as written: in which order its numbers stand is
+the org's locale, which :mod:`firmgrant.salesforce.dates` reads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -47,12 +50,13 @@ _TAIL = re.compile(
     r"(?P<name>.+) \((?P<org>00D[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?)\)\Z",
     re.DOTALL,
 )
-_DATES: dict[str, tuple[re.Pattern[str], tuple[int, int, int], str]] = {
-    # order → pattern, positions of (year, month, day) among its groups, how it reads
-    "MDY": (re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})"), (3, 1, 2), "M/D/YYYY"),
-    "DMY": (re.compile(r"(\d{1,2})[./](\d{1,2})[./](\d{4})"), (3, 2, 1), "D/M/YYYY"),
-    "YMD": (re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})"), (1, 2, 3), "YYYY-MM-DD"),
-}
+# A short date as Salesforce's locales write one: three numbers, the year's four digits first
+# or last, separated by / . or - (some locales add a space, or end in a dot: "2030. 11. 1.").
+_DATE = r"\d{1,4} ?[./-] ?\d{1,2} ?[./-] ?\d{1,4}\.?"
+_NUMBERS = re.compile(r"(\d{1,4}) ?[./-] ?(\d{1,2}) ?[./-] ?(\d{1,4})\.?")
+# How each order reads, for messages.
+READS: dict[str, str] = {"MDY": "M/D/YYYY", "DMY": "D/M/YYYY", "YMD": "YYYY-M-D"}
+ORDERS: tuple[DateOrder, ...] = ("MDY", "DMY", "YMD")
 
 
 class DisplayError(ValueError):
@@ -64,12 +68,12 @@ class GrantDisplay:
     """What a grant action's Display says."""
 
     action: AuditAction
-    through: date | None  # the last date of access (granted, changed); None when revoked
+    through: str | None  # the last date of access as written (granted, changed); None if revoked
     publisher_name: str
     publisher_org_id: str  # as written: 15 characters, case-sensitive
 
 
-def parse_display(action: AuditAction, text: str, order: DateOrder = "MDY") -> GrantDisplay:
+def parse_display(action: AuditAction, text: str) -> GrantDisplay:
     """The parts of a grant action's ``Display``; :class:`DisplayError` if it has another shape.
 
     Names may hold anything, even the words around them: each place the text could split into
@@ -85,13 +89,13 @@ def parse_display(action: AuditAction, text: str, order: DateOrder = "MDY") -> G
     problem = DisplayError("unreadable")
     for at, tail in tails:
         try:
-            return _read(action, text[:at], tail, order)
+            return _read(action, text[:at], tail)
         except DisplayError as exc:
             problem = exc
     raise problem
 
 
-def _read(action: AuditAction, head: str, tail: re.Match[str], order: DateOrder) -> GrantDisplay:
+def _read(action: AuditAction, head: str, tail: re.Match[str]) -> GrantDisplay:
     verb = _VERBS[action]
     if action == AuditAction.REVOKED:
         match = re.fullmatch(rf"(?P<user>\S.*?) has {verb} user login access", head, re.DOTALL)
@@ -100,32 +104,47 @@ def _read(action: AuditAction, head: str, tail: re.Match[str], order: DateOrder)
             raise DisplayError(f"does not read '<user> has {verb} user login access to …'")
     else:
         match = re.fullmatch(
-            rf"(?P<user>\S.*?) has {verb} user login access through (?P<date>\S+)", head, re.DOTALL
+            rf"(?P<user>\S.*?) has {verb} user login access through (?P<date>{_DATE})",
+            head,
+            re.DOTALL,
         )
         if match is None:
             raise DisplayError(
-                f"does not read '<user> has {verb} user login access through <date> to …'"
+                f"does not read '<user> has {verb} user login access through <date> to …' "
+                "(a date of day, month and year in numbers)"
             )
-        through = parse_date(match["date"], order)
+        through = match["date"]
+        if not date_readings(through):
+            raise DisplayError(f"the date {through!r} is not a real date in any order")
     return GrantDisplay(action, through, tail["name"], tail["org"])
 
 
-def parse_date(text: str, order: DateOrder) -> date:
-    """A Display date in the org's order (``11/1/2030`` is November 1st in ``MDY``)."""
-    pattern, (y, m, d), reads = _DATES[order]
-    match = pattern.fullmatch(text)
+def date_readings(text: str) -> dict[DateOrder, date]:
+    """Every order in which ``text`` is a real date (``3/12/2026``: 12 March as MDY,
+    3 December as DMY); none if its year does not stand first or last in four digits."""
+    match = _NUMBERS.fullmatch(text)
     if match is None:
-        raise DisplayError(f"the date {text!r} is not {reads} (the connection's date_order)")
-    try:
-        return date(int(match[y]), int(match[m]), int(match[d]))
-    except ValueError:
-        raise DisplayError(f"the date {text!r} is not a real {reads} date") from None
+        return {}
+    first, second, third = match.groups()
+    numbers = int(first), int(second), int(third)
+    found: dict[DateOrder, date] = {}
+    if len(first) == 4:
+        _add(found, "YMD", numbers[0], numbers[1], numbers[2])
+    elif len(third) == 4:
+        _add(found, "MDY", numbers[2], numbers[0], numbers[1])
+        _add(found, "DMY", numbers[2], numbers[1], numbers[0])
+    return found
+
+
+def _add(found: dict[DateOrder, date], order: DateOrder, year: int, month: int, day: int) -> None:
+    with contextlib.suppress(ValueError):  # not a real date in this order
+        found[order] = date(year, month, day)
 
 
 def access_ends(through: date, zone: str) -> datetime:
     """When access given "through" this date is treated as ending: the start of that date in
-    the org's zone (``source.time_zone``). Salesforce shows a date without a time; the start of
-    the day is the earliest it can mean, so firmgrant never counts access that may be over."""
+    the granting user's zone. Salesforce shows a date without a time; the start of the day is
+    the earliest it can mean, so firmgrant never counts access that may be over."""
     return datetime.combine(through, time.min, ZoneInfo(zone)).astimezone(UTC)
 
 

@@ -143,6 +143,7 @@ _ACTIONS: dict[str, Any] = {
             "count": a["count"],
             "grants": a["grants"],
             "date_order": a["date_order"],
+            "locale": a["locale"],
             "time_zone": a["time_zone"],
             "view_setup": not a["no_view_setup"],
             "manage_users": not a["no_manage_users"],
@@ -158,6 +159,8 @@ _ACTIONS: dict[str, Any] = {
                 "days": a["days"],
                 "login_as": a["login_as"],
                 "support_user": a["support_user"],
+                "locale": a["locale"],
+                "time_zone": a["time_zone"],
             }.items()
             if value is not None
         },

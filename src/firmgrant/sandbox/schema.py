@@ -279,6 +279,8 @@ ORGANIZATION = ObjectDef(
         _SYSTEM[0],
         FieldDef("Name", "string", 80, createable=False, updateable=False),
         FieldDef("TimeZoneSidKey", "picklist", 40, createable=False, updateable=False),
+        FieldDef("DefaultLocaleSidKey", "picklist", 40, createable=False, updateable=False),
+        FieldDef("LanguageLocaleKey", "picklist", 40, createable=False, updateable=False),
     ),
     createable=False,
     updateable=False,
@@ -286,4 +288,21 @@ ORGANIZATION = ObjectDef(
     audit_fields_settable=False,
 )
 
-OBJECTS = {obj.name.lower(): obj for obj in (GRANT, AUDIT, AUTH_SESSION, ORGANIZATION)}
+USER = ObjectDef(
+    "User",
+    "005",
+    "User",
+    (
+        _SYSTEM[0],
+        FieldDef("Username", "string", 80, createable=False, updateable=False),
+        FieldDef("TimeZoneSidKey", "picklist", 40, createable=False, updateable=False),
+        FieldDef("LocaleSidKey", "picklist", 40, createable=False, updateable=False),
+        FieldDef("LanguageLocaleKey", "picklist", 40, createable=False, updateable=False),
+    ),
+    createable=False,
+    updateable=False,
+    deletable=False,
+    audit_fields_settable=False,
+)
+
+OBJECTS = {obj.name.lower(): obj for obj in (GRANT, AUDIT, AUTH_SESSION, ORGANIZATION, USER)}

@@ -284,12 +284,13 @@ class SandboxOrg:
         return self.api.handle(request)
 
     def customers_csv(self) -> str:
-        """The customer orgs as `firmgrant orgs import` reads them."""
+        """The customer orgs as `firmgrant orgs import` reads them: how each writes dates is
+        learned from the org, not written here."""
         lines = ["name,login_url,username,org_id,source,date_order,time_zone,admin_emails"]
         for org in self.tenants.orgs.values():
             lines.append(
                 f"org{org.number},{self.base_url},{org.integration_username},{org.org_id},"
-                f"audit,{org.options.date_order},{org.options.time_zone},admin@{org.domain}"
+                f"audit,,,admin@{org.domain}"
             )
         return "\n".join(lines) + "\n"
 
@@ -322,8 +323,6 @@ class SandboxOrg:
         for org in self.tenants.orgs.values():
             prefix = f"FIRMGRANT_CONNECTIONS__ORG{org.number}__"
             values = {**common, "USERNAME": org.integration_username}
-            values["SOURCE__DATE_ORDER"] = org.options.date_order
-            values["SOURCE__TIME_ZONE"] = org.options.time_zone
             lines += [f"{prefix}{key}={shlex.quote(value)}" for key, value in values.items()]
         lines += [
             "FIRMGRANT_VENDOR__GRANTEE_NAMES=" + shlex.quote(VENDOR),

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from firmgrant.sandbox.customers import ORG_NAMES, login_as_session
 from firmgrant.sandbox.oauth import ConnectedApp
-from firmgrant.sandbox.schema import AUDIT, AUTH_SESSION, OBJECTS, ORGANIZATION, make_id
+from firmgrant.sandbox.schema import AUDIT, AUTH_SESSION, OBJECTS, ORGANIZATION, USER, make_id
 from firmgrant.sandbox.soql import Record, sf_datetime
 from firmgrant.sandbox.store import OrgStore
 from firmgrant.timeutil import parse_sf_datetime
@@ -27,16 +27,40 @@ from firmgrant.timeutil import parse_sf_datetime
 RETENTION = timedelta(days=180)  # Salesforce deletes audit rows older than this
 OTHER_PUBLISHER = ("Another Vendor Support", "00D5e00000OTHER")
 SUPPORT_USERS = ("ana.support@firmworks.example", "li.support@firmworks.example")
+# The org's default locale when only a date order is given.
+LOCALE_OF_ORDER = {"MDY": "en_US", "DMY": "en_GB", "YMD": "sv_SE"}
+# How Salesforce's locales write a short date (Java patterns); others write dd/MM/yyyy.
+SHORT_DATES = {
+    "en_US": "M/d/yyyy", "es_US": "M/d/yyyy", "en_GB": "dd/MM/yyyy", "fr_FR": "dd/MM/yyyy",
+    "de_DE": "dd.MM.yyyy", "de_AT": "dd.MM.yyyy", "ru_RU": "dd.MM.yyyy", "nl_NL": "d-M-yyyy",
+    "ja_JP": "yyyy/MM/dd", "zh_CN": "yyyy/M/d", "sv_SE": "yyyy-MM-dd", "en_CA": "yyyy-MM-dd",
+}  # fmt: skip
+
+
+def short_date(day: date, locale: str) -> str:
+    """A date as the locale writes it in Setup (``11/1/2030``, ``01.11.2030``, ``2030/11/01``)."""
+    pattern = SHORT_DATES.get(locale, "dd/MM/yyyy")
+    for token, value in (
+        ("yyyy", str(day.year)), ("MM", f"{day.month:02d}"), ("dd", f"{day.day:02d}"),
+        ("M", str(day.month)), ("d", str(day.day)),
+    ):  # fmt: skip
+        pattern = pattern.replace(token, value)
+    return pattern
 
 
 @dataclass
 class TenantOptions:
     """How a customer org renders dates and what its integration user may do."""
 
-    date_order: str = "MDY"  # MDY, DMY or YMD
-    time_zone: str = "UTC"
+    date_order: str = "MDY"  # MDY, DMY or YMD: the org's default locale, unless ``locale``
+    time_zone: str = "UTC"  # the org's default zone (TimeZoneSidKey)
     view_setup: bool = True  # may read SetupAuditTrail
     manage_users: bool = True  # may delete AuthSession rows
+    locale: str | None = None  # the org's default locale (DefaultLocaleSidKey)
+
+    @property
+    def default_locale(self) -> str:
+        return self.locale or LOCALE_OF_ORDER.get(self.date_order, "en_US")
 
 
 @dataclass
@@ -54,11 +78,37 @@ class CustomerOrg:
     def integration_username(self) -> str:
         return f"integration@{self.domain}"
 
-    def user(self, username: str) -> str:
-        """The user's Id, created on first mention."""
+    def user(
+        self, username: str, *, locale: str | None = None, time_zone: str | None = None
+    ) -> str:
+        """The user's Id, created on first mention with the org's default locale and zone
+        (or those given); given for a known user, they change."""
         if username not in self.users:
-            self.users[username] = make_id("005", self.number * 1000 + len(self.users) + 1)
+            user_id = make_id("005", self.number * 1000 + len(self.users) + 1)
+            self.users[username] = user_id
+            self.store.put(
+                USER,
+                {
+                    "Id": user_id,
+                    "Username": username,
+                    "LocaleSidKey": locale or self.options.default_locale,
+                    "TimeZoneSidKey": time_zone or self.options.time_zone,
+                    "LanguageLocaleKey": "en_US",
+                },
+            )
+        elif locale or time_zone:
+            record = self.store.records[USER.name.lower()][self.users[username]]
+            record["LocaleSidKey"] = locale or record["LocaleSidKey"]
+            record["TimeZoneSidKey"] = time_zone or record["TimeZoneSidKey"]
         return self.users[username]
+
+    def locale_of(self, username: str) -> tuple[str, str]:
+        """The user's locale and zone, as their User record holds them."""
+        record = self.store.records[USER.name.lower()].get(self.user(username), {})
+        return (
+            record.get("LocaleSidKey") or self.options.default_locale,
+            record.get("TimeZoneSidKey") or self.options.time_zone,
+        )
 
     # -- what customers do in Setup ----------------------------------------------------------
     def _row(
@@ -86,14 +136,16 @@ class CustomerOrg:
             at=at,
         )
 
-    def through(self, at: datetime, days: int) -> str:
-        """The date Setup shows: the last day of access, in the org's zone and date order."""
-        day = (at + timedelta(days=days)).astimezone(ZoneInfo(self.options.time_zone)).date()
-        if self.options.date_order == "DMY":
-            return f"{day.day}/{day.month}/{day.year}"
-        if self.options.date_order == "YMD":
-            return day.isoformat()
-        return f"{day.month}/{day.day}/{day.year}"
+    def through(self, at: datetime, days: int, username: str | None = None) -> str:
+        """The date Setup shows: the last day of access, in the acting user's zone, written
+        in their locale (the org's defaults for a user not named)."""
+        locale, zone = (
+            self.locale_of(username)
+            if username
+            else (self.options.default_locale, self.options.time_zone)
+        )
+        day = (at + timedelta(days=days)).astimezone(ZoneInfo(zone)).date()
+        return short_date(day, locale)
 
     def grant(
         self,
@@ -109,12 +161,13 @@ class CustomerOrg:
         """A grant (or, with ``verb="changed"``, a new expiry) of login access."""
         when = at or self.store.clock()
         action = {"granted": "loginasgranted", "changed": "loginasmodified"}[verb]
+        through = self.through(when, days, username)
         if to_salesforce:
-            text = f"{username} has {verb} user login access through {self.through(when, days)}"
+            text = f"{username} has {verb} user login access through {through}"
             return self._row(action + "tosfdc", text + " to Salesforce Support", username, at=at)
         name, publisher = vendor
         display = (
-            f"{username} has {verb} user login access through {self.through(when, days)} "
+            f"{username} has {verb} user login access through {through} "
             f"to package publisher {name} ({publisher[:15]})"
         )
         return self._row(action + "topartnerbt", display, username, at=at, delegate=login_as)
@@ -192,11 +245,17 @@ class Tenants:
             options=options,
             store=store,
         )
-        org.user(org.integration_username)
         store.put(
             ORGANIZATION,
-            {"Id": org.org_id, "Name": org.name, "TimeZoneSidKey": options.time_zone},
+            {
+                "Id": org.org_id,
+                "Name": org.name,
+                "TimeZoneSidKey": options.time_zone,
+                "DefaultLocaleSidKey": options.default_locale,
+                "LanguageLocaleKey": "en_US",
+            },
         )
+        org.user(org.integration_username)
         org.api = self.make_api(org.store)
         self.orgs[org.org_id[:15]] = org
         self._by_username[org.integration_username] = org
@@ -273,10 +332,11 @@ class Tenants:
         tenants = self
         if not parts and method == "POST":
             options = TenantOptions(
-                date_order=body.get("date_order", "MDY"),
-                time_zone=body.get("time_zone", "UTC"),
+                date_order=body.get("date_order") or "MDY",
+                time_zone=body.get("time_zone") or "UTC",
                 view_setup=bool(body.get("view_setup", True)),
                 manage_users=bool(body.get("manage_users", True)),
+                locale=body.get("locale"),
             )
             made = [tenants.add(options) for _ in range(int(body.get("count", 1)))]
             for org in made:
@@ -289,6 +349,8 @@ class Tenants:
         action = parts[1] if len(parts) > 1 else ""
         at = parse_sf_datetime(body["at"]) if body.get("at") else None
         user = body.get("user", f"jane@{org.domain}")
+        if body.get("locale") or body.get("time_zone"):  # the user's own settings
+            org.user(user, locale=body.get("locale"), time_zone=body.get("time_zone"))
         vendor = tenants.vendor
         if action == "grant" and method == "POST":
             return org.grant(user, int(body.get("days", 7)), vendor=vendor, at=at,

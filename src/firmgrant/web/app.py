@@ -7,7 +7,7 @@ import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +105,15 @@ def _environment(clock: Callable[[], datetime]) -> Environment:
             return ""
         return display.in_words((moment - clock()).total_seconds())
 
+    def later(span: timedelta | None) -> str:
+        """``noticed 3 days later``: how long after it happened firmgrant recorded it."""
+        if span is None:
+            return ""
+        return f"noticed {display.in_words(span.total_seconds()).removeprefix('in ')} later"
+
     env.filters["when"] = when
     env.filters["words"] = words
+    env.filters["later"] = later
     env.filters["iso"] = lambda moment: iso_z(moment) if moment else ""
     return env
 

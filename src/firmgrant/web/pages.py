@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -149,6 +149,7 @@ def grant_page(request: Request) -> Response:
         "login_url": login_link(settings.web.login_url_template, grant),
         "in_setup_only": settings.in_setup_only(grant.connection), "now": now,
         "usable": grant.status in (GrantStatus.ACTIVE, GrantStatus.EXPIRING),
+        "poll": timedelta(seconds=settings.poll_seconds),
     }  # fmt: skip
     return render(request, "grant.html", values)
 
@@ -162,7 +163,10 @@ def rule_breaks_page(request: Request) -> Response:
     with context.ledger.sessions() as session:
         found, total = dashboard.rule_breaks(session, limit=size, offset=(page - 1) * size)
     pages = max(1, -(-total // size))
-    values = {"breaks": found, "total": total, "page": page, "pages": pages, "now": context.clock()}
+    values = {
+        "breaks": found, "total": total, "page": page, "pages": pages, "now": context.clock(),
+        "poll": timedelta(seconds=context.settings.poll_seconds),
+    }  # fmt: skip
     return render(request, "rule_breaks.html", values)
 
 

@@ -1,0 +1,458 @@
+"""The audit source's pages in the ledger: every trail row its own event, at its own time.
+
+Salesforce keeps about 180 days of Setup Audit Trail; the ledger keeps every row it applied
+(``trail_rows``) and an event per row, dated by the row's ``CreatedDate``. A row already
+kept is never applied again (the overlap, a full re-read, a replica reading the same page).
+A row read in order folds onto the user's latest grant; a row read late (a re-read finds it
+behind rows already applied) re-folds the user's kept rows from the grant it falls in, so
+the grants end as one read of the whole trail would leave them. A use of access is judged
+by the user's grants as they stood at that moment.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from firmgrant.grant import MIRRORED_FIELDS, GrantRecord
+from firmgrant.ledger.chain import NewEvent
+from firmgrant.ledger.changes import jsonable
+from firmgrant.ledger.episodes import known_uses, use_event
+from firmgrant.ledger.models import AccessUseRow, GrantRow
+from firmgrant.ledger.models import TrailRow as TrailRowModel
+from firmgrant.lifecycle import EventKind
+from firmgrant.policy import GrantFacts, usable_at
+from firmgrant.salesforce.display import AuditAction
+from firmgrant.salesforce.fold import Step, TrailRow, final_states, fold
+
+if TYPE_CHECKING:
+    from firmgrant.ledger.pages import PageCounts
+    from firmgrant.salesforce.audit import AccessUse
+
+Upsert = Callable[[list[GrantRecord]], dict[str, int]]
+
+
+@dataclass(frozen=True)
+class TrailPage:
+    """A page of one org's trail, read: the vendor's grant actions and support's uses."""
+
+    rows: Sequence[TrailRow]
+    uses: Sequence[AccessUse]
+    org_id: str
+    org_name: str | None
+
+
+class Plan(NamedTuple):
+    """What one user's new rows do."""
+
+    steps: list[Step]  # every row folded: the new ones, and for a late row the kept ones
+    new: frozenset[str]  # the Ids of this page's new rows among them
+    late: bool  # re-folded from kept rows: an event shows the grant as it now stands
+    kept: bool  # False: their grants predate the kept rows; recorded, not re-folded
+
+
+def known_row_ids(session: Session, connection: str, row_ids: Sequence[str]) -> set[str]:
+    """Which of these trail rows are applied already."""
+    if not row_ids:
+        return set()
+    return set(
+        session.execute(
+            select(TrailRowModel.row_id).where(
+                TrailRowModel.connection == connection,
+                TrailRowModel.row_id.in_(list(row_ids)),
+            )
+        ).scalars()
+    )
+
+
+def known_use_ids(session: Session, connection: str, row_ids: Sequence[str]) -> set[str]:
+    """Which of these uses of access are recorded already."""
+    return known_uses(session, connection, row_ids)
+
+
+def unseen(session: Session, connection: str, rows: Sequence[TrailRow]) -> list[TrailRow]:
+    """The rows not applied before (the same row twice in a page counts once), in trail
+    order. Dropping this rule re-applies the overlap's rows: their events twice."""
+    known = known_row_ids(session, connection, [row.id for row in rows])
+    fresh = {row.id: row for row in rows if row.id not in known}
+    return sorted(fresh.values(), key=lambda r: r.place)
+
+
+def episodes_of(
+    session: Session, connection: str, users: Iterable[str]
+) -> dict[str, list[tuple[int, GrantRecord]]]:
+    """Each user's grants in this connection (ledger id and record), oldest first."""
+    wanted = sorted(set(users))
+    found: dict[str, list[tuple[int, GrantRecord]]] = defaultdict(list)
+    if not wanted:
+        return found
+    columns = [getattr(GrantRow, name) for name in MIRRORED_FIELDS]
+    rows = session.execute(
+        select(GrantRow.id, *columns)
+        .where(GrantRow.connection == connection, GrantRow.grantor_id.in_(wanted))
+        .order_by(GrantRow.granted_at, GrantRow.id)
+    )
+    for row in rows:
+        record = GrantRecord(*row[1:])
+        found[record.grantor_id or ""].append((row[0], record))
+    return found
+
+
+def kept_rows(session: Session, connection: str, users: Iterable[str]) -> dict[str, list[TrailRow]]:
+    """Each user's kept trail rows, in trail order."""
+    wanted = sorted(set(users))
+    found: dict[str, list[TrailRow]] = defaultdict(list)
+    if not wanted:
+        return found
+    rows = session.execute(
+        select(TrailRowModel)
+        .where(TrailRowModel.connection == connection, TrailRowModel.user_id.in_(wanted))
+        .order_by(TrailRowModel.at, TrailRowModel.row_id)
+    ).scalars()
+    for row in rows:
+        found[row.user_id].append(
+            TrailRow(
+                row.row_id,
+                AuditAction(row.action),
+                row.at,
+                row.user_id,
+                row.username,
+                row.email,
+                row.delegate,
+                row.publisher,
+                row.expires_at,
+                row.read_as,
+                row.note,
+                row.display,
+            )
+        )
+    return found
+
+
+def is_late(new: Sequence[TrailRow], episodes: Sequence[tuple[int, GrantRecord]]) -> bool:
+    """Whether a new row lies behind a row already applied to the user's grants."""
+    return bool(episodes) and new[0].at < episodes[-1][1].modstamp
+
+
+def plan(
+    new: Sequence[TrailRow],
+    episodes: Sequence[tuple[int, GrantRecord]],
+    kept: Sequence[TrailRow],
+    *,
+    org_id: str,
+    org_name: str | None,
+) -> Plan:
+    """How one user's new rows (in trail order) fold into their grants."""
+    ids = frozenset(row.id for row in new)
+    if not is_late(new, episodes):
+        start = episodes[-1][1] if episodes else None
+        return Plan(fold(new, start, org_id=org_id, org_name=org_name), ids, False, True)
+    # The grant the first new row falls in, and every later one, re-folded from their rows.
+    first = new[0].at
+    anchor = next((r for _, r in reversed(episodes) if r.granted_at <= first), None)
+    since = anchor.granted_at if anchor is not None else None
+    involved = [r for _, r in episodes if since is None or r.granted_at >= since]
+    kept_ids = {row.id for row in kept}
+    if any(record.source_id not in kept_ids for record in involved):
+        return Plan([_unapplied(row) for row in new], ids, True, False)
+    rows = [row for row in kept if since is None or row.at >= since] + list(new)
+    return Plan(fold(rows, None, org_id=org_id, org_name=org_name), ids, True, True)
+
+
+def _unapplied(row: TrailRow) -> Step:
+    kind = {
+        AuditAction.GRANTED: EventKind.GRANTED,
+        AuditAction.CHANGED: EventKind.CHANGED,
+    }.get(row.action, EventKind.CUSTOMER_REVOKED)
+    return Step(row, kind, None, None, None)
+
+
+def apply(
+    session: Session,
+    connection: str,
+    page: TrailPage,
+    *,
+    now: datetime,
+    cap: timedelta,
+    counts: PageCounts,
+    upsert: Upsert,
+) -> list[NewEvent]:
+    """Apply a page's new rows and uses: the grants written (by ``upsert``), the rows kept,
+    and their events in trail order."""
+    new = unseen(session, connection, page.rows)
+    fresh_uses = _fresh_uses(session, connection, page.uses)
+    by_user: dict[str, list[TrailRow]] = defaultdict(list)
+    for row in new:
+        by_user[row.user_id].append(row)
+    using = {use.customer_user_id for use in fresh_uses}
+    episodes = episodes_of(session, connection, by_user.keys() | using)
+    late = [user for user, rows in by_user.items() if is_late(rows, episodes[user])]
+    kept = kept_rows(session, connection, {*late, *using})
+    plans = {
+        user: plan(rows, episodes[user], kept[user], org_id=page.org_id, org_name=page.org_name)
+        for user, rows in by_user.items()
+    }
+    ids = {r.source_id: grant_id for grants in episodes.values() for grant_id, r in grants}
+    finals = {
+        source_id: record
+        for plan_ in plans.values()
+        if plan_.kept
+        for source_id, record in final_states(plan_.steps).items()
+    }
+    current = {r.source_id: r for grants in episodes.values() for _, r in grants}
+    written = [record for source_id, record in finals.items() if current.get(source_id) != record]
+    _count(written, current, counts)
+    ids.update(upsert(written) if written else {})
+    placed = _row_events(connection, plans, finals, ids, page.org_id, now)
+    _keep(session, connection, plans, ids, now)
+    for user, rows in by_user.items():  # the uses of these users judge by these rows too
+        kept[user] = sorted([*kept[user], *rows], key=lambda r: r.place)
+    used = _uses(session, connection, fresh_uses, episodes, finals, kept, ids, cap, now)
+    counts.used += sum(e.kind == EventKind.ACCESS_USED for _, e in used)
+    counts.violations += sum(e.kind == EventKind.VIOLATION for _, e in used)
+    # In trail order: several rows of one user in one page are several events, in order.
+    return [event for _, event in sorted([*placed, *used], key=lambda pair: pair[0])]
+
+
+def _fresh_uses(session: Session, connection: str, uses: Sequence[AccessUse]) -> list[AccessUse]:
+    known = known_uses(session, connection, [use.row_id for use in uses])
+    fresh: dict[str, AccessUse] = {}
+    for use in uses:
+        if use.row_id not in known:
+            fresh.setdefault(use.row_id, use)
+    return list(fresh.values())
+
+
+def _count(
+    written: Sequence[GrantRecord], current: dict[str, GrantRecord], counts: PageCounts
+) -> None:
+    for record in written:
+        before = current.get(record.source_id)
+        if before is None:
+            counts.inserted += 1
+            counts.rejected += record.via_login_as
+        else:
+            counts.updated += 1
+            counts.rejected += record.via_login_as and not before.via_login_as
+
+
+# An event with its place in the trail: (CreatedDate, row Id, order within the row).
+Placed = tuple[tuple[datetime, str, int], NewEvent]
+
+
+def _row_events(
+    connection: str,
+    plans: dict[str, Plan],
+    finals: dict[str, GrantRecord],
+    ids: dict[str, int],
+    org_id: str,
+    now: datetime,
+) -> list[Placed]:
+    """An event per new row (and one for a grant it replaced), placed in the trail.
+
+    An event carries the grant as the ledger holds it once the row is recorded: after that
+    row, for rows read in order; as re-folded, for a row read late (the export's
+    ``status_after`` then counts a revocation from its own time)."""
+    events: list[Placed] = []
+    for plan_ in plans.values():
+        for step in plan_.steps:
+            if step.row.id not in plan_.new:
+                continue  # a kept row re-folded for a late one: recorded already
+            row = step.row
+
+            def shown(record: GrantRecord, late: bool = plan_.late) -> GrantRecord:
+                return finals.get(record.source_id, record) if late else record
+
+            if step.replaced is not None:
+                replaced = _replaced(connection, step, shown(step.replaced), ids, now)
+                events.append(((row.at, row.id, 0), replaced))
+            event = _row_event(connection, step, plan_, shown, ids, org_id, now)
+            events.append(((row.at, row.id, 1), event))
+    return events
+
+
+def _row_event(
+    connection: str,
+    step: Step,
+    plan_: Plan,
+    shown: Callable[[GrantRecord], GrantRecord],
+    ids: dict[str, int],
+    org_id: str,
+    now: datetime,
+) -> NewEvent:
+    row = step.row
+    grant = step.grant or step.before
+    payload: dict[str, Any] = {"trail": _trail(row)}
+    reasons = [row.note] if row.note else []
+    if grant is not None:
+        payload["grant"] = shown(grant).snapshot()
+    if step.before is not None and step.grant is not None:
+        payload["changes"] = _changes(step.before, step.grant)
+    if not plan_.kept:
+        reasons.append(
+            "read after later rows of this user that predate the rows the ledger keeps: "
+            "recorded, the grant left as it stands"
+        )
+    elif row.action == AuditAction.REVOKED:
+        who = row.username or row.user_id
+        reasons.insert(0, f"revoked in Setup by {who}")
+        if step.grant is None:
+            reasons.append(
+                "the grant had already ended"
+                if step.before is not None
+                else "no grant of theirs is in the ledger (older than the trail)"
+            )
+    elif step.kind == EventKind.CHANGED and step.before is None:
+        reasons.append("its grant is older than the trail: opened from this change")
+    if grant is None:
+        payload["org_id"] = org_id
+    actor = (
+        f"customer:{org_id}"
+        if step.kind == EventKind.CUSTOMER_REVOKED
+        else f"salesforce:{row.username or row.user_id}"
+    )
+    return NewEvent(
+        kind=step.kind,
+        at=now,
+        occurred_at=row.at,
+        connection=connection,
+        source_id=grant.source_id if grant is not None else row.id,
+        grant_id=ids.get(grant.source_id) if grant is not None else None,
+        actor=actor,
+        reason="; ".join(reasons) or None,
+        payload=payload,
+    )
+
+
+def _replaced(
+    connection: str, step: Step, replaced: GrantRecord, ids: dict[str, int], now: datetime
+) -> NewEvent:
+    """The user's open grant, ended by a new one (Salesforce keeps one per user)."""
+    row = step.row
+    return NewEvent(
+        kind=EventKind.CHANGED,
+        at=now,
+        occurred_at=row.at,
+        connection=connection,
+        source_id=replaced.source_id,
+        grant_id=ids.get(replaced.source_id),
+        actor=f"salesforce:{row.username or row.user_id}",
+        reason=f"replaced by a new grant ({row.id})",
+        payload={
+            "changes": {"sf_status": ["Active", replaced.sf_status]},
+            "grant": replaced.snapshot(),
+            "trail": _trail(row),
+        },
+    )
+
+
+def _trail(row: TrailRow) -> dict[str, Any]:
+    """The row as Salesforce wrote it, in the chain: the record outlives the trail."""
+    found: dict[str, Any] = {"id": row.id, "action": row.action.value, "display": row.display}
+    if row.delegate:
+        found["delegate"] = row.delegate
+    if row.read_as:
+        found["read_as"] = row.read_as
+    return found
+
+
+def _changes(before: GrantRecord, after: GrantRecord) -> dict[str, list[Any]]:
+    return {
+        name: [jsonable(getattr(before, name)), jsonable(getattr(after, name))]
+        for name in MIRRORED_FIELDS
+        if name != "modstamp" and getattr(before, name) != getattr(after, name)
+    }
+
+
+def _keep(
+    session: Session, connection: str, plans: dict[str, Plan], ids: dict[str, int], now: datetime
+) -> None:
+    for plan_ in plans.values():
+        for step in plan_.steps:
+            if step.row.id not in plan_.new:
+                continue
+            row, grant = step.row, step.grant or step.before
+            session.add(
+                TrailRowModel(
+                    connection=connection,
+                    row_id=row.id,
+                    at=row.at,
+                    action=row.action.value,
+                    user_id=row.user_id,
+                    username=row.username,
+                    email=row.email,
+                    delegate=row.delegate,
+                    publisher=row.publisher,
+                    expires_at=row.expires_at,
+                    read_as=row.read_as,
+                    note=row.note,
+                    display=row.display,
+                    grant_id=ids.get(grant.source_id) if grant is not None else None,
+                    recorded_at=now,
+                )
+            )
+
+
+def _uses(
+    session: Session,
+    connection: str,
+    uses: Sequence[AccessUse],
+    episodes: dict[str, list[tuple[int, GrantRecord]]],
+    finals: dict[str, GrantRecord],
+    kept: dict[str, list[TrailRow]],
+    ids: dict[str, int],
+    cap: timedelta,
+    now: datetime,
+) -> list[Placed]:
+    """An ``access_used`` or ``violation`` event for each use, judged by the user's grants
+    as they stood at that moment."""
+    events: list[Placed] = []
+    for use in sorted(uses, key=lambda u: (u.at, u.row_id)):
+        user = use.customer_user_id
+        now_standing = {r.source_id: r for _, r in episodes[user]}
+        now_standing.update({k: r for k, r in finals.items() if r.grantor_id == user})
+        grants = _grants_at(list(now_standing.values()), kept[user], use.at)
+        earlier = [g for g in grants if g.granted_at <= use.at]
+        facts = {
+            g.source_id: GrantFacts(g.granted_at, g.expires_at, g.via_login_as, g.sf_status, False)
+            for g in earlier
+        }
+        valid = next(
+            (g for g in earlier if usable_at(facts[g.source_id], g.revoked_at, use.at, cap)), None
+        )
+        grant = valid or (earlier[0] if earlier else None)
+        grant_id = ids.get(grant.source_id) if grant is not None else None
+        session.add(
+            AccessUseRow(
+                connection=connection,
+                row_id=use.row_id,
+                at=use.at,
+                support_user=use.support_user,
+                customer_user_id=user,
+                grant_id=grant_id,
+                valid=valid is not None,
+            )
+        )
+        event = use_event(connection, use, grant, grant_id, valid is not None, now)
+        events.append(((use.at, use.row_id, 1), event))
+    return events
+
+
+def _grants_at(
+    records: Sequence[GrantRecord], kept: Sequence[TrailRow], moment: datetime
+) -> list[GrantRecord]:
+    """A user's grants (as they stand now) as they stood at ``moment``, the latest first:
+    re-folded from their kept rows up to then, where the ledger keeps every grant's rows."""
+    kept_ids = {row.id for row in kept}
+    if records and all(record.source_id in kept_ids for record in records):
+        first = records[0]
+        upto = [row for row in kept if row.at <= moment]
+        then = final_states(fold(upto, None, org_id=first.org_id, org_name=first.org_name))
+        records = [then[r.source_id] for r in records if r.source_id in then]
+    return sorted(records, key=lambda r: (r.granted_at, r.source_id), reverse=True)
