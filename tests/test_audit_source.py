@@ -42,11 +42,7 @@ def audit_connection(org: SandboxOrg, tenant: CustomerOrg) -> ConnectionSettings
         username=tenant.integration_username,
         private_key_file=org.state / "jwt.key",
         ca_bundle=org.state / "tls.crt",
-        source=SourceSettings(
-            kind="audit",
-            date_order=tenant.options.date_order,
-            time_zone=tenant.options.time_zone,
-        ),
+        source=SourceSettings(kind="audit"),  # how it writes dates: learned
     )
 
 
@@ -62,6 +58,10 @@ class Audit:
 
     @property
     def settings(self) -> Settings:
+        return self.configured()
+
+    def configured(self, **extra: Any) -> Settings:
+        """The vendor's settings over every customer org, with ``extra`` sections."""
         return Settings(
             connections={
                 f"org{t.number}": audit_connection(self.org, t)
@@ -81,6 +81,7 @@ class Audit:
                 "smtp_starttls": False,
                 "from": f"FirmWorks Support <{SUPPORT}>",
             },
+            **extra,
         )
 
     def cycle(self) -> CycleResult:

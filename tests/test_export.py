@@ -310,7 +310,9 @@ def test_export_file_manifest_and_verify_catch_a_one_byte_edit(
     manifest = json.loads((tmp_path / "history.csv.manifest.json").read_text())
     rows = list(csv.reader(io.StringIO(target.read_text(encoding="utf-8"), newline="")))
     assert manifest["rows"] == len(rows) - 1
+    assert manifest["columns"] == rows[0], "the manifest names the file's columns"
     assert manifest["first_event"]["event_id"] == 1
+    assert manifest["first_event"]["occurred_at"] <= manifest["first_event"]["event_at"]
     assert manifest["chain_head"]["event_id"] == manifest["last_event"]["event_id"]
     assert manifest["filters"]["since"] is not None
     assert manifest["sha256"] == hashlib.sha256(target.read_bytes()).hexdigest()

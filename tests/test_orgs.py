@@ -231,7 +231,6 @@ def register(ledger: Ledger, org: SandboxOrg, tenants: list[CustomerOrg], **name
                             "name": f"org{t.number}",
                             "login_url": org.base_url,
                             "username": names.get(f"org{t.number}", t.integration_username),
-                            "date_order": t.options.date_order,
                         },
                         "test",
                     ),

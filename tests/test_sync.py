@@ -398,3 +398,27 @@ def test_a_sync_that_can_mirror_nothing_it_fetched_is_an_error_not_a_success(
     fake_org.grant()
     mixed = sync(ledger)
     assert (mixed.inserted, mixed.error, mixed.exit_code) == (1, None, 0)
+
+
+def test_each_event_happened_when_the_record_says_and_was_recorded_when_synced(
+    ledger: Ledger, fake_org: FakeOrg
+) -> None:
+    """A grant seen first dates from its last change (SystemModstamp); a customer's
+    revocation from Revoked_At__c, whenever the sync found it."""
+    made = fake_org.grant()
+    sync(ledger)
+    revoked_at = NOW - timedelta(hours=5)
+    changed = fake_org.update(made["Id"], Status__c="Revoked", Revoked_At__c=sf_time(revoked_at))
+    extended = fake_org.grant()
+    fake_org.update(extended["Id"], Expires_At__c=sf_time(NOW + timedelta(days=30)))
+    sync(ledger)
+
+    found = {(e.kind, e.source_id): e for e in events(ledger)}
+    first = found[("discovered", made["Id"])]
+    assert first.occurred_at == datetime.fromisoformat(made["Granted_At__c"]) < first.at == NOW
+    assert found[("customer_revoked", made["Id"])].occurred_at == revoked_at
+    assert changed["SystemModstamp"] != sf_time(revoked_at), "the revocation time, not the touch"
+    later = found[("discovered", extended["Id"])]
+    assert later.occurred_at == datetime.fromisoformat(
+        fake_org.records[extended["Id"]]["SystemModstamp"]
+    )

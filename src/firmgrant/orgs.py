@@ -246,7 +246,9 @@ def state_after(
 ) -> OrgState:
     """What a sync's outcome (``SyncResult.error``, ``error_kind`` and ``unreadable``) says
     of the org."""
-    if error is None:
+    if error is None or (unreadable and error_kind == "nothing_mirrored"):
+        # Rows came and some (or all) could not be read: the trail is reachable, its words
+        # are not what firmgrant reads.
         return OrgState.UNREADABLE if unreadable else OrgState.OK
     if error_kind == AuthenticationError.__name__:
         return OrgState.AUTH_FAILED

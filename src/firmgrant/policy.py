@@ -94,28 +94,6 @@ def revocation_needed(
     return Revocation(EXPIRED, f"access expired at {iso_z(ends)}")
 
 
-def usable_at(
-    facts: GrantFacts, revoked_at: datetime | None, at: datetime, max_duration: timedelta
-) -> bool:
-    """Whether support could use this grant at ``at``: the status rule at that moment, with
-    a revocation that came later not yet made."""
-    if at < facts.granted_at:
-        return False
-    revoked = facts.sf_status == SalesforceStatus.REVOKED and (
-        revoked_at is None or revoked_at <= at
-    )
-    status = grant_status(
-        deleted=facts.deleted,
-        via_login_as=facts.via_login_as,
-        sf_status=SalesforceStatus.REVOKED if revoked else SalesforceStatus.ACTIVE,
-        granted_at=facts.granted_at,
-        expires_at=facts.expires_at,
-        now=at,
-        cap=max_duration,
-    )
-    return status in USABLE
-
-
 def revocation_landed(
     sent_reason: str,
     sent_at: datetime | None,

@@ -114,6 +114,9 @@ def manifest(
     return {
         "file": path.name,
         "format": fmt,
+        # occurred_at: when each event happened; event_at: when firmgrant recorded it (the
+        # filters' times); status_after: the grant's status at occurred_at.
+        "columns": list(COLUMNS),
         "filters": filters.as_json(),
         # status_after honours the vendor's cap in force when the file was made
         "max_duration": format_duration(cap),

@@ -203,7 +203,7 @@ def _record(
         return OrgOutcome(
             result.connection,
             state,
-            result.error or result.unreadable,
+            result.unreadable if state == OrgState.UNREADABLE else result.error,
             next_sync_at=lambda failures: next_due(now, state, failures, settings),
             api_usage=(usage.used, usage.limit) if usage else None,
             org_id=client.org_id,

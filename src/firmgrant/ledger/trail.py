@@ -17,17 +17,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from firmgrant.grant import MIRRORED_FIELDS, GrantRecord
+from firmgrant.ledger import access
+from firmgrant.ledger.access import Placed
 from firmgrant.ledger.chain import NewEvent
 from firmgrant.ledger.changes import jsonable
-from firmgrant.ledger.episodes import known_uses, use_event
-from firmgrant.ledger.models import AccessUseRow, GrantRow
+from firmgrant.ledger.models import GrantRow
 from firmgrant.ledger.models import TrailRow as TrailRowModel
 from firmgrant.lifecycle import EventKind
-from firmgrant.policy import GrantFacts, usable_at
 from firmgrant.salesforce.display import AuditAction
 from firmgrant.salesforce.fold import Step, TrailRow, final_states, fold
 
@@ -55,6 +55,9 @@ class Plan(NamedTuple):
     new: frozenset[str]  # the Ids of this page's new rows among them
     late: bool  # re-folded from kept rows: an event shows the grant as it now stands
     kept: bool  # False: their grants predate the kept rows; recorded, not re-folded
+    # Grants the re-fold no longer makes: one opened from a change whose granted row was
+    # read late belongs to that grant now.
+    dissolved: tuple[GrantRecord, ...] = ()
 
 
 def known_row_ids(session: Session, connection: str, row_ids: Sequence[str]) -> set[str]:
@@ -73,7 +76,7 @@ def known_row_ids(session: Session, connection: str, row_ids: Sequence[str]) -> 
 
 def known_use_ids(session: Session, connection: str, row_ids: Sequence[str]) -> set[str]:
     """Which of these uses of access are recorded already."""
-    return known_uses(session, connection, row_ids)
+    return access.known(session, connection, row_ids)
 
 
 def unseen(session: Session, connection: str, rows: Sequence[TrailRow]) -> list[TrailRow]:
@@ -87,7 +90,8 @@ def unseen(session: Session, connection: str, rows: Sequence[TrailRow]) -> list[
 def episodes_of(
     session: Session, connection: str, users: Iterable[str]
 ) -> dict[str, list[tuple[int, GrantRecord]]]:
-    """Each user's grants in this connection (ledger id and record), oldest first."""
+    """Each user's grants in this connection (ledger id and record), oldest first; not one
+    dissolved into another (marked deleted: the trail never gave it)."""
     wanted = sorted(set(users))
     found: dict[str, list[tuple[int, GrantRecord]]] = defaultdict(list)
     if not wanted:
@@ -95,7 +99,11 @@ def episodes_of(
     columns = [getattr(GrantRow, name) for name in MIRRORED_FIELDS]
     rows = session.execute(
         select(GrantRow.id, *columns)
-        .where(GrantRow.connection == connection, GrantRow.grantor_id.in_(wanted))
+        .where(
+            GrantRow.connection == connection,
+            GrantRow.grantor_id.in_(wanted),
+            GrantRow.deleted.is_(False),
+        )
         .order_by(GrantRow.granted_at, GrantRow.id)
     )
     for row in rows:
@@ -135,9 +143,29 @@ def kept_rows(session: Session, connection: str, users: Iterable[str]) -> dict[s
     return found
 
 
-def is_late(new: Sequence[TrailRow], episodes: Sequence[tuple[int, GrantRecord]]) -> bool:
-    """Whether a new row lies behind a row already applied to the user's grants."""
-    return bool(episodes) and new[0].at < episodes[-1][1].modstamp
+def last_kept(session: Session, connection: str, users: Iterable[str]) -> dict[str, datetime]:
+    """The time of each user's latest kept row (one index range each)."""
+    wanted = sorted(set(users))
+    if not wanted:
+        return {}
+    found = session.execute(
+        select(TrailRowModel.user_id, func.max(TrailRowModel.at))
+        .where(TrailRowModel.connection == connection, TrailRowModel.user_id.in_(wanted))
+        .group_by(TrailRowModel.user_id)
+    )
+    return dict(found.all())  # rows are (user, time) tuples
+
+
+def is_late(
+    new: Sequence[TrailRow],
+    episodes: Sequence[tuple[int, GrantRecord]],
+    last: datetime | None,
+) -> bool:
+    """Whether a new row lies behind a row already applied for the user: one that changed
+    their grants (the latest's last change), or one that changed none (``last``: a
+    revocation of nothing open)."""
+    applied = [t for t in (episodes[-1][1].modstamp if episodes else None, last) if t]
+    return bool(applied) and new[0].at < max(applied)
 
 
 def plan(
@@ -145,12 +173,14 @@ def plan(
     episodes: Sequence[tuple[int, GrantRecord]],
     kept: Sequence[TrailRow],
     *,
+    late: bool,
     org_id: str,
     org_name: str | None,
 ) -> Plan:
-    """How one user's new rows (in trail order) fold into their grants."""
+    """How one user's new rows (in trail order) fold into their grants: onto their latest
+    grant, or (``late``) re-folded with their ``kept`` rows from the grant the first falls in."""
     ids = frozenset(row.id for row in new)
-    if not is_late(new, episodes):
+    if not late:
         start = episodes[-1][1] if episodes else None
         return Plan(fold(new, start, org_id=org_id, org_name=org_name), ids, False, True)
     # The grant the first new row falls in, and every later one, re-folded from their rows.
@@ -162,7 +192,10 @@ def plan(
     if any(record.source_id not in kept_ids for record in involved):
         return Plan([_unapplied(row) for row in new], ids, True, False)
     rows = [row for row in kept if since is None or row.at >= since] + list(new)
-    return Plan(fold(rows, None, org_id=org_id, org_name=org_name), ids, True, True)
+    steps = fold(rows, None, org_id=org_id, org_name=org_name)
+    made = final_states(steps)
+    gone = tuple(r for r in involved if r.source_id not in made and not r.deleted)
+    return Plan(steps, ids, True, True, gone)
 
 
 def _unapplied(row: TrailRow) -> Step:
@@ -186,16 +219,26 @@ def apply(
     """Apply a page's new rows and uses: the grants written (by ``upsert``), the rows kept,
     and their events in trail order."""
     new = unseen(session, connection, page.rows)
-    fresh_uses = _fresh_uses(session, connection, page.uses)
+    fresh_uses = access.unseen(session, connection, page.uses)
     by_user: dict[str, list[TrailRow]] = defaultdict(list)
     for row in new:
         by_user[row.user_id].append(row)
-    using = {use.customer_user_id for use in fresh_uses}
+    # Uses recorded already that a new row dated before them may judge otherwise.
+    recorded = access.recorded_since(session, connection, {u: r[0].at for u, r in by_user.items()})
+    using = {use.customer_user_id for use in fresh_uses} | {u.customer_user_id for u in recorded}
     episodes = episodes_of(session, connection, by_user.keys() | using)
-    late = [user for user, rows in by_user.items() if is_late(rows, episodes[user])]
-    kept = kept_rows(session, connection, {*late, *using})
+    last = last_kept(session, connection, by_user.keys())
+    late = {user for user, rows in by_user.items() if is_late(rows, episodes[user], last.get(user))}
+    kept = kept_rows(session, connection, late | using)
     plans = {
-        user: plan(rows, episodes[user], kept[user], org_id=page.org_id, org_name=page.org_name)
+        user: plan(
+            rows,
+            episodes[user],
+            kept[user],
+            late=user in late,
+            org_id=page.org_id,
+            org_name=page.org_name,
+        )
         for user, rows in by_user.items()
     }
     ids = {r.source_id: grant_id for grants in episodes.values() for grant_id, r in grants}
@@ -205,6 +248,8 @@ def apply(
         if plan_.kept
         for source_id, record in final_states(plan_.steps).items()
     }
+    for plan_ in plans.values():  # the record is gone: what it held is another grant's now
+        finals.update({r.source_id: r._replace(deleted=True) for r in plan_.dissolved})
     current = {r.source_id: r for grants in episodes.values() for _, r in grants}
     written = [record for source_id, record in finals.items() if current.get(source_id) != record]
     _count(written, current, counts)
@@ -213,20 +258,13 @@ def apply(
     _keep(session, connection, plans, ids, now)
     for user, rows in by_user.items():  # the uses of these users judge by these rows too
         kept[user] = sorted([*kept[user], *rows], key=lambda r: r.place)
-    used = _uses(session, connection, fresh_uses, episodes, finals, kept, ids, cap, now)
+    grants = access.Grants(episodes, finals, kept, ids, cap)
+    used = access.record(session, connection, fresh_uses, grants, now)
     counts.used += sum(e.kind == EventKind.ACCESS_USED for _, e in used)
     counts.violations += sum(e.kind == EventKind.VIOLATION for _, e in used)
+    used += access.rejudge(session, connection, recorded, grants, now)
     # In trail order: several rows of one user in one page are several events, in order.
     return [event for _, event in sorted([*placed, *used], key=lambda pair: pair[0])]
-
-
-def _fresh_uses(session: Session, connection: str, uses: Sequence[AccessUse]) -> list[AccessUse]:
-    known = known_uses(session, connection, [use.row_id for use in uses])
-    fresh: dict[str, AccessUse] = {}
-    for use in uses:
-        if use.row_id not in known:
-            fresh.setdefault(use.row_id, use)
-    return list(fresh.values())
 
 
 def _count(
@@ -240,10 +278,6 @@ def _count(
         else:
             counts.updated += 1
             counts.rejected += record.via_login_as and not before.via_login_as
-
-
-# An event with its place in the trail: (CreatedDate, row Id, order within the row).
-Placed = tuple[tuple[datetime, str, int], NewEvent]
 
 
 def _row_events(
@@ -274,7 +308,35 @@ def _row_events(
                 events.append(((row.at, row.id, 0), replaced))
             event = _row_event(connection, step, plan_, shown, ids, org_id, now)
             events.append(((row.at, row.id, 1), event))
+        for gone in plan_.dissolved:
+            late = min((s.row for s in plan_.steps if s.row.id in plan_.new), key=lambda r: r.place)
+            owner = next((s.grant for s in plan_.steps if s.row.id == gone.source_id), None)
+            event = _dissolved(connection, gone, owner, ids, late.at, now)
+            events.append(((late.at, late.id, 2), event))
     return events
+
+
+def _dissolved(
+    connection: str,
+    gone: GrantRecord,
+    owner: GrantRecord | None,
+    ids: dict[str, int],
+    read: datetime,
+    now: datetime,
+) -> NewEvent:
+    """A grant opened from a change whose own granted row was read late (at ``read``): it
+    was that grant's change, not a grant of its own."""
+    whose = f"the grant {owner.source_id}" if owner is not None else "an earlier grant"
+    return NewEvent(
+        kind=EventKind.VANISHED,
+        at=now,
+        occurred_at=read,
+        connection=connection,
+        source_id=gone.source_id,
+        grant_id=ids.get(gone.source_id),
+        reason=f"not a grant of its own: its change belongs to {whose}, whose row was read late",
+        payload={"deleted": True, "grant": gone._replace(deleted=True).snapshot()},
+    )
 
 
 def _row_event(
@@ -397,62 +459,3 @@ def _keep(
                     recorded_at=now,
                 )
             )
-
-
-def _uses(
-    session: Session,
-    connection: str,
-    uses: Sequence[AccessUse],
-    episodes: dict[str, list[tuple[int, GrantRecord]]],
-    finals: dict[str, GrantRecord],
-    kept: dict[str, list[TrailRow]],
-    ids: dict[str, int],
-    cap: timedelta,
-    now: datetime,
-) -> list[Placed]:
-    """An ``access_used`` or ``violation`` event for each use, judged by the user's grants
-    as they stood at that moment."""
-    events: list[Placed] = []
-    for use in sorted(uses, key=lambda u: (u.at, u.row_id)):
-        user = use.customer_user_id
-        now_standing = {r.source_id: r for _, r in episodes[user]}
-        now_standing.update({k: r for k, r in finals.items() if r.grantor_id == user})
-        grants = _grants_at(list(now_standing.values()), kept[user], use.at)
-        earlier = [g for g in grants if g.granted_at <= use.at]
-        facts = {
-            g.source_id: GrantFacts(g.granted_at, g.expires_at, g.via_login_as, g.sf_status, False)
-            for g in earlier
-        }
-        valid = next(
-            (g for g in earlier if usable_at(facts[g.source_id], g.revoked_at, use.at, cap)), None
-        )
-        grant = valid or (earlier[0] if earlier else None)
-        grant_id = ids.get(grant.source_id) if grant is not None else None
-        session.add(
-            AccessUseRow(
-                connection=connection,
-                row_id=use.row_id,
-                at=use.at,
-                support_user=use.support_user,
-                customer_user_id=user,
-                grant_id=grant_id,
-                valid=valid is not None,
-            )
-        )
-        event = use_event(connection, use, grant, grant_id, valid is not None, now)
-        events.append(((use.at, use.row_id, 1), event))
-    return events
-
-
-def _grants_at(
-    records: Sequence[GrantRecord], kept: Sequence[TrailRow], moment: datetime
-) -> list[GrantRecord]:
-    """A user's grants (as they stand now) as they stood at ``moment``, the latest first:
-    re-folded from their kept rows up to then, where the ledger keeps every grant's rows."""
-    kept_ids = {row.id for row in kept}
-    if records and all(record.source_id in kept_ids for record in records):
-        first = records[0]
-        upto = [row for row in kept if row.at <= moment]
-        then = final_states(fold(upto, None, org_id=first.org_id, org_name=first.org_name))
-        records = [then[r.source_id] for r in records if r.source_id in then]
-    return sorted(records, key=lambda r: (r.granted_at, r.source_id), reverse=True)
