@@ -22,7 +22,7 @@ from firmgrant.display import grant_story
 from firmgrant.export.rows import Filters
 from firmgrant.jobs.sync import SyncResult, sync_connection
 from firmgrant.ledger import Ledger, verify_chain
-from firmgrant.ledger.models import EventRow, GrantRow, OrgRow, TrailRow
+from firmgrant.ledger.models import EventRow, GrantRow, OrgRow, TrailRow, UserRow
 from firmgrant.ledger.queries import find_grant, grant_events, grant_lifecycle
 from firmgrant.lifecycle import GrantStatus, RevocationStatus
 from firmgrant.sandbox.tenants import CustomerOrg, TenantOptions
@@ -96,6 +96,26 @@ def exported(ledger: Ledger) -> list[dict[str, Any]]:
     with ledger.sessions() as session:
         exporting.write(session, Filters(), "ndjson", out, cap=YEAR)
     return [json.loads(line) for line in out.getvalue().decode().splitlines()]
+
+
+def pages(audit: Audit, *paths: str) -> list[str]:
+    """These dashboard pages as a support agent sees them (signed in, in process)."""
+    from starlette.testclient import TestClient
+
+    from firmgrant import accounts
+    from firmgrant.web import create_app
+    from tests.webbing import PASSWORD, SESSION_SECRET
+
+    settings = audit.configured(web={"session_secret": SESSION_SECRET})
+    with audit.ledger.sessions() as session:
+        known = session.get(UserRow, "sam") is not None
+    if not known:
+        accounts.add_user(audit.ledger, "sam", accounts.Role.SUPPORT, password=PASSWORD,
+                          email="sam@firmworks.example", actor="test", now=utcnow())  # fmt: skip
+    with TestClient(create_app(settings, audit.ledger), base_url="http://127.0.0.1") as client:
+        token = client.get("/sign-in").text.split('name="csrf" value="')[1].split('"')[0]
+        client.post("/sign-in", data={"csrf": token, "name": "sam", "password": PASSWORD})
+        return [client.get(path).text for path in paths]
 
 
 def test_grant_change_revoke_and_use_in_one_page_are_four_events_at_their_trail_times(
@@ -402,6 +422,12 @@ def test_an_audit_revocation_says_what_was_done_and_the_grant_stands_until_the_c
     rows = [r for r in exported(audit.ledger) if r["grant_id"] == grant.id]
     assert "revoked" not in {r["status_after"] for r in rows}
     assert "sessions_ended" in {r["kind"] for r in rows}
+    (page,) = pages(audit, f"/grants/{grant.id}")
+    revocation = page.split('id="revocation"')[1].split("</section>")[0]
+    assert '<span class="badge sessions_ended">sessions_ended</span>' in revocation
+    assert "1 Login-As session(s) of support ended." in revocation
+    assert "Still granted in Setup until the customer revokes it" in revocation
+    assert 'class="badge revoked"' not in revocation
 
     acme.revoke(jane, vendor=audit.vendor)
     audit.cycle()
@@ -412,6 +438,8 @@ def test_an_audit_revocation_says_what_was_done_and_the_grant_stands_until_the_c
     assert lifecycle.revocation == RevocationStatus.REVOKED_IN_SETUP
     assert not lifecycle.still_granted_in_setup
     assert grant.status == GrantStatus.REVOKED
+    (page,) = pages(audit, f"/grants/{grant.id}")
+    assert "The customer revoked it in Setup on " in page
 
 
 def test_the_org_id_is_learned_and_replaces_a_connection_name_recorded_before(
@@ -582,26 +610,14 @@ def test_an_unreadable_registered_org_says_so_in_every_place_an_operator_looks(
 def test_the_dashboard_leads_with_when_things_happened(audit: Audit) -> None:
     """History and Rule breaks show the trail's times, the support user in a column of its
     own, and how much later firmgrant noticed where that is more than a poll."""
-    from starlette.testclient import TestClient
-
-    from firmgrant import accounts
-    from firmgrant.web import create_app
-    from tests.webbing import PASSWORD, SESSION_SECRET
-
     acme = audit.add()
     jane = f"jane@{acme.domain}"
     made = acme.grant(jane, 1, vendor=audit.vendor, at=ago(days=12))
     used = acme.use(SUPPORT_USER, jane, at=ago(days=9))  # after the day ran out
     sync(audit, acme)
-    settings = audit.configured(web={"session_secret": SESSION_SECRET})
-    accounts.add_user(audit.ledger, "sam", accounts.Role.SUPPORT, password=PASSWORD,
-                      email="sam@firmworks.example", actor="test", now=utcnow())  # fmt: skip
     grant_id = audit.grants()[made["Id"]].id
-    with TestClient(create_app(settings, audit.ledger), base_url="http://127.0.0.1") as client:
-        token = client.get("/sign-in").text.split('name="csrf" value="')[1].split('"')[0]
-        client.post("/sign-in", data={"csrf": token, "name": "sam", "password": PASSWORD})
-        page = client.get(f"/grants/{grant_id}").text
-        breaks = client.get("/rule-breaks").text
+
+    page, breaks = pages(audit, f"/grants/{grant_id}", "/rule-breaks")
 
     granted_at = when(made).strftime("%Y-%m-%d %H:%M")
     assert (

@@ -239,14 +239,15 @@ def rows(
             known[grant_id] = grant
         if at != at_seen:  # a page's events share their time
             at_seen, at_text = at, iso_from_db(at)
-        if occurred != occurred_seen:  # so do all but the audit trail's
-            occurred_seen = occurred
-            occurred_text = at_text if occurred == at else iso_from_db(occurred)
+        happened = at if occurred is None else occurred  # None: it happened when recorded
+        if happened != occurred_seen:  # a page's events mostly share this one too
+            occurred_seen = happened
+            occurred_text = at_text if occurred is None else iso_from_db(occurred)
             earlier = floors.get(occurred_text[:10])  # filled by _cap_floor for a whole-day cap
             if earlier is not None:
                 floor_text = earlier + occurred_text[10:]
             else:
-                floor_text = _cap_floor(occurred, occurred_text, cap, floors)
+                floor_text = _cap_floor(happened, occurred_text, cap, floors)
         fields = grant[:8] if grant is not None else [orgs.get(grant_id), *unknown]
         org, name, username, email, grantee, granted, expires, modstamp = (
             fields

@@ -162,8 +162,9 @@ class ChainReport:
     problem: str | None = None
 
 
+# occurred_at only where it differs from at (the canonical row names it only then).
 _CHECK_RANGE = (
-    f"SELECT {', '.join(HASHED)}, occurred_at, prev_hash, hash FROM events "
+    f"SELECT {', '.join(HASHED)}, NULLIF(occurred_at, at), prev_hash, hash FROM events "
     "WHERE id BETWEEN ? AND ? ORDER BY id"
 )
 
@@ -196,10 +197,8 @@ def _check_range(reader: Reader, lo: int, hi: int) -> _RangeCheck:
         else:
             if at != at_seen:  # events of one page share their time
                 at_seen, at_json = at, _text(iso_from_db(at))
-            # NULL (a row written past firmgrant) reads as "happened when recorded".
-            occurred_json = (
-                None if occurred is None or occurred == at else _text(iso_from_db(occurred))
-            )
+            # NULL: it happened when recorded (or a row written past firmgrant says nothing).
+            occurred_json = None if occurred is None else _text(iso_from_db(occurred))
             if _hash(prev, id_, at_json, occurred_json, *hashed) != hash_:
                 problem = "contents do not match the hash (edited row)"
         if problem:

@@ -65,10 +65,11 @@ def range_events(
 ) -> list[tuple[Any, ...]]:
     """Events ``lo..hi`` in id order, filtered (on the time they were recorded, ``at``):
     ``(id, at, occurred_at, kind, grant_id, connection, source_id, actor, reason, snapshot
-    payload or None, prev_hash, hash)``, times as SQLite's text of a time on both dialects."""
+    payload or None, prev_hash, hash)``, times as SQLite's text of a time on both dialects;
+    ``occurred_at`` ``None`` where it is ``at`` (most events: nothing to send or format)."""
     # PostgreSQL formats it faster than psycopg parses it and Python formats it back
     # (1M-event export: 13 % of the readers' time).
-    occurred = "COALESCE(e.occurred_at, e.at)"
+    occurred = "NULLIF(e.occurred_at, e.at)"
     if reader.dialect == "sqlite":
         times = f"e.at, {occurred}"
     else:

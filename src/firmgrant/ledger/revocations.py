@@ -61,6 +61,7 @@ def open_for(
     row.cause, row.reason, row.actor, row.created_at = cause, reason, actor, now
     row.state, row.attempts, row.next_attempt_at = WorkState.PENDING, 0, now
     row.last_error = row.done_at = row.attempted_at = None
+    row.outcome = row.note = None
     row.lease_owner = row.lease_until = None
     if earlier is None:
         session.add(row)
