@@ -40,3 +40,13 @@ def test_sqlite_time_is_fixed_width_utc_text_that_sorts_like_the_time() -> None:
         expected = value.astimezone(UTC).isoformat(sep=" ", timespec="microseconds")[:26]
         assert sqlite_time(value) == expected, value
     assert sorted(times, key=sqlite_time) == sorted(times)
+
+
+def test_a_time_formatted_once_for_both_stores_and_reads_as_each_alone() -> None:
+    """The sync writes an event's own time as the ledger stores it and as the chain hashes
+    it from one formatting: the two must be what each writer gives on its own."""
+    from firmgrant.ledger._bulk import stored_and_iso
+
+    for value in _times():
+        assert stored_and_iso(value, "sqlite") == (sqlite_time(value), iso_z(value)), value
+        assert stored_and_iso(value, "postgresql")[1] == iso_z(value)

@@ -26,10 +26,26 @@ _PLACEHOLDER = {"sqlite": "?", "postgresql": "%s"}
 def sqlite_time(value: datetime) -> str:
     """Fixed-width UTC text (``2026-05-20 20:49:32.000000``) that sorts like the time."""
     if value.tzinfo is not UTC:
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the ledger; use aware UTC datetimes")
-        value = value.astimezone(UTC)
+        value = sqlite_aware(value)
     return f"{utc_seconds_text(value, ' ')}.{microseconds_text(value)}"
+
+
+def stored_and_iso(value: datetime, dialect: str) -> tuple[Any, str]:
+    """A time as this dialect stores it and as :func:`~firmgrant.timeutil.iso_z` writes it,
+    its seconds formatted once (the sync writes one for every event of a page)."""
+    if dialect != "sqlite":
+        return _postgres_time(value), iso_z(value)
+    if value.tzinfo is not UTC:
+        value = sqlite_aware(value)
+    seconds, micro = utc_seconds_text(value, " "), microseconds_text(value)
+    fraction = f".{micro}" if value.microsecond else ""
+    return f"{seconds}.{micro}", f"{seconds[:10]}T{seconds[11:]}{fraction}Z"
+
+
+def sqlite_aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the ledger; use aware UTC datetimes")
+    return value.astimezone(UTC)
 
 
 def iso_from_db(value: str | datetime) -> str:

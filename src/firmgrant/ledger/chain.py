@@ -13,7 +13,7 @@ import orjson
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from firmgrant.ledger._bulk import insert_rows, iso_from_db, time_converter
+from firmgrant.ledger._bulk import insert_rows, iso_from_db, stored_and_iso, time_converter
 from firmgrant.ledger.models import GENESIS_HASH, ChainHead, EventRow
 from firmgrant.ledger.ranges import Reader, map_ranges, spans
 from firmgrant.lifecycle import EventKind
@@ -125,7 +125,8 @@ def append_events(session: Session, events: Sequence[NewEvent]) -> None:
         return
     head = lock_chain_head(session)
     prev, last_id = head.hash, head.last_event_id
-    to_db = time_converter(session.get_bind().dialect.name)
+    dialect = session.get_bind().dialect.name
+    to_db = time_converter(dialect)
     rows: list[tuple[Any, ...]] = []
     at: datetime | None = None
     for event in events:
@@ -134,8 +135,10 @@ def append_events(session: Session, events: Sequence[NewEvent]) -> None:
         occurred = event.occurred_at
         if occurred is None or occurred == at:
             occurred_json, occurred_db = None, at_db
-        else:
-            occurred_json, occurred_db = _text(iso_z(occurred)), to_db(occurred)
+        else:  # the record's own time: one each (iso_z text holds no character to escape)
+            occurred_db, occurred_text = stored_and_iso(occurred, dialect)
+            occurred_json = f'"{occurred_text}"'
+
         last_id += 1
         values = (
             event.kind,

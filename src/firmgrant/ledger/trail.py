@@ -15,17 +15,15 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from firmgrant.grant import MIRRORED_FIELDS, GrantRecord
-from firmgrant.ledger import access
-from firmgrant.ledger.access import Placed
+from firmgrant.ledger import access, trail_events
 from firmgrant.ledger.chain import NewEvent
-from firmgrant.ledger.changes import jsonable
-from firmgrant.ledger.models import GrantRow
+from firmgrant.ledger.models import AccessUseRow, GrantRow
 from firmgrant.ledger.models import TrailRow as TrailRowModel
 from firmgrant.lifecycle import EventKind
 from firmgrant.salesforce.display import AuditAction
@@ -206,6 +204,33 @@ def _unapplied(row: TrailRow) -> Step:
     return Step(row, kind, None, None, None)
 
 
+class _Reading(NamedTuple):
+    """What the ledger holds for a page's users, read before anything is written."""
+
+    by_user: dict[str, list[TrailRow]]  # the new rows, by user, in trail order
+    uses: list[AccessUse]  # the uses not recorded yet
+    recorded: list[AccessUseRow]  # recorded uses a new row dated before may judge otherwise
+    episodes: dict[str, list[tuple[int, GrantRecord]]]
+    kept: dict[str, list[TrailRow]]
+    late: set[str]
+
+
+def _read(session: Session, connection: str, page: TrailPage) -> _Reading:
+    by_user: dict[str, list[TrailRow]] = defaultdict(list)
+    for row in unseen(session, connection, page.rows):
+        by_user[row.user_id].append(row)
+    fresh = access.unseen(session, connection, page.uses)
+    recorded = access.recorded_since(
+        session, connection, {user: rows[0].at for user, rows in by_user.items()}
+    )
+    using = {use.customer_user_id for use in fresh} | {u.customer_user_id for u in recorded}
+    episodes = episodes_of(session, connection, by_user.keys() | using)
+    last = last_kept(session, connection, by_user.keys())
+    late = {user for user, rows in by_user.items() if is_late(rows, episodes[user], last.get(user))}
+    kept = kept_rows(session, connection, late | using)
+    return _Reading(by_user, fresh, recorded, episodes, kept, late)
+
+
 def apply(
     session: Session,
     connection: str,
@@ -218,30 +243,18 @@ def apply(
 ) -> list[NewEvent]:
     """Apply a page's new rows and uses: the grants written (by ``upsert``), the rows kept,
     and their events in trail order."""
-    new = unseen(session, connection, page.rows)
-    fresh_uses = access.unseen(session, connection, page.uses)
-    by_user: dict[str, list[TrailRow]] = defaultdict(list)
-    for row in new:
-        by_user[row.user_id].append(row)
-    # Uses recorded already that a new row dated before them may judge otherwise.
-    recorded = access.recorded_since(session, connection, {u: r[0].at for u, r in by_user.items()})
-    using = {use.customer_user_id for use in fresh_uses} | {u.customer_user_id for u in recorded}
-    episodes = episodes_of(session, connection, by_user.keys() | using)
-    last = last_kept(session, connection, by_user.keys())
-    late = {user for user, rows in by_user.items() if is_late(rows, episodes[user], last.get(user))}
-    kept = kept_rows(session, connection, late | using)
+    read = _read(session, connection, page)
     plans = {
         user: plan(
             rows,
-            episodes[user],
-            kept[user],
-            late=user in late,
+            read.episodes[user],
+            read.kept[user],
+            late=user in read.late,
             org_id=page.org_id,
             org_name=page.org_name,
         )
-        for user, rows in by_user.items()
+        for user, rows in read.by_user.items()
     }
-    ids = {r.source_id: grant_id for grants in episodes.values() for grant_id, r in grants}
     finals = {
         source_id: record
         for plan_ in plans.values()
@@ -250,186 +263,39 @@ def apply(
     }
     for plan_ in plans.values():  # the record is gone: what it held is another grant's now
         finals.update({r.source_id: r._replace(deleted=True) for r in plan_.dissolved})
-    current = {r.source_id: r for grants in episodes.values() for _, r in grants}
-    written = [record for source_id, record in finals.items() if current.get(source_id) != record]
+    current = {r.source_id: (i, r) for grants in read.episodes.values() for i, r in grants}
+    written = [r for key, r in finals.items() if key not in current or current[key][1] != r]
     _count(written, current, counts)
+    ids = {key: grant_id for key, (grant_id, _) in current.items()}
     ids.update(upsert(written) if written else {})
-    placed = _row_events(connection, plans, finals, ids, page.org_id, now)
+    placed = trail_events.of_rows(connection, plans, finals, ids, page.org_id, now)
     _keep(session, connection, plans, ids, now)
-    for user, rows in by_user.items():  # the uses of these users judge by these rows too
-        kept[user] = sorted([*kept[user], *rows], key=lambda r: r.place)
-    grants = access.Grants(episodes, finals, kept, ids, cap)
-    used = access.record(session, connection, fresh_uses, grants, now)
+    kept = dict(read.kept)
+    for user, rows in read.by_user.items():  # their uses are judged by these rows too
+        kept[user] = sorted([*kept.get(user, []), *rows], key=lambda r: r.place)
+    grants = access.Grants(read.episodes, finals, kept, ids, cap)
+    used = access.record(session, connection, read.uses, grants, now)
     counts.used += sum(e.kind == EventKind.ACCESS_USED for _, e in used)
     counts.violations += sum(e.kind == EventKind.VIOLATION for _, e in used)
-    used += access.rejudge(session, connection, recorded, grants, now)
+    used += access.rejudge(session, connection, read.recorded, grants, now)
     # In trail order: several rows of one user in one page are several events, in order.
     return [event for _, event in sorted([*placed, *used], key=lambda pair: pair[0])]
 
 
 def _count(
-    written: Sequence[GrantRecord], current: dict[str, GrantRecord], counts: PageCounts
+    written: Sequence[GrantRecord],
+    current: dict[str, tuple[int, GrantRecord]],
+    counts: PageCounts,
 ) -> None:
     for record in written:
-        before = current.get(record.source_id)
+        known = current.get(record.source_id)
+        before = known[1] if known is not None else None
         if before is None:
             counts.inserted += 1
             counts.rejected += record.via_login_as
         else:
             counts.updated += 1
             counts.rejected += record.via_login_as and not before.via_login_as
-
-
-def _row_events(
-    connection: str,
-    plans: dict[str, Plan],
-    finals: dict[str, GrantRecord],
-    ids: dict[str, int],
-    org_id: str,
-    now: datetime,
-) -> list[Placed]:
-    """An event per new row (and one for a grant it replaced), placed in the trail.
-
-    An event carries the grant as the ledger holds it once the row is recorded: after that
-    row, for rows read in order; as re-folded, for a row read late (the export's
-    ``status_after`` then counts a revocation from its own time)."""
-    events: list[Placed] = []
-    for plan_ in plans.values():
-        for step in plan_.steps:
-            if step.row.id not in plan_.new:
-                continue  # a kept row re-folded for a late one: recorded already
-            row = step.row
-
-            def shown(record: GrantRecord, late: bool = plan_.late) -> GrantRecord:
-                return finals.get(record.source_id, record) if late else record
-
-            if step.replaced is not None:
-                replaced = _replaced(connection, step, shown(step.replaced), ids, now)
-                events.append(((row.at, row.id, 0), replaced))
-            event = _row_event(connection, step, plan_, shown, ids, org_id, now)
-            events.append(((row.at, row.id, 1), event))
-        for gone in plan_.dissolved:
-            late = min((s.row for s in plan_.steps if s.row.id in plan_.new), key=lambda r: r.place)
-            owner = next((s.grant for s in plan_.steps if s.row.id == gone.source_id), None)
-            event = _dissolved(connection, gone, owner, ids, late.at, now)
-            events.append(((late.at, late.id, 2), event))
-    return events
-
-
-def _dissolved(
-    connection: str,
-    gone: GrantRecord,
-    owner: GrantRecord | None,
-    ids: dict[str, int],
-    read: datetime,
-    now: datetime,
-) -> NewEvent:
-    """A grant opened from a change whose own granted row was read late (at ``read``): it
-    was that grant's change, not a grant of its own."""
-    whose = f"the grant {owner.source_id}" if owner is not None else "an earlier grant"
-    return NewEvent(
-        kind=EventKind.VANISHED,
-        at=now,
-        occurred_at=read,
-        connection=connection,
-        source_id=gone.source_id,
-        grant_id=ids.get(gone.source_id),
-        reason=f"not a grant of its own: its change belongs to {whose}, whose row was read late",
-        payload={"deleted": True, "grant": gone._replace(deleted=True).snapshot()},
-    )
-
-
-def _row_event(
-    connection: str,
-    step: Step,
-    plan_: Plan,
-    shown: Callable[[GrantRecord], GrantRecord],
-    ids: dict[str, int],
-    org_id: str,
-    now: datetime,
-) -> NewEvent:
-    row = step.row
-    grant = step.grant or step.before
-    payload: dict[str, Any] = {"trail": _trail(row)}
-    reasons = [row.note] if row.note else []
-    if grant is not None:
-        payload["grant"] = shown(grant).snapshot()
-    if step.before is not None and step.grant is not None:
-        payload["changes"] = _changes(step.before, step.grant)
-    if not plan_.kept:
-        reasons.append(
-            "read after later rows of this user that predate the rows the ledger keeps: "
-            "recorded, the grant left as it stands"
-        )
-    elif row.action == AuditAction.REVOKED:
-        who = row.username or row.user_id
-        reasons.insert(0, f"revoked in Setup by {who}")
-        if step.grant is None:
-            reasons.append(
-                "the grant had already ended"
-                if step.before is not None
-                else "no grant of theirs is in the ledger (older than the trail)"
-            )
-    elif step.kind == EventKind.CHANGED and step.before is None:
-        reasons.append("its grant is older than the trail: opened from this change")
-    if grant is None:
-        payload["org_id"] = org_id
-    actor = (
-        f"customer:{org_id}"
-        if step.kind == EventKind.CUSTOMER_REVOKED
-        else f"salesforce:{row.username or row.user_id}"
-    )
-    return NewEvent(
-        kind=step.kind,
-        at=now,
-        occurred_at=row.at,
-        connection=connection,
-        source_id=grant.source_id if grant is not None else row.id,
-        grant_id=ids.get(grant.source_id) if grant is not None else None,
-        actor=actor,
-        reason="; ".join(reasons) or None,
-        payload=payload,
-    )
-
-
-def _replaced(
-    connection: str, step: Step, replaced: GrantRecord, ids: dict[str, int], now: datetime
-) -> NewEvent:
-    """The user's open grant, ended by a new one (Salesforce keeps one per user)."""
-    row = step.row
-    return NewEvent(
-        kind=EventKind.CHANGED,
-        at=now,
-        occurred_at=row.at,
-        connection=connection,
-        source_id=replaced.source_id,
-        grant_id=ids.get(replaced.source_id),
-        actor=f"salesforce:{row.username or row.user_id}",
-        reason=f"replaced by a new grant ({row.id})",
-        payload={
-            "changes": {"sf_status": ["Active", replaced.sf_status]},
-            "grant": replaced.snapshot(),
-            "trail": _trail(row),
-        },
-    )
-
-
-def _trail(row: TrailRow) -> dict[str, Any]:
-    """The row as Salesforce wrote it, in the chain: the record outlives the trail."""
-    found: dict[str, Any] = {"id": row.id, "action": row.action.value, "display": row.display}
-    if row.delegate:
-        found["delegate"] = row.delegate
-    if row.read_as:
-        found["read_as"] = row.read_as
-    return found
-
-
-def _changes(before: GrantRecord, after: GrantRecord) -> dict[str, list[Any]]:
-    return {
-        name: [jsonable(getattr(before, name)), jsonable(getattr(after, name))]
-        for name in MIRRORED_FIELDS
-        if name != "modstamp" and getattr(before, name) != getattr(after, name)
-    }
 
 
 def _keep(
