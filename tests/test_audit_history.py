@@ -203,7 +203,7 @@ def test_a_half_year_read_in_one_first_sync_is_the_history_read_row_by_row(
 
     once = sync(audit, acme, "once")
 
-    assert once.api_calls == 3, "the trail, the org, its users: one call each"
+    assert once.api_calls == 2, "the trail (its users' locales come with it), the org"
     assert grants_of(audit.ledger, "once") == grants_of(audit.ledger, "rowwise")
     assert comparable(audit.ledger, "once") == comparable(audit.ledger, "rowwise")
     events = trail_events(audit.ledger, "once")
@@ -392,6 +392,41 @@ def test_each_user_is_read_in_their_own_locale_and_zone_learned_from_salesforce(
     assert grants[hers["Id"]].expires_at == start_of(in_tokyo, "Asia/Tokyo")
     assert grants[his["Id"]].expires_at == start_of(in_la, "America/Los_Angeles")
     assert all(e.reason is None for e in audit.events("granted")), "read without a doubt"
+
+
+def test_the_integration_users_locale_is_asked_only_when_a_date_reads_in_doubt(
+    audit: Audit,
+) -> None:
+    """Display may be written in the locale of whoever reads the trail: when a row's date
+    fits no reading by its granting user's locale or the org's, the integration user's
+    locale is asked, once, and kept."""
+    berlin = audit.add(locale="de_DE", time_zone="Europe/Berlin")
+    berlin.user(berlin.integration_username, locale="ja_JP")
+    jane = f"jane@{berlin.domain}"
+    clean = berlin.grant(jane, 7, vendor=audit.vendor, at=ago(days=2))
+    first = sync(audit, berlin)
+    assert first.api_calls == 2, "every date read cleanly: no one else asked"
+    made = ago(days=1)
+    through = made.astimezone(ZoneInfo("Europe/Berlin")).date() + timedelta(days=3)
+    odd = berlin._row(  # written year first, as the reader's locale would write it
+        "loginasgrantedtopartnerbt",
+        f"li@{berlin.domain} has granted user login access through {through:%Y/%m/%d} to "
+        f"package publisher FirmWorks Support ({audit.org.app.org_id[:15]})",
+        f"li@{berlin.domain}",
+        at=made,
+    )
+
+    second = sync(audit, berlin)
+    third = sync(audit, berlin)
+
+    assert second.api_calls == 2, "the trail, and the integration user's locale"
+    assert third.api_calls == 1
+    grants = audit.grants()
+    assert grants[odd["Id"]].expires_at == start_of(through, "Europe/Berlin")
+    assert grants[clean["Id"]].expires_at > utcnow()
+    reason = {e.source_id: e.reason for e in audit.events("granted")}[odd["Id"]] or ""
+    assert reason.startswith("read as YYYY-M-D: it is no date as D/M/YYYY (li@")
+    assert audit.ledger.org_profile("org1").reader.locale == "ja_JP"  # type: ignore[union-attr]
 
 
 def test_an_audit_revocation_says_what_was_done_and_the_grant_stands_until_the_customer(

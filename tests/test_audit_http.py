@@ -73,7 +73,14 @@ def test_the_soql_sent_names_the_fields_actions_order_and_the_watermark(ledger: 
         f"publisher FirmWorks Support ({PUBLISHER[:15]})",
         "CreatedDate": "2026-12-01T10:00:00.000+0000",
         "CreatedById": "0055e0000000002AAA",
-        "CreatedBy": {"attributes": {"type": "User"}, "Username": "jane@acme.com", "Email": None},
+        "CreatedBy": {
+            "attributes": {"type": "User"},
+            "Username": "jane@acme.com",
+            "Email": None,
+            "LocaleSidKey": "en_US",  # Jane writes US order, in New York
+            "TimeZoneSidKey": "America/New_York",
+            "LanguageLocaleKey": "en_US",
+        },
         "DelegateUser": None,
     }
     org = {
@@ -84,15 +91,9 @@ def test_the_soql_sent_names_the_fields_actions_order_and_the_watermark(ledger: 
         "DefaultLocaleSidKey": "en_GB",
         "LanguageLocaleKey": "en_US",
     }
-    users = [  # Jane in New York, in US order; the integration user in Tokyo, year first
-        {"Id": "0055e0000000002AAA", "LocaleSidKey": "en_US",
-         "TimeZoneSidKey": "America/New_York", "LanguageLocaleKey": "en_US"},
-        {"Id": "0055e0000000001AAA", "LocaleSidKey": "ja_JP",
-         "TimeZoneSidKey": "Asia/Tokyo", "LanguageLocaleKey": "ja"},
-    ]  # fmt: skip
     with responses.RequestsMock() as mock:
         token(mock)
-        for records in ([row], [org], users):
+        for records in ([row], [org]):
             mock.add(responses.GET, f"{API}/query/", json={"done": True, "records": records})
         first = sync(ledger)
         mock.add(responses.GET, f"{API}/query/", json={"done": True, "records": []})
@@ -100,22 +101,19 @@ def test_the_soql_sent_names_the_fields_actions_order_and_the_watermark(ledger: 
         sent = [soql_of(c) for c in mock.calls if "/query/" in str(c.request.url)]
 
     assert (first.inserted, second.inserted, second.api_calls) == (1, 0, 1)
-    assert first.api_calls == 3, "the trail, the org, its users: each asked once"
+    assert first.api_calls == 2, "the trail (its users' locales with it), the org"
     assert sent[0] == (
         "SELECT Id, Action, Section, Display, CreatedDate, CreatedById, CreatedBy.Username, "
-        "CreatedBy.Email, DelegateUser FROM SetupAuditTrail WHERE Action IN "
+        "CreatedBy.Email, CreatedBy.LocaleSidKey, CreatedBy.TimeZoneSidKey, "
+        "CreatedBy.LanguageLocaleKey, DelegateUser FROM SetupAuditTrail WHERE Action IN "
         "('loginasgrantedtopartnerbt','loginasmodifiedtopartnerbt','loginasrevokedtopartnerbt',"
         "'suloginaccessused') ORDER BY CreatedDate ASC, Id ASC"
     )
     assert sent[1] == (
         "SELECT Id, Name, TimeZoneSidKey, DefaultLocaleSidKey, LanguageLocaleKey FROM Organization"
     )
-    assert sent[2] == (
-        "SELECT Id, LocaleSidKey, TimeZoneSidKey, LanguageLocaleKey FROM User "
-        "WHERE Id IN ('0055e0000000001AAA','0055e0000000002AAA')"
-    )
     since = datetime(2026, 12, 1, 10, tzinfo=UTC) - timedelta(seconds=300)
-    assert sent[3] == sent[0].replace(
+    assert sent[2] == sent[0].replace(
         " ORDER BY", f" AND CreatedDate > {since.isoformat()} ORDER BY"
     )
     with ledger.sessions() as session:

@@ -527,7 +527,7 @@ def _check_words(client: Any, unread: str | None) -> tuple[bool, str]:
     """Whether the trail's Login Access rows read (Salesforce's English wording, a date in
     numbers), in its latest rows and in what the syncs met; what to change if not."""
     from firmgrant.salesforce.audit import unreadable_sample
-    from firmgrant.salesforce.profiles import learn_org, learn_users
+    from firmgrant.salesforce.profiles import learn_org, learn_user
 
     name = client.name
     try:
@@ -542,8 +542,8 @@ def _check_words(client: Any, unread: str | None) -> tuple[bool, str]:
         org = learn_org(client)
         languages.append(f"the org's default language is {org.defaults.language or '?'}")
         if client.user_id:
-            me = learn_users(client, [client.user_id]).get(client.user_id)
-            languages.append(f"the integration user's is {me.language if me else '?'}")
+            me = learn_user(client, client.user_id)
+            languages.append(f"the integration user's is {me.language or '?'}")
     except FirmgrantError:
         pass
     said = f" ({'; '.join(languages)})" if languages else ""

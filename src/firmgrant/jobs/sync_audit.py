@@ -1,16 +1,17 @@
 """The sync of an audit connection: its org's trail, page by page, each row read the way the
 org wrote it and applied once (:mod:`firmgrant.ledger.trail`).
 
-What the org is (its Id, name, locale and zone) is asked on a first or full sync; each
-granting user's locale and zone when a new row of theirs arrives. An idle sync (no new row)
-is the trail query alone: one API call.
+What the org is (its Id, name, locale and zone) is asked on a first or full sync; each row
+brings its granting user's locale and zone; the integration user's is asked (once, then
+kept) only if a date reads in doubt. An idle sync (no new row) is the trail query alone: one
+API call.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ from firmgrant.salesforce.audit import AuditPage, AuditSource, unreadable
 from firmgrant.salesforce.client import SalesforceClient
 from firmgrant.salesforce.dates import Locale, OrgProfile
 from firmgrant.salesforce.fold import TrailRow
-from firmgrant.salesforce.profiles import TrailReader, learn_org, learn_users, read_all
+from firmgrant.salesforce.profiles import TrailReader, learn_org, learn_user, read_all
 from firmgrant.salesforce.records import InvalidRecord
 from firmgrant.timeutil import Clock
 
@@ -32,12 +33,11 @@ log = logging.getLogger("firmgrant.jobs.sync")
 
 @dataclass
 class _Org:
-    """What this sync knows of the org and its users so far."""
+    """What this sync knows of the org so far."""
 
     profile: OrgProfile
     org_id: str
-    reader_due: bool  # the integration user's locale is to be asked with the next users
-    users: dict[str, Locale] = field(default_factory=dict)
+    reader_due: bool  # the integration user's locale is to be asked if a date is in doubt
     unreadable: str | None = None  # the first row of this sync that could not be read
 
 
@@ -147,30 +147,24 @@ def _read(
     fresh: set[str],
     now: datetime,
 ) -> tuple[list[TrailRow], list[InvalidRecord]]:
-    """The page's new grant rows read in their users' locales (learned once each), and its
-    invalid rows with those whose date reads in no order."""
+    """The page's new grant rows read in their users' locales, and its invalid rows with
+    those whose date reads in no order."""
+
+    def reader() -> Locale | None:
+        if org.reader_due and org.profile.reader_id is not None:
+            me = learn_user(client, org.profile.reader_id)
+            org.profile, org.reader_due = replace(org.profile, reader=me), False
+            ledger.keep_org_profile(name, org.profile, now)
+        return org.profile.reader
+
     wanted = [(row, shown) for row, shown in page.grants if row.id in fresh]
-    users = {row.user_id for row, _ in wanted} - org.users.keys()
-    if users:
-        org.users.update(ledger.trail_users(name, users))
-        unknown = users - org.users.keys()
-        me = org.profile.reader_id if org.reader_due else None
-        if unknown or me:
-            # The integration user's locale is asked with the granting users': one call.
-            learned = learn_users(client, unknown | ({me} if me else set()))
-            if me is not None:
-                org.profile = replace(org.profile, reader=learned.get(me, Locale()))
-                org.reader_due = False
-                ledger.keep_org_profile(name, org.profile, now)
-            # One not returned is read by the org's defaults, and not asked for again.
-            found = {user: learned.get(user, Locale()) for user in unknown}
-            ledger.keep_trail_users(name, found, now)
-            org.users.update(found)
-    reader = TrailReader(
-        date_order=source.settings.date_order,
-        time_zone=source.settings.time_zone,
-        profile=org.profile,
-        users=org.users,
+    rows, unread = read_all(
+        TrailReader(
+            date_order=source.settings.date_order,
+            time_zone=source.settings.time_zone,
+            profile=org.profile,
+            reader=reader,
+        ),
+        wanted,
     )
-    rows, unread = read_all(reader, wanted)
     return rows, [*page.invalid, *(unreadable(row, why) for row, why in unread)]

@@ -347,16 +347,3 @@ class OrgProfileRow(Base):
     reader_locale: Mapped[str | None] = mapped_column(String(16))
     reader_language: Mapped[str | None] = mapped_column(String(16))
     learned_at: Mapped[datetime] = mapped_column(UTCDateTime())
-
-
-class TrailUserRow(Base):
-    """A customer user who acted in the trail: the locale and zone their rows are read in."""
-
-    __tablename__ = "trail_users"
-
-    connection: Mapped[str] = mapped_column(String(40), primary_key=True)
-    user_id: Mapped[str] = mapped_column(String(18), primary_key=True)
-    time_zone: Mapped[str | None] = mapped_column(String(64))
-    locale: Mapped[str | None] = mapped_column(String(16))
-    language: Mapped[str | None] = mapped_column(String(16))
-    learned_at: Mapped[datetime] = mapped_column(UTCDateTime())

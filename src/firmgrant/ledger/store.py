@@ -4,7 +4,7 @@ included (the writes themselves: :mod:`~firmgrant.ledger.pages`, :mod:`~firmgran
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,7 @@ from firmgrant.policy import revocation_landed
 
 if TYPE_CHECKING:  # the ledger needs no Salesforce client loaded (export, verify, grants)
     from firmgrant.ledger.trail import TrailPage
-    from firmgrant.salesforce.dates import Locale, OrgProfile
+    from firmgrant.salesforce.dates import OrgProfile
     from firmgrant.salesforce.records import InvalidRecord
 
 
@@ -206,18 +206,6 @@ class Ledger:
 
         with self.transaction() as session:
             profiles.keep_profile(session, connection, profile, now)
-
-    def trail_users(self, connection: str, user_ids: Iterable[str]) -> dict[str, Locale]:
-        from firmgrant.ledger import profiles
-
-        with self.sessions() as session:
-            return profiles.read_users(session, connection, user_ids)
-
-    def keep_trail_users(self, connection: str, users: Mapping[str, Locale], now: datetime) -> None:
-        from firmgrant.ledger import profiles
-
-        with self.transaction() as session:
-            profiles.keep_users(session, connection, users, now)
 
     def mark_vanished(self, connection: str, seen_run: int, now: datetime) -> int:
         """After a full sync: grants the org no longer returns at all (purged, re-targeted)."""

@@ -25,6 +25,7 @@ from firmgrant.errors import SalesforceApiError
 from firmgrant.grant import FIELD_LIMITS
 from firmgrant.lifecycle import SourceKind
 from firmgrant.salesforce.client import COLLECTION_LIMIT, SalesforceClient
+from firmgrant.salesforce.dates import user_locale
 from firmgrant.salesforce.display import (
     GRANT_ACTIONS,
     AuditAction,
@@ -39,9 +40,12 @@ from firmgrant.salesforce.sources import one_ahead
 from firmgrant.settings import SourceSettings, VendorSettings
 from firmgrant.timeutil import parse_sf_datetime
 
+# The granting user's locale and zone come with each row (how its date is read), at no
+# call of their own.
 FIELDS = (
     "Id, Action, Section, Display, CreatedDate, CreatedById, CreatedBy.Username, "
-    "CreatedBy.Email, DelegateUser"
+    "CreatedBy.Email, CreatedBy.LocaleSidKey, CreatedBy.TimeZoneSidKey, "
+    "CreatedBy.LanguageLocaleKey, DelegateUser"
 )
 ACTIONS = [action.value for action in AuditAction]
 
@@ -155,6 +159,7 @@ def _row(item: dict[str, Any]) -> AuditRow:
         email=_limited(user.get("Email"), "grantor_email"),
         delegate=_limited(item.get("DelegateUser"), "login_as_user"),
         display=_text(item, "Display", required=kind != AuditAction.USED) or "",
+        locale=user_locale(user),
     )
 
 

@@ -16,10 +16,11 @@ date that fits nothing is kept as the first candidate reads it, marked ``suspect
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from zoneinfo import ZoneInfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from firmgrant.salesforce.display import READS, DateOrder, DisplayError, date_readings
 
@@ -59,6 +60,29 @@ class Locale:
     time_zone: str | None = None
     locale: str | None = None
     language: str | None = None
+
+
+def known_zone(value: object) -> str | None:
+    """A time zone Python knows, else ``None`` (a Salesforce key it does not know)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+    return value
+
+
+def user_locale(record: Mapping[str, Any]) -> Locale:
+    """A ``User`` record's (or ``CreatedBy``'s) locale, zone and language."""
+
+    def key(name: str) -> str | None:
+        value = record.get(name)
+        return value[:16] if isinstance(value, str) and value else None
+
+    return Locale(
+        known_zone(record.get("TimeZoneSidKey")), key("LocaleSidKey"), key("LanguageLocaleKey")
+    )
 
 
 @dataclass(frozen=True, slots=True)

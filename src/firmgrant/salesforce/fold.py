@@ -18,7 +18,10 @@ from typing import NamedTuple
 
 from firmgrant.grant import GrantRecord
 from firmgrant.lifecycle import EventKind, SalesforceStatus
+from firmgrant.salesforce.dates import Locale
 from firmgrant.salesforce.display import AuditAction
+
+NO_LOCALE = Locale()
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,7 @@ class AuditRow:
     email: str | None
     delegate: str | None  # DelegateUser: the Login-As user who really acted, if any
     display: str
+    locale: Locale = NO_LOCALE  # the acting user's (CreatedBy's) locale and zone
 
 
 @dataclass(frozen=True, slots=True)

@@ -218,6 +218,9 @@ AUDIT = ObjectDef(
         # The CreatedBy relationship's fields, as SOQL names them (answered nested).
         FieldDef("CreatedBy.Username", "string", 80, createable=False, updateable=False),
         FieldDef("CreatedBy.Email", "email", 128, createable=False, updateable=False),
+        FieldDef("CreatedBy.LocaleSidKey", "picklist", 40, createable=False, updateable=False),
+        FieldDef("CreatedBy.TimeZoneSidKey", "picklist", 40, createable=False, updateable=False),
+        FieldDef("CreatedBy.LanguageLocaleKey", "picklist", 40, createable=False, updateable=False),
         FieldDef("CreatedByContext", "string", 255, createable=False, updateable=False),
         FieldDef("DelegateUser", "string", 255, createable=False, updateable=False),
         FieldDef("Display", "string", 1000, createable=False, updateable=False),

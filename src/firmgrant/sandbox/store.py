@@ -306,10 +306,11 @@ class OrgStore:
             version = self.api_version
             url = f"/services/data/v{version}/sobjects/{cursor.object_name}/"
             names = [f.name for f in cursor.fields]
+            users = self.records.get("user", {})
             records = [
                 {
                     "attributes": {"type": cursor.object_name, "url": url + r["Id"]},
-                    **_shaped(names, r, version),
+                    **_shaped(names, r, version, users),
                 }
                 for r in chunk
             ]
@@ -350,8 +351,9 @@ class OrgStore:
             return len(self.records[object_name.lower()])
 
 
-def _shaped(names: list[str], record: Record, version: str) -> Record:
-    """Fields as Salesforce answers them: ``CreatedBy.Username`` nested under ``CreatedBy``."""
+def _shaped(names: list[str], record: Record, version: str, users: dict[str, Record]) -> Record:
+    """Fields as Salesforce answers them: ``CreatedBy.Username`` nested under ``CreatedBy``,
+    read from the user's record as it is now (the row's own copy if the org has none)."""
     out: Record = {}
     for name in names:
         relation, dot, field = name.partition(".")
@@ -371,7 +373,8 @@ def _shaped(names: list[str], record: Record, version: str) -> Record:
                 }
             },
         )
-        nested[field] = record.get(name)
+        user = users.get(target)
+        nested[field] = user[field] if user is not None and field in user else record.get(name)
     return out
 
 

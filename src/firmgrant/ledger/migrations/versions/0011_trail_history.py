@@ -8,8 +8,8 @@
   expiry read from them and the grant it went to: a re-read applies nothing twice, a row
   read late is folded in its place, and the ledger keeps the trail beyond Salesforce's
   180 days.
-- ``org_profiles`` / ``trail_users``: what each org and its users told of their locale and
-  time zone (how a trail row's date is read), learned from Salesforce.
+- ``org_profiles``: what each org told of its locale and time zone (how a trail row's date
+  is read), and of the user firmgrant reads it as, learned from Salesforce.
 - ``revocations.outcome`` / ``note``: what a finished revocation did (an audit grant's
   support sessions ended, or not, is not a revocation in Salesforce).
 - ``sync_state.unreadable``: the first trail row the sync could not read, while any is.
@@ -68,15 +68,6 @@ def upgrade() -> None:
         sa.Column("reader_language", sa.String(16)),
         sa.Column("learned_at", sa.DateTime(timezone=True), nullable=False),
     )
-    op.create_table(
-        "trail_users",
-        sa.Column("connection", sa.String(40), primary_key=True),
-        sa.Column("user_id", sa.String(18), primary_key=True),
-        sa.Column("time_zone", sa.String(64)),
-        sa.Column("locale", sa.String(16)),
-        sa.Column("language", sa.String(16)),
-        sa.Column("learned_at", sa.DateTime(timezone=True), nullable=False),
-    )
     with op.batch_alter_table("revocations") as batch:
         batch.add_column(sa.Column("outcome", sa.String(24)))
         batch.add_column(sa.Column("note", sa.Text))
@@ -100,7 +91,6 @@ def downgrade() -> None:
     with op.batch_alter_table("revocations") as batch:
         batch.drop_column("note")
         batch.drop_column("outcome")
-    op.drop_table("trail_users")
     op.drop_table("org_profiles")
     op.drop_index("ix_trail_rows_user", "trail_rows")
     op.drop_table("trail_rows")
