@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,7 @@ DESIGNED_KEYS = [
     "source_id",
     "revoked_at",
     "revoke_reason",
+    "ends_at",  # beyond DESIGN's keys: when access really ends, the vendor's cap included
 ]
 
 
@@ -152,10 +154,34 @@ def test_grants_table_is_readable(
     synced: FakeOrg, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # a person's terminal
     code, out, _ = run(capsys, "grants")
     assert code == 0
     assert "Zoë & Co <b>[bold]" in out, "customer text is shown as is, never as markup"
+    assert "Access ends (UTC)" in out
     assert "2 grants" in out
+
+
+def test_piped_grants_are_one_line_each_with_every_column_named(
+    synced: FakeOrg, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pipe (grep, a script) gets a header and one grant a line, nothing cut or wrapped;
+    ``--limit`` keeps the soonest to end."""
+    code, out, _ = run(capsys, "grants")
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[0].split("\t") == [
+        "ID", "Org", "Org name", "Grantor", "Access ends (UTC)", "Ends", "Status",
+    ]  # fmt: skip
+    assert len(lines) == 3, "two usable grants, a line each"
+    assert all(len(line.split("\t")) == 7 for line in lines)
+    assert all(re.fullmatch(r"in 6 days( \d+ hours?)?", line.split("\t")[5]) for line in lines[1:])
+    _, limited, _ = run(capsys, "grants", "--limit", "1")
+    assert limited.splitlines() == lines[:2]
+    with pytest.raises(SystemExit) as bad:
+        main(["grants", "--limit", "0"])
+    assert bad.value.code == 2
+    assert "--limit: '0' is not a whole number of 1 or more" in capsys.readouterr().err
 
 
 def test_show_tells_a_grants_story(

@@ -8,6 +8,7 @@ import re
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -27,6 +28,7 @@ from tests.webbing import (
     browser_path,
     filled_ledger,
     screenshot_path,
+    serving,
     start_web,
     web_env,
 )
@@ -162,6 +164,29 @@ def test_an_admin_signs_in_searches_opens_a_grant_revokes_it_and_signs_out(
             ).scalars()
         ]
     assert kinds == [(EventKind.SIGNED_IN, "web:ada"), (EventKind.SIGNED_OUT, "web:ada")]
+
+
+def test_every_countdown_runs_on_the_servers_clock(
+    sandbox: SandboxOrg, tmp_path: Path, page: Page
+) -> None:
+    """A server whose clock is not the browser's (the demo runs a day ahead): the page's
+    live countdowns and its clock say what the server says, not what the browser thinks."""
+    from firmgrant.lifecycle import ends_at
+    from firmgrant.timeutil import utcnow
+
+    ledger, settings = filled_ledger(sandbox, f"sqlite:///{tmp_path / 'ledger.db'}")
+    target = max(usable_grants(ledger), key=lambda g: g.expires_at)
+    end = ends_at(target.granted_at, target.expires_at, settings.policy.max_duration)
+    shift = end - utcnow() - timedelta(hours=2, minutes=30)  # the server: 2.5 h to go
+    assert shift > timedelta(days=1), "the browser's clock would say days"
+    with serving(settings, ledger, lambda: utcnow() + shift) as base:
+        sign_in(page, base, "sam")
+        row = page.locator("#results tbody tr", has_text=target.org_id)
+        words = row.first.locator(".words")
+        expect(words).to_have_text(re.compile(r"\(in 2 hours (29|30) minutes\)"))
+        server_day = (utcnow() + shift).strftime("%Y-%m-%d")
+        expect(page.locator("[data-clock]")).to_contain_text(f"Now {server_day}")
+    ledger.engine.dispose()
 
 
 def test_support_reads_but_gets_403_on_revoke(dashboard: Dashboard, page: Page) -> None:

@@ -7,8 +7,10 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -142,3 +144,27 @@ def screenshot_path(name: str) -> Path:
 def dispose(ledger: Ledger) -> Iterator[None]:
     yield
     ledger.engine.dispose()
+
+
+@contextmanager
+def serving(settings: Settings, ledger: Ledger, clock: Callable[[], datetime]) -> Iterator[str]:
+    """The dashboard in this process on a loopback port, on ``clock`` (a demo's shifted one,
+    say); its URL. The socket listens before the server runs: nothing to wait for."""
+    import uvicorn
+
+    from firmgrant.web import create_app
+    from firmgrant.web.app import listen
+
+    listener = listen("127.0.0.1", 0)
+    listener.listen(64)
+    port = listener.getsockname()[1]
+    app = create_app(settings, ledger, clock=clock)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        listener.close()

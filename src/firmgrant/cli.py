@@ -7,10 +7,11 @@ unreachable after retries.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from firmgrant.errors import (
 from firmgrant.ledger import Ledger, make_engine, open_ledger, safe_url, upgrade, verify_chain
 from firmgrant.ledger.queries import (
     STATUS_CHOICES,
+    GrantView,
     find_grant,
     grant_events,
     grant_lifecycle,
@@ -105,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="only grants ending within this time, e.g. 24h or 7d",
     )
     grants.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    grants.add_argument(
+        "--limit", type=_positive, metavar="N", help="at most N grants (the soonest to end)"
+    )
 
     run = commands.add_parser("run", help="the worker: sync, enforce, remind, revoke, dispatch")
     run.add_argument("--once", action="store_true", help="one full cycle, then exit (cron)")
@@ -353,7 +358,7 @@ def _with_registry(ledger: Ledger, settings: Settings) -> Settings:
 def _grants(ledger: Ledger, args: argparse.Namespace, cap: timedelta) -> int:
     now = utcnow()
     with ledger.sessions() as session:
-        grants = list_grants(
+        grants: Iterable[GrantView] = list_grants(
             session,
             now=now,
             status=args.status,
@@ -362,13 +367,23 @@ def _grants(ledger: Ledger, args: argparse.Namespace, cap: timedelta) -> int:
             expiring_within=args.expiring_within,
             max_duration=cap,
         )
+        if args.limit is not None:
+            grants = itertools.islice(grants, args.limit)
         if args.format == "json":
             display.grants_json(grants, sys.stdout)
         elif args.format == "csv":
             display.grants_csv(grants, sys.stdout)
-        else:
-            display.grants_table(grants, Console(), now)
+        elif sys.stdout.isatty():
+            display.grants_table(grants, Console(highlight=False), now)
+        else:  # piped: one grant a line, every column named, nothing cut or wrapped
+            display.grants_lines(grants, sys.stdout, now)
     return 0
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return int(text)
 
 
 def _show(ledger: Ledger, grant_ref: str, cap: timedelta, poll: timedelta) -> int:

@@ -100,11 +100,11 @@ def run_demo(base: Path, *, web: bool = False) -> int:
         shutil.rmtree(base)  # every demo tells the same story from the start
     base.mkdir(parents=True)
     console.rule("firmgrant demo")
-    with SandboxOrg(base / "sandbox", random_seed=2026, persist=False) as org:
+    clock = _DemoClock()
+    with SandboxOrg(base / "sandbox", random_seed=2026, persist=False, clock=clock) as org:
         settings = _settings(org, base)
         ledger = Ledger(make_engine(settings.database_url.get_secret_value()))
         upgrade(ledger.engine)
-        clock = _DemoClock(utcnow())
         worker = Worker(settings, ledger, clock=clock)
         made = org.customers.seed(40, other_grantees=5, malformed=2)
         console.print(
@@ -148,7 +148,7 @@ def run_demo(base: Path, *, web: bool = False) -> int:
         console.print()
         _cycle(console, worker, "Cycle 2, incremental sync")
         last = _print_events(console, ledger, last)
-        clock.now += timedelta(days=1)
+        clock.shift += timedelta(days=1)
         console.print("\n[bold]A day passes[/] (the worker's clock moves on).")
         _cycle(console, worker, "Cycle 3, a day later")
         _print_events(console, ledger, last)
@@ -192,7 +192,7 @@ def _serve_dashboard(
         ("demo-support", accounts.Role.SUPPORT),
     ):
         accounts.add_user(
-            ledger, name, role, password=password, email=None, actor="system:demo", now=utcnow()
+            ledger, name, role, password=password, email=None, actor="system:demo", now=clock()
         )
     console.print(
         f"\n[bold]The dashboard[/]: sign in as demo-admin (may revoke) or demo-support (reads),"
@@ -209,11 +209,14 @@ def _serve_dashboard(
 
 
 class _DemoClock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
+    """The demo's one clock: real time, moved on when the story says a day passes. The
+    sandbox (its customers' records and trail), the worker and the dashboard all read it."""
+
+    def __init__(self) -> None:
+        self.shift = timedelta(0)
 
     def __call__(self) -> datetime:
-        return self.now
+        return utcnow() + self.shift
 
 
 def _command() -> str:

@@ -16,7 +16,7 @@ from firmgrant.lifecycle import EventKind
 from firmgrant.sandbox import VENDOR, SandboxOrg
 from firmgrant.sandbox.tenants import SUPPORT_USERS, TenantOptions
 from firmgrant.settings import ConnectionSettings, Settings, SourceSettings
-from firmgrant.timeutil import Clock, utcnow
+from firmgrant.timeutil import Clock
 from firmgrant.worker import Worker
 
 # The events of this act worth a line each (the rest are in `firmgrant show`).
@@ -47,7 +47,7 @@ def audit_story(
         "the time the trail gives, its dates read in the locale and time zone the org's users "
         "told Salesforce (nothing configured).\n"
     )
-    vendor, now = (VENDOR, org.app.org_id), utcnow()
+    vendor, now = (VENDOR, org.app.org_id), clock()
     tenants = org.tenants
     tokyo = tenants.add(
         TenantOptions(locale="ja_JP", time_zone="Asia/Tokyo"), name="Nakamura 株式会社"

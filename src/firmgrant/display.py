@@ -41,17 +41,29 @@ def write_csv(out: IO[str], header: Sequence[str], rows: Iterable[Sequence[Any]]
     return count
 
 
+_UNITS = ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second"))
+
+
 def in_words(delta_seconds: float) -> str:
-    """``in 23 hours`` / ``3 days ago``: coarse, like a person would say it."""
+    """``in 2 days 23 hours`` / ``3 hours 5 minutes ago``: the largest unit and the next one
+    down, like a person would say it (one unit alone, rounded down, hid nearly a day). Its
+    twin is ``words`` in ``web/static/firmgrant.js``."""
     past = delta_seconds < 0
-    seconds = abs(delta_seconds)
-    amount, unit = int(seconds), "second"
-    for size, name in ((86400, "day"), (3600, "hour"), (60, "minute")):
-        if seconds >= size:
-            amount, unit = int(seconds // size), name
+    left = int(abs(delta_seconds))
+    text = "0 seconds"
+    for index, (size, name) in enumerate(_UNITS):
+        if left >= size:
+            amount, rest = divmod(left, size)
+            text = _plural(amount, name)
+            if index + 1 < len(_UNITS) and rest >= _UNITS[index + 1][0]:
+                smaller, unit = _UNITS[index + 1]
+                text += " " + _plural(rest // smaller, unit)
             break
-    text = f"{amount} {unit}{'' if amount == 1 else 's'}"
     return f"{text} ago" if past else f"in {text}"
+
+
+def _plural(amount: int, unit: str) -> str:
+    return f"{amount} {unit}{'' if amount == 1 else 's'}"
 
 
 def grants_json(grants: Iterable[GrantView], out: IO[str]) -> None:
@@ -78,28 +90,53 @@ _STATUS_STYLE: dict[str, str] = {
 }
 
 
+TABLE_COLUMNS = ("ID", "Org", "Org name", "Grantor", "Access ends (UTC)", "Ends", "Status")
+
+
+def _cells(grant: GrantView, now: datetime) -> tuple[str, ...]:
+    """A grant as the table's columns say it: its real end (the cap included)."""
+    return (
+        str(grant.id),
+        grant.org_id,
+        grant.org_name or "",
+        grant.grantor_username or grant.grantor_email or "",
+        grant.ends_at.strftime("%Y-%m-%d %H:%M"),
+        in_words((grant.ends_at - now).total_seconds()),
+        grant.status,
+    )
+
+
 def grants_table(grants: Iterable[GrantView], console: Console, now: datetime) -> int:
     table = Table(show_lines=False, header_style="bold")
-    for column in ("ID", "Org", "Org name", "Grantor", "Expires (UTC)", "", "Status"):
+    for column in TABLE_COLUMNS:
         table.add_column(column, overflow="fold")
     count = 0
     for grant in grants:
         count += 1
-        style = _STATUS_STYLE.get(grant.status, "")
+        *cells, status = _cells(grant, now)
         # Text(), not strings: customer-supplied names must never be read as rich markup.
         table.add_row(
-            str(grant.id),
-            Text(grant.org_id),
-            Text(grant.org_name or ""),
-            Text(grant.grantor_username or grant.grantor_email or ""),
-            grant.expires_at.strftime("%Y-%m-%d %H:%M"),
-            in_words((grant.expires_at - now).total_seconds()),
-            Text(grant.status, style=style),
+            *(Text(cell) for cell in cells), Text(status, style=_STATUS_STYLE.get(status, ""))
         )
     if count:
         console.print(table)
     console.print(f"{count} grant{'s' if count != 1 else ''}")
     return count
+
+
+def grants_lines(grants: Iterable[GrantView], out: IO[str], now: datetime) -> int:
+    """The table for a pipe: a header, then one grant a line, columns split by tabs (a tab
+    or line break inside a name becomes a space), nothing cut or wrapped."""
+    out.write("\t".join(TABLE_COLUMNS) + "\n")
+    count = 0
+    for grant in grants:
+        out.write("\t".join(_flat(cell) for cell in _cells(grant, now)) + "\n")
+        count += 1
+    return count
+
+
+def _flat(cell: str) -> str:
+    return " ".join(cell.split()) if any(c in cell for c in "\t\r\n") else cell
 
 
 def grant_story(

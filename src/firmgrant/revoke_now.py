@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from firmgrant.ledger.queries import GrantView, find_grant
 from firmgrant.lifecycle import GrantStatus, ends_at, nothing_to_revoke
-from firmgrant.timeutil import utcnow
+from firmgrant.timeutil import Clock, utcnow
 
 if TYPE_CHECKING:
     from firmgrant.ledger import Ledger
@@ -52,15 +52,22 @@ def is_moot(grant: GrantView) -> bool:
 
 
 def revoke_now(
-    ledger: Ledger, settings: Settings, grant: GrantView, *, reason: str, actor: str
+    ledger: Ledger,
+    settings: Settings,
+    grant: GrantView,
+    *,
+    reason: str,
+    actor: str,
+    clock: Clock = utcnow,
 ) -> HandRevocation:
-    """Revoke ``grant`` (as :func:`pending` found it) for ``actor`` with ``reason``."""
+    """Revoke ``grant`` (as :func:`pending` found it) for ``actor`` with ``reason``, at the
+    caller's ``clock`` (the dashboard's: the demo runs a day ahead)."""
     if is_moot(grant):
         return HandRevocation(HandOutcome.NOTHING_TO_DO, grant)
     from firmgrant.jobs.revoke import request_revocation, revoke
     from firmgrant.worker import Worker
 
-    opened = request_revocation(ledger, grant.id, reason=reason, actor=actor, now=utcnow())
+    opened = request_revocation(ledger, grant.id, reason=reason, actor=actor, now=clock())
     worker = Worker(settings, ledger)
     current = worker.current_settings()  # a registry org's connection, too
     result = revoke(
@@ -68,7 +75,7 @@ def revoke_now(
         current,
         grant.connection,
         worker.client(grant.connection, current),
-        clock=utcnow,
+        clock=clock,
         owner=worker.owner,
         grant_ids=[grant.id],
     )

@@ -22,10 +22,12 @@ from firmgrant.ledger.models import (
     SyncStateRow,
 )
 from firmgrant.ledger.queries import (
-    JSON_KEYS,
+    STORED_KEYS,
     GrantView,
     ends_after,
     ends_by,
+    ends_order,
+    grant_view,
     status_expression,
 )
 from firmgrant.lifecycle import (
@@ -48,11 +50,18 @@ class GrantSort(StrEnum):
 
 
 _SORT_COLUMNS = {
-    GrantSort.EXPIRES: (GrantRow.expires_at,),
     GrantSort.GRANTED: (GrantRow.granted_at,),
     GrantSort.ORG: (func.coalesce(GrantRow.org_name, GrantRow.org_id),),
     GrantSort.GRANTOR: (GrantRow.grantor_username,),
 }
+
+
+def _sorted_by(session: Session, sort: GrantSort, cap: timedelta) -> tuple[Any, ...]:
+    """What a list sorts by; "expires" is when access really ends (the cap included)."""
+    if sort == GrantSort.EXPIRES:
+        return (ends_order(session, cap),)
+    return _SORT_COLUMNS[sort]
+
 
 ALL = "all"
 _LASTING = (GrantStatus.ACTIVE.value, GrantStatus.EXPIRING.value)  # statuses whose access lasts
@@ -109,8 +118,11 @@ def grant_page(
         conditions.append(ends_by(now + question.ending_within, max_duration))
     where = and_(*conditions) if conditions else and_(True)
     total = session.execute(select(func.count()).select_from(GrantRow).where(where)).scalar_one()
-    order = [c.desc() if question.descending else c.asc() for c in _SORT_COLUMNS[question.sort]]
-    columns = [getattr(GrantRow, name) for name in JSON_KEYS if name != "status"]
+    order = [
+        c.desc() if question.descending else c.asc()
+        for c in _sorted_by(session, question.sort, max_duration)
+    ]
+    columns = [getattr(GrantRow, name) for name in STORED_KEYS]
     query = (
         select(*columns, status_col)
         .where(where)
@@ -118,7 +130,7 @@ def grant_page(
         .limit(limit)
         .offset(offset)
     )
-    return [GrantView(**row._asdict()) for row in session.execute(query)], total
+    return [grant_view(row, max_duration) for row in session.execute(query)], total
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, Interval, func, literal, select
 from sqlalchemy.orm import Session
 
 from firmgrant.errors import GrantNotFound
@@ -20,6 +20,7 @@ from firmgrant.lifecycle import (
     RevocationStatus,
     SalesforceStatus,
     ends_after_sql,
+    ends_at,
     ends_by_sql,
     grant_status_sql,
     revocation_status,
@@ -72,6 +73,9 @@ class GrantView:
     source_id: str
     revoked_at: datetime | None
     revoke_reason: str | None
+    # When access really ends: Salesforce's expiry, or the vendor's cap if sooner. What every
+    # screen shows, sorts and filters on (``lifecycle.ends_at``).
+    ends_at: datetime
 
     def as_json(self) -> dict[str, Any]:
         """The keys of ``grants --format json`` (DESIGN), times in ISO 8601 UTC with ``Z``."""
@@ -82,6 +86,28 @@ class GrantView:
 
 
 JSON_KEYS = tuple(GrantView.__dataclass_fields__)
+# What a query reads of the grants table (the status is computed, the end derived).
+STORED_KEYS = tuple(name for name in JSON_KEYS if name not in ("status", "ends_at"))
+
+
+def grant_view(row: Any, cap: timedelta) -> GrantView:
+    """A grant as read (a row of STORED_KEYS and ``status``), with its real end."""
+    values = row._asdict()
+    return GrantView(**values, ends_at=ends_at(values["granted_at"], values["expires_at"], cap))
+
+
+def ends_order(session: Session, cap: timedelta) -> ColumnElement[Any]:
+    """SQL: when access really ends (``lifecycle.ends_at``), to sort by. Its twin in
+    tests/test_lifecycle_rule.py holds the order to Python's.
+
+    SQLite keeps times as fixed-width UTC text: the capped end is written the same way
+    (to the millisecond: ``strftime``'s ``%f``), so the text order is the time order.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        seconds = int(cap.total_seconds())
+        capped = func.strftime("%Y-%m-%d %H:%M:%f000", GrantRow.granted_at, f"+{seconds} seconds")
+        return func.min(GrantRow.expires_at, capped)
+    return func.least(GrantRow.expires_at, GrantRow.granted_at + literal(cap, Interval()))
 
 
 def list_grants(
@@ -97,8 +123,8 @@ def list_grants(
     """Grants ordered by expiry. ``active`` means usable now, so it includes ``expiring``."""
     window = expiring_within if expiring_within is not None else DEFAULT_EXPIRING_WITHIN
     status_col = status_expression(now, window, max_duration).label("status")
-    columns = [getattr(GrantRow, name) for name in JSON_KEYS if name != "status"]
-    query = select(*columns, status_col).order_by(GrantRow.expires_at, GrantRow.id)
+    columns = [getattr(GrantRow, name) for name in STORED_KEYS]
+    query = select(*columns, status_col).order_by(ends_order(session, max_duration), GrantRow.id)
     if status == GrantStatus.ACTIVE.value:
         query = query.where(status_col.in_([s.value for s in USABLE]))
     elif status != "all":
@@ -110,7 +136,7 @@ def list_grants(
     if expiring_within is not None:
         query = query.where(ends_by(now + expiring_within, max_duration))
     for row in session.execute(query.execution_options(yield_per=1000)):
-        yield GrantView(**row._asdict())
+        yield grant_view(row, max_duration)
 
 
 @dataclass(frozen=True)
@@ -135,7 +161,7 @@ def find_grant(
 ) -> GrantView:
     """By ledger id (``42``) or Salesforce Id (``a0B…``)."""
     status_col = status_expression(now, DEFAULT_EXPIRING_WITHIN, max_duration).label("status")
-    columns = [getattr(GrantRow, name) for name in JSON_KEYS if name != "status"]
+    columns = [getattr(GrantRow, name) for name in STORED_KEYS]
     query = select(*columns, status_col)
     if grant_ref.isdigit():
         query = query.where(GrantRow.id == int(grant_ref))
@@ -146,7 +172,7 @@ def find_grant(
         raise GrantNotFound(f"no grant {grant_ref!r} in the ledger")
     if len(rows) > 1:
         raise GrantNotFound(f"{grant_ref!r} names grants in several connections: use the ledger id")
-    return GrantView(**rows[0]._asdict())
+    return grant_view(rows[0], max_duration)
 
 
 def grant_events(session: Session, grant_id: int) -> list[EventView]:

@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 from firmgrant import accounts
 from firmgrant.accounts import Account, Permission
 from firmgrant.errors import SignInRefused
+from firmgrant.timeutil import iso_z
 from firmgrant.web.app import SignInNeeded, context_of, render
 
 CSRF_FIELD = "csrf"
@@ -84,6 +85,8 @@ def require(request: Request, permission: Permission = Permission.READ) -> Accou
 def page_context(request: Request) -> dict[str, Any]:
     person = signed_in(request) if "session" in request.scope else None
     return {
+        # The server's now: the page's countdowns and clock run from it, not the browser's.
+        "server_now": iso_z(context_of(request).clock()),
         "person": person,
         "csrf": csrf_token(request) if "session" in request.scope else "",
         "may": (lambda p: person is not None and person.may(Permission(p))),

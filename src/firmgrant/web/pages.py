@@ -145,7 +145,9 @@ def grant_page(request: Request) -> Response:
     values = {
         "grant": grant,
         "ends": ends_at(grant.granted_at, grant.expires_at, settings.policy.max_duration),
-        "events": list(reversed(events)), "lifecycle": lifecycle, "uses": uses,
+        # The latest to have happened first (a trail row read late finds its place).
+        "events": sorted(events, key=lambda e: (e.occurred_at, e.id), reverse=True),
+        "lifecycle": lifecycle, "uses": uses,
         "login_url": login_link(settings.web.login_url_template, grant),
         "in_setup_only": settings.in_setup_only(grant.connection), "now": now,
         "usable": grant.status in (GrantStatus.ACTIVE, GrantStatus.EXPIRING),

@@ -59,7 +59,7 @@ async def revoke(request: Request) -> Response:
     try:
         done = await run_in_threadpool(
             hand.revoke_now, context.ledger, context.settings, grant, reason=reason,
-            actor=person.actor,
+            actor=person.actor, clock=context.clock,
         )  # fmt: skip
     except FirmgrantError as exc:  # e.g. the connection's settings are incomplete
         return _confirm(request, grant, reason, f"Not revoked: {exc}")
