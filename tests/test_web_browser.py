@@ -189,6 +189,60 @@ def test_every_countdown_runs_on_the_servers_clock(
     ledger.engine.dispose()
 
 
+def test_the_list_flags_revocations_under_way_and_offers_only_what_can_be_done(
+    dashboard: Dashboard, page: Page
+) -> None:
+    """A grant being revoked (or whose revocation failed) says so on its row, with
+    Salesforce's words, and offers no *Log in*; *Revoke…* is offered only on access that
+    can still be used; every status has its own colour; *Access to* names the grantee."""
+    from firmgrant.jobs.revoke import request_revocation
+    from firmgrant.ledger.models import RevocationRow
+    from firmgrant.timeutil import utcnow
+
+    base = dashboard.web.url
+    failing, queued = usable_grants(dashboard.ledger)[:2]
+    for grant in (failing, queued):
+        assert request_revocation(
+            dashboard.ledger, grant.id, reason="ticket closed", actor="web:ada", now=utcnow()
+        )
+    with dashboard.ledger.transaction() as session:
+        row = session.get(RevocationRow, failing.id)
+        assert row is not None
+        row.state, row.last_error = (
+            "failed",
+            "UNABLE_TO_LOCK_ROW: unable to obtain exclusive access",
+        )
+    sign_in(page, base, "ada")
+    rows = page.locator("#results tbody tr")
+    bad = rows.filter(has_text=failing.org_id).filter(has=page.locator(".badge.revoke_failed"))
+    expect(bad).to_have_count(1)
+    expect(bad).to_contain_text("revocation failed, retried")
+    expect(bad).to_contain_text("UNABLE_TO_LOCK_ROW")
+    expect(bad.get_by_role("link", name="Log in")).to_have_count(0)
+    pending = rows.filter(has=page.locator(".badge.pending_revocation"))
+    expect(pending).to_have_count(1)
+    expect(pending).to_contain_text("being revoked")
+    expect(pending.get_by_role("link", name="Log in")).to_have_count(0)
+    page.goto(f"{base}/grants/{failing.id}")
+    expect(page.get_by_role("link", name="Revoke…")).to_have_count(0)
+
+    page.goto(base + "/?status=all")
+    colours = page.evaluate(
+        """() => Object.fromEntries([...document.querySelectorAll('.legend .badge')].map(
+            b => [b.textContent, [getComputedStyle(b).backgroundColor,
+                                  getComputedStyle(b).color].join()]))"""
+    )
+    assert len(colours) == 6
+    assert len(set(colours.values())) == 6, f"one colour a status: {colours}"
+    page.goto(base + "/?status=rejected")
+    rejected = page.locator("#results tbody tr").filter(has_text="Login-As Ltd")
+    expect(rejected).to_contain_text("FirmWorks Support")
+    expect(rejected).not_to_contain_text("admin@loginas.example")
+    rejected.get_by_role("link", name="Login-As Ltd").click()
+    expect(page.get_by_role("heading", name="Facts")).to_be_visible()
+    expect(page.get_by_role("link", name="Revoke…")).to_have_count(0)
+
+
 def test_support_reads_but_gets_403_on_revoke(dashboard: Dashboard, page: Page) -> None:
     base = dashboard.web.url
     sign_in(page, base, "sam")

@@ -32,6 +32,7 @@ from firmgrant.ledger.queries import (
 )
 from firmgrant.lifecycle import (
     OPEN_STATES,
+    REVOCATION_STATUS,
     USABLE,
     EventKind,
     GrantStatus,
@@ -131,6 +132,33 @@ def grant_page(
         .offset(offset)
     )
     return [grant_view(row, max_duration) for row in session.execute(query)], total
+
+
+@dataclass(frozen=True)
+class OpenRevocation:
+    """A revocation of a listed grant not done yet: queued, or failed and retried."""
+
+    state: str  # a RevocationStatus: pending_revocation or revoke_failed
+    reason: str  # why it was asked for
+    error: str | None  # what Salesforce said, if the last try failed
+
+
+def open_revocations(session: Session, grant_ids: list[int]) -> dict[int, OpenRevocation]:
+    """The revocations under way of these grants, by grant id."""
+    if not grant_ids:
+        return {}
+    rows = session.execute(
+        select(RevocationRow).where(
+            RevocationRow.grant_id.in_(grant_ids),
+            RevocationRow.state.in_([s.value for s in OPEN_STATES]),
+        )
+    ).scalars()
+    return {
+        row.grant_id: OpenRevocation(
+            REVOCATION_STATUS[WorkState(row.state)], row.reason, row.last_error
+        )
+        for row in rows
+    }
 
 
 @dataclass(frozen=True)

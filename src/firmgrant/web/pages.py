@@ -18,11 +18,28 @@ from firmgrant.errors import DurationError, GrantNotFound
 from firmgrant.ledger import dashboard
 from firmgrant.ledger.dashboard import ALL, GrantFilter, GrantSort
 from firmgrant.ledger.queries import GrantView, find_grant, grant_events, grant_lifecycle
-from firmgrant.lifecycle import DEFAULT_EXPIRING_WITHIN, EventKind, GrantStatus, ends_at
+from firmgrant.lifecycle import (
+    DEFAULT_EXPIRING_WITHIN,
+    USABLE,
+    EventKind,
+    GrantStatus,
+    RevocationStatus,
+    ends_at,
+)
 from firmgrant.timeutil import parse_duration
 from firmgrant.web.app import context_of, render
 from firmgrant.web.auth import require
 
+UNDER_WAY = (RevocationStatus.PENDING_REVOCATION, RevocationStatus.REVOKE_FAILED)
+# What each status badge means (its colour is its own: see style.css).
+LEGEND = (
+    (GrantStatus.ACTIVE.value, "usable"),
+    (GrantStatus.EXPIRING.value, "usable, ends within a day"),
+    (GrantStatus.EXPIRED.value, "its end has come"),
+    (GrantStatus.REVOKED.value, "revoked in Salesforce"),
+    (GrantStatus.REJECTED.value, "made while logged in as another user: never usable"),
+    (GrantStatus.DELETED.value, "gone from Salesforce"),
+)
 STATUSES = (GrantStatus.ACTIVE.value, GrantStatus.EXPIRING.value, *(
     s.value for s in GrantStatus if s not in (GrantStatus.ACTIVE, GrantStatus.EXPIRING)
 ), ALL)  # fmt: skip
@@ -31,11 +48,13 @@ MAX_SEARCH = 200
 
 @dataclass(frozen=True)
 class Row:
-    """A grant as a list row shows it: its real end (cap included) and where to log in."""
+    """A grant as a list row shows it: its real end (cap included), where to log in (only
+    while support may: usable, no revocation under way) and a revocation under way."""
 
     grant: GrantView
     ends: datetime
     login_url: str | None
+    revocation: dashboard.OpenRevocation | None = None
 
 
 def _filter(params: QueryParams) -> tuple[GrantFilter, int, list[str]]:
@@ -92,12 +111,15 @@ def grants_page(request: Request) -> Response:
             max_duration=settings.policy.max_duration, limit=size, offset=(page - 1) * size,
         )  # fmt: skip
         names = [c.name for c in dashboard.connections(session, list(settings.connections))]
-    cap = settings.policy.max_duration
+        under_way = dashboard.open_revocations(session, [g.id for g in found])
     rows = [
         Row(
             g,
-            ends_at(g.granted_at, g.expires_at, cap),
-            login_link(settings.web.login_url_template, g),
+            g.ends_at,
+            None
+            if g.id in under_way or g.status not in USABLE
+            else login_link(settings.web.login_url_template, g),
+            under_way.get(g.id),
         )
         for g in found
     ]
@@ -107,6 +129,7 @@ def grants_page(request: Request) -> Response:
         "question": question, "within": request.query_params.get("within", ""),
         "problems": problems, "statuses": STATUSES, "sorts": list(GrantSort),
         "connections": names, "link": _linker(request.query_params), "now": now,
+        "legend": LEGEND,
     }  # fmt: skip
     partial = (
         request.headers.get("hx-request") == "true"
@@ -150,7 +173,10 @@ def grant_page(request: Request) -> Response:
         "lifecycle": lifecycle, "uses": uses,
         "login_url": login_link(settings.web.login_url_template, grant),
         "in_setup_only": settings.in_setup_only(grant.connection), "now": now,
-        "usable": grant.status in (GrantStatus.ACTIVE, GrantStatus.EXPIRING),
+        "usable": grant.status in USABLE and lifecycle.revocation not in UNDER_WAY,
+        # Something to revoke: access support may still use, and no revocation under way
+        # (rejected and expired grants are the worker's to end, already queued).
+        "revocable": grant.status in USABLE and lifecycle.revocation not in UNDER_WAY,
         "poll": timedelta(seconds=settings.poll_seconds),
     }  # fmt: skip
     return render(request, "grant.html", values)
