@@ -56,6 +56,32 @@ def test_upgrading_a_filled_ledger_to_0003_keeps_every_event_and_its_chain(
     engine.dispose()
 
 
+def test_upgrading_to_0012_makes_every_grant_findable_by_its_folded_names(
+    database_url: str,
+) -> None:
+    from alembic import command
+
+    from firmgrant.ledger.db import _config
+
+    engine = make_engine(database_url)
+    command.upgrade(_config(engine), "0011")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO grants (connection, source_id, org_id, org_name, grantor_username, "
+                "grantee, granted_at, expires_at, via_login_as, sf_status, modstamp, deleted, "
+                "first_seen_at, updated_at) VALUES ('c', 'a0B1', '00D1', 'Ørsted Vind A/S', "
+                "'JÜRGEN@x.example', 'FirmWorks', :t, :t, false, 'Active', :t, false, :t, :t)"
+            ),
+            {"t": "2026-11-01 09:30:00.000000" if "sqlite" in database_url else T0},
+        )
+    upgrade(engine)
+    with engine.connect() as connection:
+        found = connection.execute(text("SELECT search_text FROM grants")).scalar_one()
+    assert found == "orsted vind a/s\njurgen@x.example"
+    engine.dispose()
+
+
 def test_times_come_back_aware_utc(ledger: Ledger) -> None:
     paris = datetime(2026, 11, 1, 10, 30, 15, 123000, tzinfo=timezone(timedelta(hours=2)))
     with ledger.transaction() as session:

@@ -50,3 +50,14 @@ def test_a_time_formatted_once_for_both_stores_and_reads_as_each_alone() -> None
     for value in _times():
         assert stored_and_iso(value, "sqlite") == (sqlite_time(value), iso_z(value)), value
         assert stored_and_iso(value, "postgresql")[1] == iso_z(value)
+
+
+def test_names_fold_to_what_anyone_would_type() -> None:
+    from firmgrant.grant import folded
+
+    assert folded("Ørsted Vind A/S") == "orsted vind a/s"
+    assert folded("ŁÓDŹ Logistics") == folded("łódź logistics") == "lodz logistics"
+    assert folded("Société Générale d'Études") == "societe generale d'etudes"
+    assert folded("Bäckerei Müller GmbH, Straße") == "backerei muller gmbh, strasse"
+    assert folded("Nakamura 株式会社") == "nakamura 株式会社"
+    assert folded("ZOË") == folded("zoe") == "zoe"

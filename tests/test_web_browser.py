@@ -243,6 +243,29 @@ def test_the_list_flags_revocations_under_way_and_offers_only_what_can_be_done(
     expect(page.get_by_role("link", name="Revoke…")).to_have_count(0)
 
 
+def test_search_finds_names_whatever_their_case_and_accents(
+    dashboard: Dashboard, page: Page
+) -> None:
+    """``Łódź`` found as typed, in capitals, or without its accents; on SQLite too, whose
+    own lower() knows ASCII only."""
+    with dashboard.ledger.sessions() as session:
+        names = [n for n in session.execute(select(GrantRow.org_name)).scalars() if n]
+    lodz = sorted(n for n in names if n.startswith("Łódź"))
+    assert lodz, "the sandbox's seed names a Łódź org"
+    base = dashboard.web.url
+    sign_in(page, base, "sam")
+    page.get_by_label("Status", exact=True).select_option("all")
+    rows = page.locator("#results tbody tr")
+    for typed in ("Łódź", "ŁÓDŹ", "lodz", "ódź Logi"):
+        page.get_by_label("Search").fill(typed)
+        expect(page.locator("#results .count")).to_have_text(
+            f"{len(lodz)} grant{'s' if len(lodz) != 1 else ''}"
+        )
+        expect(rows.first).to_contain_text("Łódź Logistics")
+    page.get_by_label("Search").fill("Études")
+    expect(rows.first).to_contain_text("Société Générale d'Études")
+
+
 def test_support_reads_but_gets_403_on_revoke(dashboard: Dashboard, page: Page) -> None:
     base = dashboard.web.url
     sign_in(page, base, "sam")

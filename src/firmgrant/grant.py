@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from firmgrant.lifecycle import SalesforceStatus
@@ -63,3 +65,28 @@ class GrantRecord(NamedTuple):
 
 MIRRORED_FIELDS = GrantRecord._fields
 TIME_FIELDS = ("granted_at", "expires_at", "revoked_at", "modstamp")
+
+
+# Letters that Unicode does not decompose into a base letter and an accent.
+_UNACCENTED = str.maketrans({"ø": "o", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "æ": "ae",
+                             "œ": "oe", "ı": "i", "ħ": "h", "ŧ": "t"})  # fmt: skip
+
+
+@lru_cache(maxsize=4096)
+def folded(text: str) -> str:
+    """Text as a search compares it: case and accents aside (``Ørsted`` → ``orsted``,
+    ``Łódź`` → ``lodz``, ``Études`` → ``etudes``); the same on SQLite and PostgreSQL."""
+    if text.isascii():
+        return text.lower()
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return bare.translate(_UNACCENTED)
+
+
+def search_text(record: GrantRecord) -> str:
+    """What a grant is found by in the dashboard's search box: its org name and grantor."""
+    return search_key(record.org_name, record.grantor_username)
+
+
+def search_key(org_name: str | None, grantor_username: str | None) -> str:
+    return f"{folded(org_name or '')}\n{folded(grantor_username or '')}"

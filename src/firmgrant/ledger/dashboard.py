@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from firmgrant.grant import folded
 from firmgrant.ledger.models import (
     EventRow,
     GrantRow,
@@ -82,11 +83,11 @@ class GrantFilter:
 
 
 def _matches(search: str) -> ColumnElement[bool]:
-    """Org name, grantor (case-insensitive, anywhere) or org / record Id (from the start)."""
-    needle = search.strip().lower()
+    """Org name or grantor (anywhere, case and accents aside: ``grant.folded``, the same on
+    both databases) or org / record Id (from the start)."""
+    needle = folded(search.strip())
     return or_(
-        func.lower(GrantRow.org_name).contains(needle, autoescape=True),
-        func.lower(GrantRow.grantor_username).contains(needle, autoescape=True),
+        GrantRow.search_text.contains(needle, autoescape=True),
         GrantRow.org_id.startswith(search.strip(), autoescape=True),
         GrantRow.source_id.startswith(search.strip(), autoescape=True),
     )

@@ -105,6 +105,8 @@ class GrantRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # Stamped by a full sync on every grant it saw, so the ones it did not see can be found.
     seen_run: Mapped[int | None] = mapped_column(BigInteger)
+    # Org name and grantor, case and accents aside (grant.search_text): what search matches.
+    search_text: Mapped[str | None] = mapped_column(Text)
 
 
 class EventRow(Base):

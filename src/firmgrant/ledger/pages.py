@@ -14,7 +14,7 @@ import orjson
 from sqlalchemy import ARRAY, ColumnElement, String, any_, bindparam, func, select
 from sqlalchemy.orm import Session
 
-from firmgrant.grant import MIRRORED_FIELDS, TIME_FIELDS, GrantRecord
+from firmgrant.grant import MIRRORED_FIELDS, TIME_FIELDS, GrantRecord, search_text
 from firmgrant.ledger._bulk import insert_rows, time_converter
 from firmgrant.ledger.chain import NewEvent
 from firmgrant.ledger.models import GrantRow, InvalidRecordRow, SyncStateRow
@@ -94,7 +94,7 @@ def upsert(
     now_db = to_db(now)
     rows = []
     for record in records:
-        values = [*record, connection, now_db, now_db]
+        values = [*record, connection, now_db, now_db, search_text(record)]
         for i in _TIME_POSITIONS:
             if values[i] is not None:
                 values[i] = to_db(values[i])
@@ -102,10 +102,10 @@ def upsert(
     written = insert_rows(
         session,
         "grants",
-        (*MIRRORED_FIELDS, "connection", "updated_at", "first_seen_at"),
+        (*MIRRORED_FIELDS, "connection", "updated_at", "first_seen_at", "search_text"),
         rows,
         conflict=("connection", "source_id"),
-        update=(*MIRRORED_FIELDS, "updated_at"),
+        update=(*MIRRORED_FIELDS, "updated_at", "search_text"),
         returning=("source_id", "id"),
     )
     return None if written is None else dict(written)
