@@ -71,6 +71,34 @@ def test_orgs_are_added_listed_disabled_enabled_and_removed(
     )
 
 
+def test_orgs_list_piped_is_one_org_a_line_in_natural_order_with_schedule_and_failures(
+    cli: Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("org10", "org2", "org1"):
+        assert run(capsys, "orgs", "add", name, "--login-url", GOOD,
+                   "--username", f"int@{name}.example")[0] == 0  # fmt: skip
+    error = "Salesforce said INVALID_SESSION_ID: " + "the session expired or is invalid; " * 4
+    with cli.transaction() as session:
+        session.execute(
+            text("UPDATE orgs SET failures = 3, state = 'unreachable', last_error = :e "
+                 "WHERE name = 'org2'"), {"e": error},
+        )  # fmt: skip
+    assert run(capsys, "orgs", "disable", "org2")[0] == 0
+
+    code, out, _ = run(capsys, "orgs", "list")
+
+    lines = [line.split("\t") for line in out.splitlines()]
+    assert code == 0
+    assert lines[0] == ["Name", "Org", "Source", "State", "Last sync (UTC)", "Next sync (UTC)",
+                        "Failures", "API", "Last error"]  # fmt: skip
+    rows = {cells[0]: dict(zip(lines[0], cells, strict=True)) for cells in lines[1:]}
+    assert list(rows) == ["org1", "org2", "org10"]
+    assert (rows["org2"]["State"], rows["org2"]["Failures"]) == ("disabled", "3")
+    assert rows["org2"]["Last error"] == " ".join(error.split())  # whole, on its line
+    assert rows["org2"]["Next sync (UTC)"] == "—"
+    assert (rows["org1"]["Next sync (UTC)"][:2], rows["org1"]["State"]) == ("20", "new")
+
+
 @pytest.mark.parametrize(
     ("extra", "says"),
     [

@@ -266,6 +266,112 @@ def test_search_finds_names_whatever_their_case_and_accents(
     expect(rows.first).to_contain_text("Société Générale d'Études")
 
 
+def test_rule_breaks_lists_every_refused_grant_and_filters_by_kind_org_user_and_period(
+    dashboard: Dashboard, page: Page
+) -> None:
+    """A Login-As grant deleted before firmgrant saw it live was never revoked, yet it broke
+    the rule; a use of access outside any grant names its support user in its own column."""
+    from firmgrant.jobs.sync import sync_connection
+    from firmgrant.settings import VendorSettings
+    from firmgrant.timeutil import utcnow
+    from firmgrant.worker import Worker
+    from tests.test_audit_source import audit_connection
+
+    org = dashboard.org
+    gone = org.customers.grant(
+        duration="1 Week", org_name="Gone Before Seen Ltd", grantor="gil@gone.example",
+        login_as_user="admin@gone.example",
+    )  # fmt: skip
+    org.customers.delete(gone["Id"])
+    Worker(dashboard.settings, dashboard.ledger).cycle()
+    tenant = org.tenants.add()
+    tenant.use("ana.support@firmworks.example", f"jane@{tenant.domain}",
+               at=utcnow() - timedelta(hours=3))  # fmt: skip
+    vendor = VendorSettings(
+        publisher_org_id=org.app.org_id, support_usernames=["*@firmworks.example"]
+    )
+    sync_connection(
+        dashboard.ledger, "acme", audit_connection(org, tenant), vendor, dashboard.settings.sync
+    )
+    base = dashboard.web.url
+    sign_in(page, base, "sam", "/rule-breaks")
+    table = page.locator("table.breaks tbody")
+    expect(table).to_contain_text("Gone Before Seen Ltd")
+    expect(table).to_contain_text("Login-As Ltd")
+    violation = table.locator("tr").filter(has_text="no valid grant")
+    expect(violation).to_have_count(1)
+    expect(violation.locator("td").nth(4)).to_have_text("ana.support@firmworks.example")
+    page.screenshot(path=screenshot_path("rule-breaks"), full_page=True)
+
+    page.get_by_label("What").select_option("violation")
+    page.get_by_role("button", name="Show").click()
+    expect(table.locator("tr")).to_have_count(1)
+    page.get_by_label("What").select_option("all")
+    page.get_by_label("Org").fill("gone before")
+    page.get_by_role("button", name="Show").click()
+    expect(table.locator("tr")).to_have_count(1)
+    expect(table).to_contain_text("gil@gone.example")
+    page.get_by_label("Org").fill("")
+    page.get_by_label("Support user").fill("ANA.support@firmworks.example")
+    page.get_by_role("button", name="Show").click()
+    expect(table.locator("tr")).to_have_count(1)
+    page.get_by_label("Support user").fill("")
+    page.get_by_label("Since").fill("2h")
+    page.get_by_role("button", name="Show").click()
+    expect(table).to_contain_text("Gone Before Seen Ltd")
+    expect(table.locator("tr").filter(has_text="no valid grant")).to_have_count(0)
+    page.get_by_label("Since").fill("")
+    page.get_by_label("Until").fill("2h")
+    page.get_by_role("button", name="Show").click()
+    expect(table.locator("tr")).to_have_count(1)
+    expect(table).to_contain_text("ana.support@firmworks.example")
+    page.get_by_label("Since").fill("last tuesday")
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator(".problem")).to_contain_text("Since")
+
+
+def test_connections_lists_every_org_with_its_state_and_schedule(
+    dashboard: Dashboard, page: Page
+) -> None:
+    from firmgrant.ledger import registry
+    from firmgrant.orgs import new_row, spec
+    from firmgrant.timeutil import utcnow
+
+    with dashboard.ledger.transaction() as session:
+        registry.add(
+            session,
+            [
+                new_row(
+                    spec(
+                        {
+                            "name": name,
+                            "login_url": "https://acme.my.salesforce.com",
+                            "username": f"int@{name}.example",
+                        },
+                        "test",
+                    ),
+                    utcnow(),
+                )
+                for name in ("org10", "org2", "org1")
+            ],
+        )
+        row = registry.find(session, "org2", lock=True)
+        row.enabled, row.failures = False, 3
+    base = dashboard.web.url
+    sign_in(page, base, "ada", "/orgs")
+    names = page.locator("table tbody tr td:first-child").all_inner_texts()
+    assert [n.split()[0] for n in names] == ["org1", "org2", "org10", "sandbox"]
+    disabled = page.locator("table tbody tr").filter(has_text="org2")
+    expect(disabled.locator(".badge")).to_have_text("disabled")
+    expect(page.locator("thead")).to_contain_text("Next sync")
+    expect(page.locator("thead")).to_contain_text("Failures")
+    expect(disabled.locator("td").nth(5)).to_have_text("3")
+    # The object source's one connection brings grants from many customer orgs.
+    sandbox = page.locator("table tbody tr").filter(has_text="sandbox")
+    expect(sandbox.locator("td").nth(1)).to_have_text(re.compile(r"grants from \d+ orgs"))
+    page.screenshot(path=screenshot_path("connections"), full_page=True)
+
+
 def test_support_reads_but_gets_403_on_revoke(dashboard: Dashboard, page: Page) -> None:
     base = dashboard.web.url
     sign_in(page, base, "sam")

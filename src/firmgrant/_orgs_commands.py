@@ -45,7 +45,7 @@ def add_parser(commands: Any) -> None:
     load = verbs.add_parser("import", help="register every org of a CSV file, or none")
     load.add_argument("file", help=f"columns: {','.join(orgs.COLUMNS)}")
     listing = verbs.add_parser("list", help="every org with its state")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="the same as JSON, for tools")
     show = verbs.add_parser("show", help="one org")
     show.add_argument("name")
     for verb, what in (("disable", "stop syncing"), ("enable", "sync again"),
@@ -66,11 +66,14 @@ def run(args: argparse.Namespace, settings: Settings, ledger: Ledger) -> int:
         return 0
     if verb == "list":
         with ledger.sessions() as session:
-            rows = registry.every(session)
+            rows = sorted(registry.every(session), key=lambda row: registry.natural(row.name))
         if args.json:
             print(json.dumps([_as_json(row) for row in rows], ensure_ascii=False))
-        else:
-            _table(rows, Console())
+        elif sys.stdout.isatty():
+            _table(rows, Console(highlight=False))
+        else:  # piped: a header and one org a line, tab-separated, nothing cut
+            for cells in [LIST_COLUMNS, *(_cells(row) for row in rows)]:
+                print("\t".join(" ".join(cell.split()) for cell in cells))
         return 0
     if verb == "show":
         with ledger.sessions() as session:
@@ -91,7 +94,9 @@ def run(args: argparse.Namespace, settings: Settings, ledger: Ledger) -> int:
             row = registry.find(session, args.name, lock=True)
             row.enabled = verb == "enable"
             row.state = OrgState.NEW if row.enabled else OrgState.DISABLED
-            row.failures, row.next_sync_at = 0, now
+            row.next_sync_at = now
+            if row.enabled:  # a fresh start; a disabled org keeps the failures that stopped it
+                row.failures = 0
     print(f"org {args.name}: {verb}d")
     return 0
 
@@ -135,7 +140,7 @@ def _as_json(row: OrgRow) -> dict[str, Any]:
         "admin_emails": json.loads(row.admin_emails),
         "has_secret": row.secret is not None,
         "enabled": row.enabled,
-        "state": row.state,
+        "state": row.state if row.enabled else OrgState.DISABLED.value,
         "failures": row.failures,
         "last_error": row.last_error,
         "last_sync_at": iso_z(row.last_sync_at) if row.last_sync_at else None,
@@ -145,20 +150,35 @@ def _as_json(row: OrgRow) -> dict[str, Any]:
     }
 
 
+LIST_COLUMNS = ("Name", "Org", "Source", "State", "Last sync (UTC)", "Next sync (UTC)",
+                "Failures", "API", "Last error")  # fmt: skip
+
+
+def _cells(row: OrgRow) -> tuple[str, ...]:
+    """An org as `orgs list` shows it (a disabled org says so, whatever its last sync)."""
+    return (
+        row.name,
+        row.org_id or "",
+        row.source_kind,
+        row.state if row.enabled else OrgState.DISABLED.value,
+        f"{row.last_sync_at:%Y-%m-%d %H:%M}" if row.last_sync_at else "never",
+        f"{row.next_sync_at:%Y-%m-%d %H:%M}" if row.enabled else "—",
+        str(row.failures),
+        f"{row.api_used}/{row.api_limit}" if row.api_limit else "",
+        row.last_error or "",
+    )
+
+
 def _table(rows: list[OrgRow], console: Console) -> None:
     table = Table(title=f"{len(rows)} orgs", title_justify="left")
-    for column in ("Name", "Org", "Source", "State", "Last sync (UTC)", "API", "Last error"):
-        table.add_column(column)
+    for column in LIST_COLUMNS:
+        table.add_column(column, overflow="fold")
     for row in rows:
-        api = f"{row.api_used}/{row.api_limit}" if row.api_limit else ""
-        last = f"{row.last_sync_at:%Y-%m-%d %H:%M}" if row.last_sync_at else ""
+        cells = _cells(row)
+        state = cells[3]
         table.add_row(
-            Text(row.name),
-            Text(row.org_id or ""),
-            row.source_kind,
-            Text(row.state, style="green" if row.state == OrgState.OK else "red"),
-            last,
-            api,
-            Text((row.last_error or "")[:80]),
+            *(Text(cell) for cell in cells[:3]),
+            Text(state, style="green" if state == OrgState.OK else "red"),
+            *(Text(cell) for cell in cells[4:]),
         )
     console.print(table)

@@ -1,20 +1,18 @@
-"""What the dashboard reads: a page of grants, rule breaks, the connections' health, and the
+"""What the dashboard reads: a page of grants, the connections' health, and the
 figures behind ``/metrics``. Statuses come from the one rule (``lifecycle.grant_status_sql``)."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, distinct, func, or_, select
 from sqlalchemy.orm import Session
 
 from firmgrant.grant import folded
 from firmgrant.ledger.models import (
-    EventRow,
     GrantRow,
     OrgProfileRow,
     OrgRow,
@@ -31,11 +29,11 @@ from firmgrant.ledger.queries import (
     grant_view,
     status_expression,
 )
+from firmgrant.ledger.registry import natural
 from firmgrant.lifecycle import (
     OPEN_STATES,
     REVOCATION_STATUS,
     USABLE,
-    EventKind,
     GrantStatus,
     OrgState,
     WorkState,
@@ -163,67 +161,6 @@ def open_revocations(session: Session, grant_ids: list[int]) -> dict[int, OpenRe
 
 
 @dataclass(frozen=True)
-class RuleBreak:
-    event_id: int
-    occurred_at: datetime  # when it happened
-    kind: str  # EventKind.REJECTED or EventKind.VIOLATION
-    grant_id: int | None
-    org_id: str | None
-    org_name: str | None
-    grantor_username: str | None
-    actor: str
-    reason: str | None
-    payload: dict[str, Any]
-    recorded_at: datetime  # when firmgrant recorded it
-
-    @property
-    def support_user(self) -> str | None:
-        """Who from support used access (a violation), if anyone."""
-        user = self.payload.get("support_user")
-        return user if isinstance(user, str) else None
-
-    def noticed_later(self, poll: timedelta) -> timedelta | None:
-        late = self.recorded_at - self.occurred_at
-        return late if late > poll else None
-
-
-RULE_BREAKS = (EventKind.REJECTED.value, EventKind.VIOLATION.value)
-
-
-def rule_breaks(session: Session, *, limit: int, offset: int) -> tuple[list[RuleBreak], int]:
-    """Rejected Login-As grants and uses of access with no valid grant, the latest to have
-    happened first."""
-    where = EventRow.kind.in_(RULE_BREAKS)
-    total = session.execute(select(func.count()).select_from(EventRow).where(where)).scalar_one()
-    happened = func.coalesce(EventRow.occurred_at, EventRow.at)
-    query = (
-        select(EventRow, GrantRow.org_id, GrantRow.org_name, GrantRow.grantor_username)
-        .outerjoin(GrantRow, GrantRow.id == EventRow.grant_id)
-        .where(where)
-        .order_by(happened.desc(), EventRow.id.desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    found = [
-        RuleBreak(
-            event.id,
-            event.occurred_at or event.at,
-            event.kind,
-            event.grant_id,
-            org_id,
-            org_name,
-            grantor,
-            event.actor,
-            event.reason,
-            json.loads(event.payload),
-            event.at,
-        )
-        for event, org_id, org_name, grantor in session.execute(query)
-    ]
-    return found, total
-
-
-@dataclass(frozen=True)
 class ConnectionHealth:
     """A connection as the orgs' page and ``/metrics`` show it."""
 
@@ -239,6 +176,9 @@ class ConnectionHealth:
     api_used: int | None
     api_limit: int | None
     unreadable: str | None = None  # the first trail row the syncs could not read, if any
+    next_sync_at: datetime | None = None  # registered orgs; settings' connections: each cycle
+    failures: int = 0  # failed syncs in a row
+    grant_orgs: int = 0  # customer orgs it brought grants from (many: the object source)
 
     @property
     def api_remaining(self) -> int | None:
@@ -262,13 +202,22 @@ def connections(session: Session, configured: list[str]) -> list[ConnectionHealt
     for name in configured:
         if name not in found:
             found[name] = _configured(name, states.get(name), profiles.get(name))
-    return [found[name] for name in sorted(found)]
+    counted = (
+        select(GrantRow.connection, func.count(distinct(GrantRow.org_id)))
+        .where(GrantRow.connection.in_(list(found)))
+        .group_by(GrantRow.connection)
+    )
+    orgs: dict[str, int] = {row[0]: row[1] for row in session.execute(counted)}
+    return [
+        replace(found[name], grant_orgs=orgs.get(name, 0)) for name in sorted(found, key=natural)
+    ]
 
 
 def _registered(org: OrgRow, state: SyncStateRow | None) -> ConnectionHealth:
     return ConnectionHealth(
         name=org.name, registered=True, org_id=org.org_id, org_name=org.org_name,
-        state=org.state, enabled=org.enabled,
+        state=org.state if org.enabled else OrgState.DISABLED, enabled=org.enabled,
+        next_sync_at=org.next_sync_at if org.enabled else None, failures=org.failures,
         last_success_at=org.last_sync_at or (state.last_success_at if state else None),
         last_error_at=state.last_error_at if state else None, last_error=org.last_error,
         api_used=org.api_used, api_limit=org.api_limit,

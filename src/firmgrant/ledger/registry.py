@@ -9,6 +9,7 @@ leaves leases that run out; another replica then takes those orgs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -40,6 +41,11 @@ def add(session: Session, rows: Sequence[OrgRow]) -> None:
     if len(set(org_ids)) != len(org_ids):
         raise RegistryError("the same org id is given twice")
     session.add_all(rows)
+
+
+def natural(name: str) -> list[int | str]:
+    """The order orgs are listed in: ``org2`` before ``org10`` (runs of digits as numbers)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def every(session: Session) -> list[OrgRow]:
@@ -118,7 +124,9 @@ def record(
         if row is None or row.lease_owner != owner:
             lost.append(outcome.name)
             continue
-        row.state, row.last_error = outcome.state, outcome.error
+        # An org an operator disabled stays so, whatever a sync asked by hand found.
+        row.state = outcome.state if row.enabled else OrgState.DISABLED
+        row.last_error = outcome.error
         # An unreadable trail is read on schedule (its rows say what to fix): no backoff.
         failing = outcome.state not in (OrgState.OK, OrgState.UNREADABLE)
         row.failures = row.failures + 1 if failing else 0

@@ -15,7 +15,8 @@ from starlette.routing import BaseRoute, Route
 
 from firmgrant.accounts import Permission
 from firmgrant.errors import DurationError, GrantNotFound
-from firmgrant.ledger import dashboard
+from firmgrant.export import parse_when
+from firmgrant.ledger import dashboard, rule_breaks
 from firmgrant.ledger.dashboard import ALL, GrantFilter, GrantSort
 from firmgrant.ledger.queries import GrantView, find_grant, grant_events, grant_lifecycle
 from firmgrant.lifecycle import (
@@ -139,13 +140,13 @@ def grants_page(request: Request) -> Response:
                   400 if problems else 200)  # fmt: skip
 
 
-def _linker(params: QueryParams) -> Any:
+def _linker(params: QueryParams, path: str = "/") -> Any:
     """``link(page=2)``: this list's URL with some parameters changed."""
 
     def link(**changes: Any) -> str:
         merged = {**dict(params), **{k: str(v) for k, v in changes.items()}}
         kept = {k: v for k, v in merged.items() if v not in ("", None)}
-        return "/?" + urlencode(kept) if kept else "/"
+        return f"{path}?{urlencode(kept)}" if kept else path
 
     return link
 
@@ -182,20 +183,48 @@ def grant_page(request: Request) -> Response:
     return render(request, "grant.html", values)
 
 
+def _breaks_filter(params: QueryParams, now: datetime) -> tuple[rule_breaks.BreakFilter, list[str]]:
+    problems: list[str] = []
+    kind = params.get("kind") or rule_breaks.ALL
+    if kind not in (rule_breaks.ALL, *rule_breaks.BreakKind):
+        problems.append(f"Unknown kind {kind[:40]!r}: showing every rule break.")
+        kind = rule_breaks.ALL
+    moments: dict[str, datetime] = {}
+    for key in ("since", "until"):
+        text = (params.get(key) or "").strip()[:40]
+        if text:
+            try:
+                moments[key] = parse_when(text, now)
+            except DurationError as exc:
+                problems.append(f"{key.capitalize()}: {exc}.")
+    question = rule_breaks.BreakFilter(
+        kind=kind, org=(params.get("org") or "")[:MAX_SEARCH],
+        support_user=(params.get("support_user") or "")[:MAX_SEARCH],
+        since=moments.get("since"), until=moments.get("until"),
+    )  # fmt: skip
+    return question, problems
+
+
 def rule_breaks_page(request: Request) -> Response:
     require(request)
     context = context_of(request)
-    page_text = request.query_params.get("page") or "1"
+    params = request.query_params
+    page_text = params.get("page") or "1"
     page = int(page_text) if page_text.isdigit() and 0 < int(page_text) < 10**6 else 1
+    question, problems = _breaks_filter(params, context.clock())
     size = context.settings.web.page_size
     with context.ledger.sessions() as session:
-        found, total = dashboard.rule_breaks(session, limit=size, offset=(page - 1) * size)
+        found, total = rule_breaks.rule_breaks(
+            session, question, limit=size, offset=(page - 1) * size
+        )
     pages = max(1, -(-total // size))
     values = {
         "breaks": found, "total": total, "page": page, "pages": pages, "now": context.clock(),
-        "poll": timedelta(seconds=context.settings.poll_seconds),
+        "poll": timedelta(seconds=context.settings.poll_seconds), "question": question,
+        "kinds": [rule_breaks.ALL, *rule_breaks.BreakKind], "problems": problems,
+        "params": params, "link": _linker(params, "/rule-breaks"),
     }  # fmt: skip
-    return render(request, "rule_breaks.html", values)
+    return render(request, "rule_breaks.html", values, 400 if problems else 200)
 
 
 def orgs_page(request: Request) -> Response:
