@@ -82,6 +82,48 @@ def test_upgrading_to_0012_makes_every_grant_findable_by_its_folded_names(
     engine.dispose()
 
 
+def test_upgrading_to_0013_knows_how_long_every_grant_lasts(database_url: str) -> None:
+    """The fill in SQL rounds up to whole seconds as lifecycle.lasts_seconds does, so the
+    grants the cap ends are found on both databases."""
+    from alembic import command
+
+    from firmgrant.ledger._bulk import time_converter
+    from firmgrant.ledger.db import _config
+    from firmgrant.lifecycle import lasts_seconds
+
+    engine = make_engine(database_url)
+    command.upgrade(_config(engine), "0012")
+    start = datetime(2026, 11, 1, 9, 30, 0, 250000, tzinfo=UTC)
+    spans = [timedelta(days=1), timedelta(days=1, milliseconds=1),
+             timedelta(days=1, milliseconds=-500), timedelta(days=366), timedelta(0)]  # fmt: skip
+    to_db = time_converter(engine.dialect.name)
+    with engine.begin() as connection:
+        for number, span in enumerate(spans):
+            connection.execute(
+                text(
+                    "INSERT INTO grants (connection, source_id, org_id, grantee, granted_at, "
+                    "expires_at, via_login_as, sf_status, modstamp, deleted, first_seen_at, "
+                    "updated_at) VALUES ('c', :id, '00D1', 'FirmWorks', :g, :e, false, 'Active', "
+                    ":g, false, :g, :g)"
+                ),
+                {"id": f"a0B{number}", "g": to_db(start), "e": to_db(start + span)},
+            )
+    upgrade(engine)
+    with engine.connect() as connection:
+        found = connection.execute(
+            text("SELECT lasts_seconds FROM grants ORDER BY source_id")
+        ).scalars()
+        assert list(found) == [lasts_seconds(start, start + span) for span in spans]
+    assert [lasts_seconds(start, start + span) for span in spans] == [
+        86400,
+        86401,
+        86400,
+        31622400,
+        0,
+    ]
+    engine.dispose()
+
+
 def test_times_come_back_aware_utc(ledger: Ledger) -> None:
     paris = datetime(2026, 11, 1, 10, 30, 15, 123000, tzinfo=timezone(timedelta(hours=2)))
     with ledger.transaction() as session:

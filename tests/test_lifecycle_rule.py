@@ -18,7 +18,15 @@ from firmgrant.export.rows import _cap_floor, _status
 from firmgrant.ledger import Ledger
 from firmgrant.ledger.models import GrantRow
 from firmgrant.ledger.queries import ends_after, status_expression
-from firmgrant.lifecycle import USABLE, GrantStatus, SalesforceStatus, ends_at, grant_status
+from firmgrant.lifecycle import (
+    USABLE,
+    GrantStatus,
+    SalesforceStatus,
+    ends_at,
+    grant_status,
+    lasts_seconds,
+    outlasts_cap,
+)
 from firmgrant.timeutil import iso_z
 
 BASE = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -153,6 +161,7 @@ def _row(number: int, facts: dict[str, object]) -> GrantRow:
         via_login_as=facts["via_login_as"],
         granted_at=facts["granted_at"],
         expires_at=facts["expires_at"],
+        lasts_seconds=lasts_seconds(facts["granted_at"], facts["expires_at"]),  # type: ignore[arg-type]
         modstamp=BASE,
         first_seen_at=BASE,
         updated_at=BASE,
@@ -198,6 +207,7 @@ def test_every_screen_shows_sorts_and_filters_on_one_end(
     end all follow lifecycle.ends_at (the SQL order is its twin)."""
     from firmgrant.ledger.dashboard import GrantFilter, grant_page
     from firmgrant.ledger.queries import list_grants
+    from firmgrant.ledger.queries import outlasts_cap as sql_outlasts
 
     with ledger.transaction() as session:
         session.execute(delete(GrantRow))
@@ -216,8 +226,35 @@ def test_every_screen_shows_sorts_and_filters_on_one_end(
             session, GrantFilter(status="all"), now=now, window=DAY, max_duration=cap,
             limit=100, offset=0,
         )  # fmt: skip
+        second, _ = grant_page(
+            session, GrantFilter(status="all"), now=now, window=DAY, max_duration=cap,
+            limit=3, offset=2,
+        )  # fmt: skip
+        latest, _ = grant_page(
+            session, GrantFilter(status="all", descending=True), now=now, window=DAY,
+            max_duration=cap, limit=100, offset=0,
+        )  # fmt: skip
+        outlasting = set(
+            session.execute(select(GrantRow.source_id).where(sql_outlasts(cap))).scalars()
+        )
     by_cli = [(g.ends_at, g.source_id) for g in listed]
-    by_page = [(g.ends_at, g.source_id) for g in shown]
-    # Ends equal to the millisecond sort either way (SQLite writes a cap's end to the ms).
-    assert [end for end, _ in by_cli] == [end for end, _ in expected]
-    assert by_page == by_cli
+    assert by_cli == expected
+    # The twins: the cap ends a grant early in SQL exactly when it does in Python.
+    assert (
+        outlasting
+        == {
+            f"a0B{n:015d}"
+            for n, f in enumerate(batch)
+            if outlasts_cap(lasts_seconds(f["granted_at"], f["expires_at"]), cap)  # type: ignore[arg-type]
+        }
+        == {
+            f"a0B{n:015d}"
+            for n, f in enumerate(batch)
+            if ends_at(f["granted_at"], f["expires_at"], cap) < f["expires_at"]  # type: ignore[arg-type,operator]
+        }
+    )
+    assert [(g.ends_at, g.source_id) for g in shown] == expected
+    assert [(g.ends_at, g.source_id) for g in second] == expected[2:5]  # a later page
+    assert [(g.ends_at, g.source_id) for g in latest] == sorted(
+        expected, key=lambda pair: (pair[0], int(pair[1][3:])), reverse=True
+    )

@@ -8,6 +8,7 @@ function and a property test holds the two to the same answers.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -214,6 +215,17 @@ SENT_EVENT = {
 def ends_at(granted_at: datetime, expires_at: datetime, cap: timedelta) -> datetime:
     """When access really ends: Salesforce's expiry, or the vendor's cap if that is sooner."""
     return min(expires_at, granted_at + cap)
+
+
+def lasts_seconds(granted_at: datetime, expires_at: datetime) -> int:
+    """How long Salesforce says access lasts, in whole seconds rounded up (stored as
+    ``grants.lasts_seconds``): above the cap's seconds exactly when the cap ends it sooner."""
+    return math.ceil((expires_at - granted_at).total_seconds())
+
+
+def outlasts_cap(lasts: int, cap: timedelta) -> bool:
+    """The cap, not Salesforce's expiry, ends this access (``ends_at`` is granted_at + cap)."""
+    return lasts > cap.total_seconds()
 
 
 def nothing_to_revoke(status: GrantStatus, revoked_at: datetime | None) -> bool:

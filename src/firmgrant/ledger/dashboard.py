@@ -3,6 +3,7 @@ figures behind ``/metrics``. Statuses come from the one rule (``lifecycle.grant_
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -23,9 +24,9 @@ from firmgrant.ledger.models import (
 from firmgrant.ledger.queries import (
     STORED_KEYS,
     GrantView,
+    by_end,
     ends_after,
     ends_by,
-    ends_order,
     grant_view,
     status_expression,
 )
@@ -49,18 +50,11 @@ class GrantSort(StrEnum):
     GRANTOR = "grantor"  # who granted it
 
 
-_SORT_COLUMNS = {
-    GrantSort.GRANTED: (GrantRow.granted_at,),
-    GrantSort.ORG: (func.coalesce(GrantRow.org_name, GrantRow.org_id),),
-    GrantSort.GRANTOR: (GrantRow.grantor_username,),
+_SORT_COLUMNS: dict[GrantSort, Any] = {  # the expiry sort: queries.by_end
+    GrantSort.GRANTED: GrantRow.granted_at,
+    GrantSort.ORG: func.coalesce(GrantRow.org_name, GrantRow.org_id),
+    GrantSort.GRANTOR: GrantRow.grantor_username,
 }
-
-
-def _sorted_by(session: Session, sort: GrantSort, cap: timedelta) -> tuple[Any, ...]:
-    """What a list sorts by; "expires" is when access really ends (the cap included)."""
-    if sort == GrantSort.EXPIRES:
-        return (ends_order(session, cap),)
-    return _SORT_COLUMNS[sort]
 
 
 ALL = "all"
@@ -118,19 +112,18 @@ def grant_page(
         conditions.append(ends_by(now + question.ending_within, max_duration))
     where = and_(*conditions) if conditions else and_(True)
     total = session.execute(select(func.count()).select_from(GrantRow).where(where)).scalar_one()
-    order = [
-        c.desc() if question.descending else c.asc()
-        for c in _sorted_by(session, question.sort, max_duration)
-    ]
     columns = [getattr(GrantRow, name) for name in STORED_KEYS]
-    query = (
-        select(*columns, status_col)
-        .where(where)
-        .order_by(*order, GrantRow.id.desc() if question.descending else GrantRow.id)
-        .limit(limit)
-        .offset(offset)
-    )
-    return [grant_view(row, max_duration) for row in session.execute(query)], total
+    query = select(*columns, status_col).where(where)
+    if question.sort == GrantSort.EXPIRES:  # when access really ends, the cap included
+        rows: Iterable[Any] = by_end(
+            session, query, max_duration, descending=question.descending, limit=limit,
+            offset=offset,
+        )  # fmt: skip
+    else:
+        keys = (_SORT_COLUMNS[question.sort], GrantRow.id)
+        ordered = query.order_by(*(k.desc() if question.descending else k.asc() for k in keys))
+        rows = session.execute(ordered.limit(limit).offset(offset))
+    return [grant_view(row, max_duration) for row in rows], total
 
 
 @dataclass(frozen=True)

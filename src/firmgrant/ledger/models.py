@@ -80,6 +80,8 @@ class GrantRow(Base):
             "ix_grants_ending", "expires_at", "granted_at", "sf_status", "deleted", "via_login_as"
         ),
         Index("ix_grants_org_id", "org_id"),
+        # The few grants the vendor's cap ends sooner than Salesforce (queries.by_end).
+        Index("ix_grants_lasts", "lasts_seconds", "granted_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -107,6 +109,8 @@ class GrantRow(Base):
     seen_run: Mapped[int | None] = mapped_column(BigInteger)
     # Org name and grantor, case and accents aside (grant.search_text): what search matches.
     search_text: Mapped[str | None] = mapped_column(Text)
+    # How long Salesforce says access lasts (lifecycle.lasts_seconds): whether the cap ends it.
+    lasts_seconds: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class EventRow(Base):

@@ -18,7 +18,7 @@ from firmgrant.grant import MIRRORED_FIELDS, TIME_FIELDS, GrantRecord, search_te
 from firmgrant.ledger._bulk import insert_rows, time_converter
 from firmgrant.ledger.chain import NewEvent
 from firmgrant.ledger.models import GrantRow, InvalidRecordRow, SyncStateRow
-from firmgrant.lifecycle import EventKind
+from firmgrant.lifecycle import EventKind, lasts_seconds
 from firmgrant.timeutil import iso_z
 
 if TYPE_CHECKING:
@@ -79,6 +79,11 @@ def ids_of(session: Session, connection: str, source_ids: list[str]) -> dict[str
     return dict(rows.all())  # rows are (source_id, id) tuples
 
 
+# What the ledger derives from each record, written with it: what search matches, how long
+# access lasts (whether the vendor's cap ends it).
+_DERIVED = ("search_text", "lasts_seconds")
+
+
 def upsert(
     session: Session, connection: str, records: list[GrantRecord], now: datetime
 ) -> dict[str, int] | None:
@@ -94,7 +99,8 @@ def upsert(
     now_db = to_db(now)
     rows = []
     for record in records:
-        values = [*record, connection, now_db, now_db, search_text(record)]
+        lasts = lasts_seconds(record.granted_at, record.expires_at)
+        values = [*record, connection, now_db, now_db, search_text(record), lasts]
         for i in _TIME_POSITIONS:
             if values[i] is not None:
                 values[i] = to_db(values[i])
@@ -102,10 +108,10 @@ def upsert(
     written = insert_rows(
         session,
         "grants",
-        (*MIRRORED_FIELDS, "connection", "updated_at", "first_seen_at", "search_text"),
+        (*MIRRORED_FIELDS, "connection", "updated_at", "first_seen_at", *_DERIVED),
         rows,
         conflict=("connection", "source_id"),
-        update=(*MIRRORED_FIELDS, "updated_at", "search_text"),
+        update=(*MIRRORED_FIELDS, "updated_at", *_DERIVED),
         returning=("source_id", "id"),
     )
     return None if written is None else dict(written)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Any
 
-from sqlalchemy import ColumnElement, Interval, func, literal, select
+from sqlalchemy import ColumnElement, Row, Select, select
 from sqlalchemy.orm import Session
 
 from firmgrant.errors import GrantNotFound
@@ -96,18 +98,47 @@ def grant_view(row: Any, cap: timedelta) -> GrantView:
     return GrantView(**values, ends_at=ends_at(values["granted_at"], values["expires_at"], cap))
 
 
-def ends_order(session: Session, cap: timedelta) -> ColumnElement[Any]:
-    """SQL: when access really ends (``lifecycle.ends_at``), to sort by. Its twin in
-    tests/test_lifecycle_rule.py holds the order to Python's.
+def outlasts_cap(cap: timedelta) -> ColumnElement[bool]:
+    """SQL twin of ``lifecycle.outlasts_cap``: the cap ends this grant's access (the index
+    ix_grants_lasts finds these; tests/test_lifecycle_rule.py holds the twins together)."""
+    return GrantRow.lasts_seconds > cap.total_seconds()
 
-    SQLite keeps times as fixed-width UTC text: the capped end is written the same way
-    (to the millisecond: ``strftime``'s ``%f``), so the text order is the time order.
+
+def by_end(
+    session: Session,
+    query: Select[*tuple[Any, ...]],
+    cap: timedelta,
+    *,
+    descending: bool = False,
+    limit: int | None = None,
+    offset: int = 0,
+) -> Iterator[Row[*tuple[Any, ...]]]:
+    """The rows of ``query`` (reading GrantRow's id, granted_at and expires_at) in the order
+    their access ends (``lifecycle.ends_at``), ties by id.
+
+    Sorting by the capped end itself sorted every matching grant for each page (list p95
+    48 -> 160 ms over 100,000). Instead, two queries an index can read in order: the grants
+    Salesforce's expiry ends, by ``expires_at`` (ix_grants_ending), and the few the cap ends
+    at ``granted_at + cap``, by ``granted_at`` (ix_grants_lasts); then the two merge.
     """
-    if session.get_bind().dialect.name == "sqlite":
-        seconds = int(cap.total_seconds())
-        capped = func.strftime("%Y-%m-%d %H:%M:%f000", GrantRow.granted_at, f"+{seconds} seconds")
-        return func.min(GrantRow.expires_at, capped)
-    return func.least(GrantRow.expires_at, GrantRow.granted_at + literal(cap, Interval()))
+    wanted = None if limit is None else offset + limit
+    # "+ 0": the index on lasts_seconds must not serve this side, the one on expires_at does.
+    within = query.where((GrantRow.lasts_seconds + 0) <= cap.total_seconds())
+    capped = query.where(outlasts_cap(cap))
+
+    def ordered(part: Select[*tuple[Any, ...]], column: Any) -> Iterator[Row[*tuple[Any, ...]]]:
+        keys = (column, GrantRow.id)
+        part = part.order_by(*(k.desc() if descending else k.asc() for k in keys))
+        if wanted is not None:
+            part = part.limit(wanted)
+        return iter(session.execute(part.execution_options(yield_per=1000)))
+
+    merged = heapq.merge(
+        ordered(within, GrantRow.expires_at), ordered(capped, GrantRow.granted_at),
+        key=lambda row: (ends_at(row.granted_at, row.expires_at, cap), row.id),
+        reverse=descending,
+    )  # fmt: skip
+    return islice(merged, offset, wanted)
 
 
 def list_grants(
@@ -124,7 +155,7 @@ def list_grants(
     window = expiring_within if expiring_within is not None else DEFAULT_EXPIRING_WITHIN
     status_col = status_expression(now, window, max_duration).label("status")
     columns = [getattr(GrantRow, name) for name in STORED_KEYS]
-    query = select(*columns, status_col).order_by(ends_order(session, max_duration), GrantRow.id)
+    query = select(*columns, status_col)
     if status == GrantStatus.ACTIVE.value:
         query = query.where(status_col.in_([s.value for s in USABLE]))
     elif status != "all":
@@ -135,7 +166,7 @@ def list_grants(
         query = query.where(GrantRow.connection == connection)
     if expiring_within is not None:
         query = query.where(ends_by(now + expiring_within, max_duration))
-    for row in session.execute(query.execution_options(yield_per=1000)):
+    for row in by_end(session, query, max_duration):
         yield grant_view(row, max_duration)
 
 
