@@ -152,9 +152,17 @@ def test_users_cli(
     listed = json.loads(capsys.readouterr().out)
     assert [(p["name"], p["role"], p["enabled"]) for p in listed] == [("alice", "admin", True)]
     assert "hash" not in json.dumps(listed)
+    assert main(["users", "disable", "alice"]) == 2
+    assert "alice is the last enabled admin: make another admin first" in capsys.readouterr().err
+    assert main(["users", "add", "bob", "--role", "support", "--sso-only",
+                 "--email", "bob@firmworks.example"]) == 0  # fmt: skip
+    assert main(["users", "role", "bob", "admin"]) == 0
+    assert "user bob: now admin" in capsys.readouterr().out
     assert main(["users", "disable", "alice"]) == 0
     assert main(["users", "disable", "alice"]) == 0
     assert "already disabled" in capsys.readouterr().out
+    assert main(["users", "unlock", "bob"]) == 0
+    assert "user bob: was not locked" in capsys.readouterr().out
     assert main(["users", "disable", "nobody"]) == 2
     assert "no user 'nobody'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as usage:

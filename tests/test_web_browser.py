@@ -4,6 +4,7 @@ to var/screenshots/ for a person to look at."""
 
 from __future__ import annotations
 
+import json
 import re
 import zipfile
 from collections.abc import Iterator
@@ -450,3 +451,89 @@ def test_the_list_works_at_phone_width_and_without_javascript(
     assert width <= 390
     page.screenshot(path=screenshot_path("grants-phone"), full_page=True)
     context.close()
+
+
+def test_an_admin_manages_people_from_the_people_page(dashboard: Dashboard, page: Page) -> None:
+    """Add with a one-time password (shown once, replaced at first sign-in), change a role,
+    lock and unlock, reset a password, disable and enable: each an event naming the admin;
+    the last admin cannot remove itself."""
+    from firmgrant import accounts
+    from firmgrant.errors import SignInRefused
+    from firmgrant.timeutil import utcnow
+
+    base = dashboard.web.url
+    sign_in(page, base, "ada", "/people")
+    rows = page.locator("table.people tbody tr")
+    expect(rows).to_have_count(3)
+    page.get_by_label("User name").fill("nina")
+    page.get_by_label("Role", exact=True).select_option("support")
+    page.get_by_role("button", name="Add", exact=True).click()
+    expect(page.locator(".issued")).to_contain_text("One-time password for nina")
+    one_time = page.locator("#one-time").inner_text()
+    assert len(one_time) >= accounts.MIN_PASSWORD
+    nina = rows.filter(has=page.locator("td:first-child", has_text="nina"))
+    expect(nina).to_contain_text("must choose a password")
+    page.goto(base + "/people")
+    expect(page.locator(".issued")).to_have_count(0)  # shown once
+
+    # Nina's first sign-in leads to choosing her own password, whatever she asks for.
+    other = page.context.browser.new_context()  # type: ignore[union-attr]
+    hers = other.new_page()
+    hers.goto(base + "/rule-breaks")
+    hers.get_by_label("User name").fill("nina")
+    hers.get_by_label("Password").fill(one_time)
+    hers.get_by_role("button", name="Sign in").click()
+    expect(hers).to_have_url(base + "/password")
+    hers.goto(base + "/")
+    expect(hers).to_have_url(base + "/password")
+    hers.get_by_label("Current password").fill(one_time)
+    hers.get_by_label("New password (").fill("nina's own long password")
+    hers.get_by_label("New password again").fill("nina's own long password")
+    hers.get_by_role("button", name="Change password").click()
+    expect(hers).to_have_url(base + "/")
+    expect(hers.locator(".flash")).to_contain_text("Your password is changed")
+    other.close()
+
+    page.goto(base + "/people")
+    nina.get_by_label("Role of nina").select_option("compliance")
+    nina.get_by_role("button", name="Set role").click()
+    expect(page.locator(".flash")).to_contain_text("nina is now compliance")
+    expect(nina.locator("select")).to_have_value("compliance")
+
+    for _ in range(dashboard.settings.web.sign_in_attempts):
+        with pytest.raises(SignInRefused):
+            accounts.sign_in(dashboard.ledger, "nina", "not her password", now=utcnow())
+    page.reload()
+    expect(nina.locator(".badge")).to_have_text("locked")
+    nina.get_by_role("button", name="Unlock nina").click()
+    expect(nina.locator(".badge")).to_have_text("enabled")
+    nina.get_by_role("button", name="Reset the password of nina").click()
+    expect(page.locator(".issued")).to_contain_text("One-time password for nina")
+    assert page.locator("#one-time").inner_text() != one_time
+    page.screenshot(path=screenshot_path("people"), full_page=True)
+    nina.get_by_role("button", name="Disable nina").click()
+    expect(nina.locator(".badge")).to_have_text("disabled")
+    nina.get_by_role("button", name="Enable nina").click()
+    expect(nina.locator(".badge")).to_have_text("must choose a password")
+
+    ada = rows.filter(has=page.locator("td:first-child", has_text="ada"))
+    ada.get_by_role("button", name="Disable ada").click()
+    expect(page.locator(".problem")).to_contain_text("ada is the last enabled admin")
+    with dashboard.ledger.sessions() as session:
+        changes = session.execute(
+            select(EventRow.actor, EventRow.payload)
+            .where(EventRow.kind == EventKind.ACCOUNT_CHANGED)
+            .order_by(EventRow.id)
+        ).all()
+    said = [(actor, json.loads(payload)) for actor, payload in changes]
+    by_ada = [payload for actor, payload in said if actor == "web:ada"]
+    assert [p["action"] for p in by_ada if p["user"] == "nina"] == [
+        "added",
+        "role",
+        "unlocked",
+        "password reset",
+        "disabled",
+        "enabled",
+    ]
+    assert ("web:nina", "password") in [(a, p["action"]) for a, p in said]
+    assert one_time not in str(changes)

@@ -49,7 +49,7 @@ def site(sandbox: SandboxOrg, database_url: str) -> Iterator[Site]:
 
 
 PAGES = ["/", "/grants/1", "/grants/1/revoke", "/rule-breaks", "/orgs", "/compliance",
-         "/compliance/export"]  # fmt: skip
+         "/compliance/export", "/people", "/password"]  # fmt: skip
 
 
 def test_every_page_sends_an_anonymous_visitor_to_sign_in(site: Site) -> None:
@@ -62,8 +62,8 @@ def test_every_page_sends_an_anonymous_visitor_to_sign_in(site: Site) -> None:
 
 @pytest.mark.parametrize(
     ("name", "forbidden"),
-    [("sam", ["/grants/1/revoke", "/orgs", "/compliance", "/compliance/export"]),
-     ("cy", ["/grants/1/revoke", "/orgs"])],
+    [("sam", ["/grants/1/revoke", "/orgs", "/compliance", "/compliance/export", "/people"]),
+     ("cy", ["/grants/1/revoke", "/orgs", "/people"])],
 )  # fmt: skip
 def test_roles_get_403_on_what_they_may_not_do(site: Site, name: str, forbidden: list[str]) -> None:
     assert site.sign_in(name) == 303
@@ -75,15 +75,47 @@ def test_roles_get_403_on_what_they_may_not_do(site: Site, name: str, forbidden:
 def test_posts_without_the_session_token_are_refused(site: Site) -> None:
     assert site.sign_in("ada") == 303
     for path, form in (("/grants/1/revoke", {"reason": "x"}), ("/compliance/verify", {}),
+                       ("/people", {"name": "mallory", "role": "admin"}),
+                       ("/people/sam/role", {"role": "admin"}), ("/people/sam/disable", {}),
+                       ("/people/sam/reset-password", {}), ("/password", {}),
                        ("/sign-out", {})):  # fmt: skip
         answer = site.client.post(path, data={**form, "csrf": "guessed"})
         assert answer.status_code == 403, path
         assert "did not come from this dashboard" in answer.text
-    # Still signed in: the forged sign-out did nothing.
+    # Still signed in: the forged sign-out did nothing; nor did the forged account changes.
     assert site.client.get("/").status_code == 200
+    sam = accounts.account(site.ledger, "sam")
+    assert sam is not None
+    assert (sam.role, sam.enabled, accounts.account(site.ledger, "mallory")) == (
+        accounts.Role.SUPPORT,
+        True,
+        None,
+    )
     assert (
         site.client.post("/sign-in", data={"name": "ada", "password": PASSWORD}).status_code == 403
     )
+
+
+def test_the_people_page_answers_bad_forms_and_keeps_an_admin(site: Site) -> None:
+    assert site.sign_in("ada") == 303
+    token = site.csrf("/people")
+    for path, form, says in (
+        ("/people", {"name": "Bad Name!", "role": "support"}, "Not added: user name"),
+        ("/people", {"name": "zed", "role": "root"}, "Choose a role."),
+        ("/people", {"name": "zed", "role": "support", "method": "sso"}, "an email for single"),
+        ("/people", {"name": "sam", "role": "support"}, "already exists"),
+        ("/people/nobody/disable", {}, "no user &#39;nobody&#39;"),
+        ("/people/sam/rename", {}, "no such change"),
+        ("/people/sam/role", {"role": "root"}, "is not a role"),
+        ("/people/ada/role", {"role": "support"}, "ada is the last enabled admin"),
+        ("/people/ada/disable", {}, "ada is the last enabled admin"),
+    ):
+        answer = site.client.post(path, data={**form, "csrf": token})
+        assert answer.status_code == 400, path
+        assert says in answer.text, path
+    ada = accounts.account(site.ledger, "ada")
+    assert ada is not None
+    assert (ada.role, ada.enabled) == (accounts.Role.ADMIN, True)
 
 
 def test_bad_input_gets_a_message_not_a_500(site: Site) -> None:

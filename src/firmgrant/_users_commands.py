@@ -32,6 +32,10 @@ def add_parser(commands: Any) -> None:
     listing.add_argument("--json", action="store_true")
     verbs.add_parser("disable", help="disable an account (its sessions end)").add_argument("name")
     verbs.add_parser("enable", help="enable a disabled account").add_argument("name")
+    role = verbs.add_parser("role", help="change an account's role")
+    role.add_argument("name")
+    role.add_argument("role", choices=[role.value for role in accounts.Role])
+    verbs.add_parser("unlock", help="lift a lock after failed sign-ins").add_argument("name")
     passwd = verbs.add_parser("passwd", help="set an account's password (its sessions end)")
     passwd.add_argument("name")
     passwd.add_argument(
@@ -87,6 +91,16 @@ def run(args: argparse.Namespace, ledger: Ledger) -> int:
         )
         print(f"user {args.name}: password changed; open sessions end")
         return 0
+    if verb == "role":
+        changed = accounts.set_role(
+            ledger, args.name, accounts.Role(args.role), actor=actor, now=now
+        )
+        print(f"user {args.name}: " + ("now " if changed else "already ") + args.role)
+        return 0
+    if verb == "unlock":
+        changed = accounts.unlock(ledger, args.name, actor=actor, now=now)
+        print(f"user {args.name}: " + ("unlocked" if changed else "was not locked"))
+        return 0
     enabled = verb == "enable"
     changed = accounts.set_enabled(ledger, args.name, enabled, actor=actor, now=now)
     print(f"user {args.name}: {verb}d" if changed else f"user {args.name} already {verb}d")
@@ -101,6 +115,8 @@ def _as_json(person: accounts.Account) -> dict[str, Any]:
         "enabled": person.enabled,
         "password": person.has_password,
         "last_sign_in_at": iso_z(person.last_sign_in_at) if person.last_sign_in_at else None,
+        "locked_until": iso_z(person.locked_until) if person.locked_until else None,
+        "must_change_password": person.must_change_password,
     }
 
 

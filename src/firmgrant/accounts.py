@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -33,7 +34,7 @@ class Role(StrEnum):
 
     SUPPORT = "support"  # sees grants, their history and rule breaks
     COMPLIANCE = "compliance"  # sees, and downloads exports and the chain's verification
-    ADMIN = "admin"  # all of it, and revokes and sees the orgs' connections
+    ADMIN = "admin"  # all of it, and revokes, sees the orgs' connections and manages people
 
 
 class Permission(StrEnum):
@@ -43,6 +44,7 @@ class Permission(StrEnum):
     REVOKE = "revoke"  # revoke a grant now
     MANAGE_ORGS = "manage_orgs"  # the connections' page
     EXPORT = "export"  # the compliance export and the chain's verification
+    MANAGE_PEOPLE = "manage_people"  # the people page: accounts, roles, locks, passwords
 
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -94,6 +96,7 @@ class Account:
     session_epoch: int
     last_sign_in_at: datetime | None
     locked_until: datetime | None
+    must_change_password: bool = False  # signed in with a one-time password: chooses one next
 
     def may(self, permission: Permission) -> bool:
         return self.enabled and permission in PERMISSIONS[self.role]
@@ -114,6 +117,7 @@ class Account:
             session_epoch=row.session_epoch,
             last_sign_in_at=row.last_sign_in_at,
             locked_until=row.locked_until,
+            must_change_password=row.must_change_password,
         )
 
 
@@ -141,6 +145,11 @@ def _changed(
     append_events(session, [NewEvent(EventKind.ACCOUNT_CHANGED, now, payload, actor=actor)])
 
 
+def one_time_password() -> str:
+    """A password an admin hands over once; its holder chooses their own at first sign-in."""
+    return secrets.token_urlsafe(15)  # 20 characters, 120 bits
+
+
 def add_user(
     ledger: Ledger,
     name: str,
@@ -150,8 +159,10 @@ def add_user(
     email: str | None,
     actor: str,
     now: datetime,
+    one_time: bool = False,
 ) -> Account:
-    """A new account; with no password it can sign in only by single sign-on (its email)."""
+    """A new account; with no password it can sign in only by single sign-on (its email).
+    A ``one_time`` password (made by an admin) must be replaced at first sign-in."""
     check_name(name)
     if password is None and email is None:
         raise AccountError("an account needs a password, an email for single sign-on, or both")
@@ -164,6 +175,7 @@ def add_user(
         session_epoch=0,
         failed_sign_ins=0,
         created_at=now,
+        must_change_password=one_time and password is not None,
     )
     with ledger.appending() as session:
         table.add(session, row)
@@ -171,15 +183,62 @@ def add_user(
     return Account.of(row)
 
 
-def set_password(ledger: Ledger, name: str, password: str, *, actor: str, now: datetime) -> None:
-    """A new password; the account's open sessions end."""
+def set_password(
+    ledger: Ledger, name: str, password: str, *, actor: str, now: datetime, one_time: bool = False
+) -> Account:
+    """A new password; the account's open sessions end and any lock lifts. A ``one_time``
+    password (an admin's reset) must be replaced at the next sign-in."""
     hashed = _hasher.hash(check_password(password))
     with ledger.appending() as session:
         row = table.get(session, name, lock=True)
         row.password_hash = hashed
         row.session_epoch += 1
         row.failed_sign_ins, row.locked_until = 0, None
-        _changed(session, name, "password", actor=actor, now=now)
+        row.must_change_password = one_time
+        _changed(session, name, "password reset" if one_time else "password", actor=actor, now=now)
+        return Account.of(row)
+
+
+def reset_password(ledger: Ledger, name: str, *, actor: str, now: datetime) -> str:
+    """A one-time password for the account (shown once to the admin who asked)."""
+    password = one_time_password()
+    set_password(ledger, name, password, actor=actor, now=now, one_time=True)
+    return password
+
+
+def change_own_password(
+    ledger: Ledger, name: str, current: str, new: str, *, now: datetime
+) -> Account:
+    """A person replaces their password, proving the current one; their other sessions end."""
+    check_password(new)
+    if new == current:
+        raise AccountError("the new password must differ from the current one")
+    with ledger.sessions() as session:
+        stored = table.get(session, name).password_hash
+    if not _verify(stored, current[:MAX_PASSWORD]):  # slow on purpose: outside a transaction
+        raise AccountError("the current password is wrong")
+    return set_password(ledger, name, new, actor=f"web:{name}", now=now)
+
+
+def _keep_an_admin(session: Session, row: UserRow, *, role: str, enabled: bool) -> None:
+    """No change may leave the dashboard without an enabled admin: nobody could undo it."""
+    if row.role != Role.ADMIN or not row.enabled or (role == Role.ADMIN and enabled):
+        return
+    if table.enabled_with_role(session, Role.ADMIN) <= 1:
+        raise AccountError(f"{row.name} is the last enabled admin: make another admin first")
+
+
+def set_role(ledger: Ledger, name: str, role: Role, *, actor: str, now: datetime) -> bool:
+    """A new role (the account's sessions carry it at their next request). ``False`` if it
+    already had it."""
+    with ledger.appending() as session:
+        row = table.get(session, name, lock=True)
+        if row.role == role.value:
+            return False
+        _keep_an_admin(session, row, role=role.value, enabled=row.enabled)
+        before, row.role = row.role, role.value
+        _changed(session, name, "role", actor=actor, now=now, role=role.value, was=before)
+    return True
 
 
 def set_enabled(ledger: Ledger, name: str, enabled: bool, *, actor: str, now: datetime) -> bool:
@@ -189,9 +248,21 @@ def set_enabled(ledger: Ledger, name: str, enabled: bool, *, actor: str, now: da
         row = table.get(session, name, lock=True)
         if row.enabled == enabled:
             return False
+        _keep_an_admin(session, row, role=row.role, enabled=enabled)
         row.enabled = enabled
         row.session_epoch += 1
         _changed(session, name, "enabled" if enabled else "disabled", actor=actor, now=now)
+    return True
+
+
+def unlock(ledger: Ledger, name: str, *, actor: str, now: datetime) -> bool:
+    """Lift a lock after failed sign-ins now. ``False`` if the account was not locked."""
+    with ledger.appending() as session:
+        row = table.get(session, name, lock=True)
+        if row.locked_until is None or row.locked_until <= now:
+            return False
+        row.locked_until, row.failed_sign_ins = None, 0
+        _changed(session, name, "unlocked", actor=actor, now=now)
     return True
 
 

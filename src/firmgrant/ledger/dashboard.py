@@ -180,8 +180,12 @@ class ConnectionHealth:
         return self.api_limit - self.api_used
 
 
-def connections(session: Session, configured: list[str]) -> list[ConnectionHealth]:
-    """Every connection the ledger knows: the registry's orgs and the settings' names."""
+def connections(
+    session: Session, configured: list[str], *, count_orgs: bool = False
+) -> list[ConnectionHealth]:
+    """Every connection the ledger knows: the registry's orgs and the settings' names; with
+    ``count_orgs``, how many customer orgs each brought grants from (a scan of the grants:
+    the Connections page asks, the list's filter and ``/metrics`` do not)."""
     states: dict[str, SyncStateRow] = {}
     for row in session.execute(select(SyncStateRow)).scalars():
         known = states.get(row.connection)
@@ -195,15 +199,19 @@ def connections(session: Session, configured: list[str]) -> list[ConnectionHealt
     for name in configured:
         if name not in found:
             found[name] = _configured(name, states.get(name), profiles.get(name))
-    counted = (
-        select(GrantRow.connection, func.count(distinct(GrantRow.org_id)))
-        .where(GrantRow.connection.in_(list(found)))
-        .group_by(GrantRow.connection)
-    )
-    orgs: dict[str, int] = {row[0]: row[1] for row in session.execute(counted)}
+    orgs = _grant_orgs(session, list(found)) if count_orgs else {}
     return [
         replace(found[name], grant_orgs=orgs.get(name, 0)) for name in sorted(found, key=natural)
     ]
+
+
+def _grant_orgs(session: Session, names: list[str]) -> dict[str, int]:
+    counted = (
+        select(GrantRow.connection, func.count(distinct(GrantRow.org_id)))
+        .where(GrantRow.connection.in_(names))
+        .group_by(GrantRow.connection)
+    )
+    return {row[0]: row[1] for row in session.execute(counted)}
 
 
 def _registered(org: OrgRow, state: SyncStateRow | None) -> ConnectionHealth:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -307,6 +308,8 @@ class UserRow(Base):
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Signed in with a one-time password an admin gave: chooses their own before anything else.
+    must_change_password: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 class TrailRow(Base):

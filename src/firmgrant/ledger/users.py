@@ -38,6 +38,17 @@ def by_email(session: Session, email: str) -> UserRow | None:
     ).scalar_one_or_none()
 
 
+def enabled_with_role(session: Session, role: str) -> int:
+    """How many enabled accounts have this role, their rows locked (FOR UPDATE) so that two
+    changes at once cannot both count the other's account."""
+    rows = session.execute(
+        select(UserRow.name)
+        .where(UserRow.role == role, UserRow.enabled.is_(True))
+        .with_for_update()
+    ).all()
+    return len(rows)
+
+
 def every(session: Session) -> list[UserRow]:
     return list(session.execute(select(UserRow).order_by(UserRow.name)).scalars())
 

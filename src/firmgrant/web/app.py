@@ -65,6 +65,10 @@ class SignInNeeded(Exception):
         self.back_to = back_to
 
 
+class PasswordChangeNeeded(Exception):
+    """The person signed in with a one-time password: they choose their own first."""
+
+
 class SecurityHeaders:
     """Adds :data:`SECURITY_HEADERS` to every response (and HSTS behind HTTPS)."""
 
@@ -132,7 +136,7 @@ def create_app(
     settings: Settings, ledger: Ledger, *, clock: Callable[[], datetime] = utcnow
 ) -> Starlette:
     from firmgrant import accounts
-    from firmgrant.web import auth, compliance, ops, pages, revoking, sso
+    from firmgrant.web import auth, compliance, ops, pages, people, revoking, sso
 
     accounts.prepare_sign_in()
     https = settings.web.public_url.startswith("https://")
@@ -143,6 +147,7 @@ def create_app(
         *sso.routes(),
         *pages.routes(),
         *revoking.routes(),
+        *people.routes(),
         *compliance.routes(),
         *ops.routes(),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
@@ -163,6 +168,7 @@ def create_app(
         middleware=middleware,
         exception_handlers={
             SignInNeeded: _to_sign_in,
+            PasswordChangeNeeded: _to_password,
             HTTPException: _error_page,
             LedgerError: _ledger_down,
         },
@@ -178,6 +184,10 @@ def create_app(
 def context_of(request: Request) -> WebContext:
     found: WebContext = request.app.state.context
     return found
+
+
+async def _to_password(request: Request, exc: Exception) -> Response:
+    return RedirectResponse("/password", status_code=303)
 
 
 async def _to_sign_in(request: Request, exc: Exception) -> Response:

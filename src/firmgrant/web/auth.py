@@ -22,7 +22,7 @@ from firmgrant import accounts
 from firmgrant.accounts import Account, Permission
 from firmgrant.errors import SignInRefused
 from firmgrant.timeutil import iso_z
-from firmgrant.web.app import SignInNeeded, context_of, render
+from firmgrant.web.app import PasswordChangeNeeded, SignInNeeded, context_of, render
 
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
@@ -72,11 +72,17 @@ def _load(request: Request) -> Account | None:
     return person
 
 
-def require(request: Request, permission: Permission = Permission.READ) -> Account:
+def require(
+    request: Request, permission: Permission = Permission.READ, *, changing_password: bool = False
+) -> Account:
+    """The signed-in person, if they may do this; else to the sign-in page, or a 403. Someone
+    holding a one-time password goes to *Your password* first, whatever they asked."""
     person = signed_in(request)
     if person is None:
         back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise SignInNeeded(back)
+    if person.must_change_password and not changing_password:
+        raise PasswordChangeNeeded
     if not person.may(permission):
         raise HTTPException(403, f"Your role ({person.role}) may not do this.")
     return person

@@ -231,7 +231,7 @@ def orgs_page(request: Request) -> Response:
     require(request, Permission.MANAGE_ORGS)
     context = context_of(request)
     with context.ledger.sessions() as session:
-        found = dashboard.connections(session, list(context.settings.connections))
+        found = dashboard.connections(session, list(context.settings.connections), count_orgs=True)
     return render(request, "orgs.html", {"connections": found, "now": context.clock()})
 
 
