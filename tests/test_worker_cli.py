@@ -10,6 +10,7 @@ import itertools
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -677,3 +678,48 @@ def test_a_replica_killed_mid_cycle_leaves_its_orgs_to_the_others(
         ).scalar_one()
         grants = connection.execute(text("SELECT count(*) FROM grants")).scalar_one()
     assert (states, unsynced, grants) == ({"ok": 200}, 0, 200), "every org synced, nothing lost"
+
+
+def test_run_once_says_what_each_count_counts_and_shows_progress_on_a_terminal(
+    sandbox: SandboxOrg, tmp_path: Path
+) -> None:
+    """Two Login-As grants seen, one revocation opened: the summary says why they differ.
+    On a terminal (a pty here) the syncs and the sending show progress as they go."""
+    import pty
+
+    for _ in range(5):
+        sandbox.customers.grant(duration="1 Day", at=utcnow() - timedelta(hours=23))  # reminded
+    long_ago = utcnow() - timedelta(days=3)
+    for at, status in ((None, "Active"), (long_ago, "Expired")):
+        sandbox.customers.grant(
+            duration="1 Day", login_as_user="admin@loginas.example", at=at, status=status
+        )
+    env = worker_env(sandbox, prepared(f"sqlite:///{tmp_path / 'l.db'}"), file_dir=str(tmp_path))
+    env.update({"COLUMNS": "120", "TERM": "xterm"})
+    controller, terminal = pty.openpty()
+    done = subprocess.Popen([*FIRMGRANT, "run", "--once"], env=env, stdout=subprocess.PIPE,
+                            stderr=terminal, text=True)  # fmt: skip
+    os.close(terminal)
+    shown = bytearray()
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the worker exited: the terminal's other end is closed
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    out = done.communicate(timeout=120)[0]
+
+    assert done.returncode == 0, shown.decode(errors="replace")
+    said = out.splitlines()
+    assert said[0].startswith("synced 1 connection: ")
+    assert said[0].endswith(", 2 of the new made while logged in as another user")
+    opened = next(line for line in said if line.startswith("revocations opened:"))
+    assert " 1 for Login-As grants still live " in opened
+    assert "a grant already ended, revoked or deleted needs none" in opened
+    assert any(re.match(r"emails and notices: \d+ sent, 0 to retry", line) for line in said)
+    display = shown.decode(errors="replace")
+    assert "syncing" in display
+    assert re.search(r"sending\s.*\d+/\d+", display)

@@ -72,6 +72,10 @@ def run(ledger: Ledger, settings: Settings, *, once: bool, as_json: bool) -> int
         result = worker.cycle()
         if as_json:
             print(json.dumps(cycle_json(result)))
+        else:
+            from firmgrant.display import cycle_story
+
+            print("\n".join(cycle_story(result)))
         return result.exit_code
 
 

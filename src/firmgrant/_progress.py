@@ -36,6 +36,20 @@ def export_progress() -> Iterator[Callable[[int, int], None]]:
         yield lambda done, total: bar.update(task, advance=done, total=total)
 
 
+@contextmanager
+def work_progress(what: str, total: Callable[[], int]) -> Iterator[Callable[[], None]]:
+    """``advance()`` once per item done of ``total()`` (asked only on a terminal): a bar
+    with the count and the time left, e.g. while dispatch sends a thousand emails."""
+    if not sys.stderr.isatty():
+        yield lambda: None
+        return
+    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar, _logs_above():
+        task = bar.add_task(what, total=total())
+        yield lambda: bar.advance(task)
+
+
 @dataclass
 class SyncProgress:
     """What a sync of many orgs has done so far; safe to update from the pool's threads."""

@@ -6,7 +6,7 @@ import csv
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -15,6 +15,9 @@ from rich.text import Text
 from firmgrant.ledger.queries import JSON_KEYS, EventView, GrantView, Lifecycle
 from firmgrant.lifecycle import GrantStatus
 from firmgrant.timeutil import iso_z
+
+if TYPE_CHECKING:
+    from firmgrant.worker import CycleResult
 
 # OWASP CSV injection: a spreadsheet treats cells starting with these as formulas.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
@@ -186,3 +189,39 @@ def _event_details(event: EventView) -> str:
     if isinstance(grant, dict):
         return f"expires {grant.get('expires_at')} ({grant.get('sf_status')})"
     return ""
+
+
+def cycle_story(result: CycleResult) -> list[str]:
+    """What one worker cycle did, in words (``run --once`` on stdout): each count says what it
+    counts, so counts that differ (Login-As grants seen, revocations opened) explain themselves.
+    """
+    syncs, revokes, sent = result.syncs, result.revokes, result.dispatch
+    failed = [s.connection for s in syncs if s.error]
+    lines = [
+        f"synced {len(syncs)} connection{'s' if len(syncs) != 1 else ''}"
+        + (f" ({len(failed)} failed: {', '.join(failed[:5])})" if failed else "")
+        + f": {sum(s.fetched for s in syncs):,} records read, "
+        f"{sum(s.inserted for s in syncs):,} new grants, {sum(s.updated for s in syncs):,} changed,"
+        f" {sum(s.rejected for s in syncs):,} of the new made while logged in as another user"
+    ]
+    if result.enforce:
+        opened, login_as = result.enforce.to_revoke, result.enforce.rejected
+        lines.append(
+            f"revocations opened: {opened:,} — {login_as:,} for Login-As grants still live (their "
+            f"grantors are told why), {opened - login_as:,} for access that ended; a grant "
+            "already ended, revoked or deleted needs none"
+        )
+    elif not result.planned:
+        lines.append("no planning: another worker held the lock (it enforces, reminds, notifies)")
+    if revokes:
+        lines.append(
+            f"revoked in Salesforce: {sum(r.revoked for r in revokes):,}, "
+            f"failed {sum(r.failed for r in revokes):,} (retried next cycle)"
+        )
+    if sent:
+        lines.append(
+            f"emails and notices: {sent.sent:,} sent, {sent.failed:,} to retry, "
+            f"{sent.undeliverable:,} undeliverable, {sent.cancelled:,} no longer needed"
+        )
+    lines.append(f"{result.api_calls:,} API calls in {result.seconds:.1f} s")
+    return lines

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any
 
+from firmgrant._progress import SyncProgress, sync_progress, work_progress
 from firmgrant.errors import LedgerError
 from firmgrant.jobs.dispatch import DispatchResult, dispatch
 from firmgrant.jobs.enforce import EnforceResult, enforce
@@ -32,7 +33,7 @@ from firmgrant.jobs.poll import Clients, poll
 from firmgrant.jobs.remind import RemindResult, remind
 from firmgrant.jobs.revoke import RevokeResult, revoke
 from firmgrant.jobs.sync import SyncResult, sync_connection
-from firmgrant.ledger import Ledger, SyncState, registry, revocations
+from firmgrant.ledger import Ledger, SyncState, emails, registry, revocations
 from firmgrant.ledger.work import worker_name
 from firmgrant.notify.render import environment
 from firmgrant.notify.send import Backend, make_backend
@@ -107,88 +108,27 @@ class Worker:
 
     # -- one cycle ---------------------------------------------------------------------------
     def cycle(self) -> CycleResult:
+        """Poll the registry's due orgs; then, if this worker holds the planning lock, sync
+        the settings' connections and plan (enforce, remind, notices); revoke; send."""
         started = time.perf_counter()
         result = CycleResult()
         stop = self.stopping.is_set
         settings = self.current_settings()
-        polled = poll(
-            self.ledger,
-            settings,
-            self.clients,
-            clock=self.clock,
-            owner=self.owner,
-            full_due=self._full_due,
-            stop=stop,
-        )
-        result.syncs += [sync for sync, _ in polled]
-        result.org_states.update(state for _, state in polled)
-        if polled:
-            log.info(
-                "poll: %d orgs: %s",
-                len(polled),
-                " ".join(f"{state}={n}" for state, n in sorted(result.org_states.items())),
-            )
-        with self.ledger.planning_lock() as planning:
-            result.planned = planning
-            if planning:
-                planning_from = utcnow()
-                for name, conn in self.settings.connections.items():
-                    if stop():
-                        break
-                    state = self.ledger.sync_state(name, conn.source.kind)
-                    sync = sync_connection(
-                        self.ledger,
-                        name,
-                        conn,
-                        self.settings.vendor,
-                        self.settings.sync,
-                        full=self._full_due(state),
-                        state=state,
-                        client=self.client(name),
-                        clock=self.clock,
-                        stop=stop,
-                        cap=self.settings.policy.max_duration,
-                    )
-                    result.syncs.append(sync)
-                if not stop():
-                    result.enforce = enforce(self.ledger, settings, now=self.clock())
-                    log.info(result.enforce.summary())
-                    result.remind = remind(self.ledger, settings, now=self.clock())
-                    log.info(result.remind.summary())
-                    result.notices = plan_notices(self.ledger, settings, now=self.clock())
-                    log.info(result.notices.summary())
-                result.planning = (planning_from, utcnow())
-            else:
-                log.info("planning skipped: another worker holds the lock")
-        with self.ledger.sessions() as session:
-            due = set(revocations.connections_due(session, self.clock()))
-        for name in [n for n in settings.connections if n in due]:
-            if stop():
-                break
-            outcome = revoke(
-                self.ledger,
-                settings,
-                name,
-                self.client(name, settings),
-                clock=self.clock,
-                owner=self.owner,
-                stop=stop,
-            )
-            log.info("%s %s", outcome.summary(), name)
-            result.revokes.append(outcome)
+        with sync_progress(self._orgs_due()) as progress:
+            self._poll(settings, result, progress)
+            with self.ledger.planning_lock() as planning:
+                result.planned = planning
+                if planning:
+                    planning_from = utcnow()
+                    self._sync_settings(result, progress)
+                    if not stop():
+                        self._plan(settings, result)
+                    result.planning = (planning_from, utcnow())
+                else:
+                    log.info("planning skipped: another worker holds the lock")
+        self._revoke(settings, result)
         if not stop():
-            backend = self._backend or make_backend(self.settings.mail)
-            result.dispatch = dispatch(
-                self.ledger,
-                settings,
-                backend,
-                self.templates,
-                clock=self.clock,
-                owner=self.owner,
-                stop=stop,
-                webhook=self._webhook(settings),
-            )
-            log.info(result.dispatch.summary())
+            self._dispatch(settings, result)
         result.seconds = time.perf_counter() - started
         log.info(
             "cycle: api_calls=%d seconds=%.2f%s",
@@ -197,6 +137,75 @@ class Worker:
             " stopped" if stop() else "",
         )
         return result
+
+    def _orgs_due(self) -> int:
+        """What a cycle's syncs will cover: the registry's due orgs and the settings'."""
+        with self.ledger.sessions() as session:
+            return registry.count_due(session, self.clock()) + len(self.settings.connections)
+
+    def _poll(self, settings: Settings, result: CycleResult, progress: SyncProgress) -> None:
+        polled = poll(
+            self.ledger, settings, self.clients, clock=self.clock, owner=self.owner,
+            full_due=self._full_due, stop=self.stopping.is_set, progress=progress,
+        )  # fmt: skip
+        result.syncs += [sync for sync, _ in polled]
+        result.org_states.update(state for _, state in polled)
+        if polled:
+            log.info(
+                "poll: %d orgs: %s",
+                len(polled),
+                " ".join(f"{state}={n}" for state, n in sorted(result.org_states.items())),
+            )
+
+    def _sync_settings(self, result: CycleResult, progress: SyncProgress) -> None:
+        """The connections of the settings (one planning worker syncs them)."""
+        for name, conn in self.settings.connections.items():
+            if self.stopping.is_set():
+                break
+            state = self.ledger.sync_state(name, conn.source.kind)
+            sync = sync_connection(
+                self.ledger, name, conn, self.settings.vendor, self.settings.sync,
+                full=self._full_due(state), state=state, client=self.client(name),
+                clock=self.clock, stop=self.stopping.is_set,
+                cap=self.settings.policy.max_duration, fetched=progress.fetched,
+            )  # fmt: skip
+            progress.org_done(sync.error is None)
+            result.syncs.append(sync)
+
+    def _plan(self, settings: Settings, result: CycleResult) -> None:
+        result.enforce = enforce(self.ledger, settings, now=self.clock())
+        log.info(result.enforce.summary())
+        result.remind = remind(self.ledger, settings, now=self.clock())
+        log.info(result.remind.summary())
+        result.notices = plan_notices(self.ledger, settings, now=self.clock())
+        log.info(result.notices.summary())
+
+    def _revoke(self, settings: Settings, result: CycleResult) -> None:
+        with self.ledger.sessions() as session:
+            due = set(revocations.connections_due(session, self.clock()))
+        for name in [n for n in settings.connections if n in due]:
+            if self.stopping.is_set():
+                break
+            outcome = revoke(
+                self.ledger, settings, name, self.client(name, settings), clock=self.clock,
+                owner=self.owner, stop=self.stopping.is_set,
+            )  # fmt: skip
+            log.info("%s %s", outcome.summary(), name)
+            result.revokes.append(outcome)
+
+    def _dispatch(self, settings: Settings, result: CycleResult) -> None:
+        backend = self._backend or make_backend(self.settings.mail)
+        with work_progress("sending", self._due_emails) as advance:
+            result.dispatch = dispatch(
+                self.ledger, settings, backend, self.templates, clock=self.clock,
+                owner=self.owner, stop=self.stopping.is_set, webhook=self._webhook(settings),
+                advance=advance,
+            )  # fmt: skip
+        log.info(result.dispatch.summary())
+
+    def _due_emails(self) -> int:
+        with self.ledger.sessions() as session:
+            return emails.count_due(session, self.clock())
 
     @staticmethod
     def _webhook(settings: Settings) -> WebhookBackend | None:

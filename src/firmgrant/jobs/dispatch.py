@@ -85,8 +85,10 @@ def dispatch(
     owner: str,
     stop: Callable[[], bool] = lambda: False,
     webhook: WebhookBackend | None = None,
+    advance: Callable[[], None] = lambda: None,
 ) -> DispatchResult:
-    """Send what is due; support notices go by ``webhook`` when their channel says so."""
+    """Send what is due; support notices go by ``webhook`` when their channel says so.
+    ``advance`` hears of each email or notice done (a progress display)."""
     result = DispatchResult()
     senders = _Senders(backend, webhook)
     lease = timedelta(seconds=settings.worker.lease_seconds)
@@ -108,6 +110,7 @@ def dispatch(
                     # The server or webhook is unreachable: the rest wait for the next run.
                     _give_back(ledger, [r for r, _ in claimed[index + 1 :]], owner)
                     return result
+                advance()
     finally:
         backend.close()
         if webhook is not None:

@@ -45,9 +45,11 @@ class EnforceResult:
     cancelled: int = 0
 
     def summary(self) -> str:
+        # Every revocation opened, then why: a Login-As grant still live, or access that ended.
         return (
-            f"enforce: rejected={self.rejected} to_revoke={self.to_revoke} "
-            f"settled={self.settled} cancelled={self.cancelled}"
+            f"enforce: to_revoke={self.to_revoke} (login_as={self.rejected} "
+            f"ended={self.to_revoke - self.rejected}) settled={self.settled} "
+            f"cancelled={self.cancelled}"
         )
 
 

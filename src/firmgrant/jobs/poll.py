@@ -91,6 +91,7 @@ def poll(
     owner: str,
     full_due: Callable[[SyncState], bool],
     stop: Callable[[], bool] = lambda: False,
+    progress: SyncProgress | None = None,
 ) -> list[tuple[SyncResult, OrgState]]:
     """Sync every registry org due now that no other worker holds: each one's result and the
     state it left the org in.
@@ -119,6 +120,7 @@ def poll(
                         clock=clock,
                         stop=stop,
                         state=state,
+                        fetched=progress.fetched if progress else lambda records: None,
                     ),
                     states.keys(),
                     states.values(),
@@ -129,6 +131,9 @@ def poll(
                     "org %s: lease lost while syncing; its outcome is left to the new holder", name
                 )
             results += [(result, state) for result, state, _ in done]
+            for result, _, _ in done:
+                if progress:
+                    progress.org_done(result.error is None)
     return results
 
 

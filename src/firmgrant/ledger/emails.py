@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from firmgrant.ledger.models import GrantRow, OutboxRow, RevocationRow
 from firmgrant.ledger.queries import ends_by
 from firmgrant.ledger.work import claim, release
+from firmgrant.ledger.work import count_due as _count_due
 from firmgrant.lifecycle import (
     OPEN_STATES,
     Channel,
@@ -116,6 +117,11 @@ def claim_due(
         (row.id, unsure)
         for row, unsure in claim(session, OutboxRow, now=now, owner=owner, lease=lease, limit=limit)
     ]
+
+
+def count_due(session: Session, now: datetime) -> int:
+    """Emails and notices a dispatch would send now."""
+    return _count_due(session, OutboxRow, now)
 
 
 def give_back(session: Session, row_ids: list[int], owner: str) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from firmgrant.errors import RegistryError
@@ -63,6 +63,19 @@ def remove(session: Session, name: str) -> None:
     session.delete(find(session, name, lock=True))
 
 
+def _due(now: datetime, due_by: datetime) -> tuple[ColumnElement[bool], ...]:
+    return (
+        OrgRow.enabled.is_(True),
+        OrgRow.next_sync_at <= due_by,
+        or_(OrgRow.lease_until.is_(None), OrgRow.lease_until < now),
+    )
+
+
+def count_due(session: Session, now: datetime) -> int:
+    """Enabled orgs due for a sync and not leased (a progress display's total)."""
+    return int(session.execute(select(func.count()).where(*_due(now, now))).scalar_one())
+
+
 def claim(
     session: Session,
     *,
@@ -77,11 +90,7 @@ def claim(
     rows = list(
         session.execute(
             select(OrgRow)
-            .where(
-                OrgRow.enabled.is_(True),
-                OrgRow.next_sync_at <= (due_by or now),
-                or_(OrgRow.lease_until.is_(None), OrgRow.lease_until < now),
-            )
+            .where(*_due(now, due_by or now))
             .order_by(OrgRow.next_sync_at, OrgRow.name)
             .limit(limit)
             .with_for_update(skip_locked=True)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from firmgrant.ledger.models import OutboxRow, RevocationRow
@@ -29,6 +29,20 @@ Work = TypeVar("Work", RevocationRow, OutboxRow)
 def worker_name() -> str:
     """``host:pid:random``: unique per process, readable in the ledger."""
     return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def _due(model: type[Work], now: datetime) -> tuple[ColumnElement[bool], ...]:
+    """Open, due and not leased to a live worker: what a claim takes."""
+    return (
+        model.state.in_(OPEN_STATES),
+        model.next_attempt_at <= now,
+        or_(model.lease_until.is_(None), model.lease_until < now),
+    )
+
+
+def count_due(session: Session, model: type[Work], now: datetime) -> int:
+    """How many rows a claim could take now (a progress display's total)."""
+    return int(session.execute(select(func.count()).where(*_due(model, now))).scalar_one())
 
 
 def claim(
@@ -47,12 +61,7 @@ def claim(
     """
     query = (
         select(model)
-        .where(
-            model.state.in_(OPEN_STATES),
-            model.next_attempt_at <= now,
-            or_(model.lease_until.is_(None), model.lease_until < now),
-            *where,
-        )
+        .where(*_due(model, now), *where)
         .order_by(model.next_attempt_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
