@@ -160,9 +160,14 @@ def test_bad_sandbox_options_exit_2(
 def test_demo_tells_the_story(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--dir", str(tmp_path / "demo")]) == 0
     out = " ".join(capsys.readouterr().out.split())  # rich wraps to the terminal width
-    assert "Cycle 1, first sync: sync fetched 42 (new 40" in out
-    assert "Cycle 4, nothing to do: sync fetched" in out
-    assert "to revoke 0, revoked in Salesforce 0, reminders due 0" in out
+    assert "Cycle 1, first sync: synced 1 connection: 42 records read, 40 new grants" in out
+    assert "Cycle 4, nothing to do: synced 1 connection: " in out
+    quiet = out.split("Cycle 4, nothing to do:")[1]
+    assert "revocations opened: 0 — 0 for Login-As grants still live" in quiet
+    assert "emails and notices: 0 sent" in quiet
+    assert "The worker warns of each malformed record (the two log lines below)" in out
+    assert "Salesforce answers UNABLE_TO_LOCK_ROW (the warning below)" in out
+    assert 'the dashboard flags it "being revoked" until a worker runs again' in out
     assert "hash chain intact" in out
     assert "sessions_ended: org2 — 1 Login-As session(s) of support ended" in out
     assert "violation: org3 — ana.support@firmworks.example logged in as" in out

@@ -537,3 +537,72 @@ def test_an_admin_manages_people_from_the_people_page(dashboard: Dashboard, page
     ]
     assert ("web:nina", "password") in [(a, p["action"]) for a, p in said]
     assert one_time not in str(changes)
+
+
+def test_the_demo_dashboard_shows_every_connection_open_revocations_and_log_in_links(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """`firmgrant demo --web` as a newcomer runs it: three roles to sign in as, the three
+    audit orgs beside the object source on Connections, one revocation Salesforce refused and
+    one not yet tried, and Log in links that open the sandbox's stand-in for the LMO."""
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIRMGRANT_")}
+    env.update({"PORT": "0", "COLUMNS": "200"})
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "firmgrant", "demo", "--web", "--dir", str(tmp_path / "demo")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    told: list[str] = []
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:  # the story, then the dashboard's URL as its last line
+            told.append(line)
+            if line.startswith("http://"):
+                break
+        threading.Thread(target=lambda: told.extend(demo.stdout or []), daemon=True).start()
+        story = " ".join("".join(told).split())
+        password = re.search(r"password (\S+)\. Its clock", story)
+        assert password, story
+        base = told[-1].strip()
+        context = browser.new_context(ignore_https_errors=True)
+        page = context.new_page()
+        for name, sees, not_sees in (
+            ("demo-compliance", "Compliance", "People"),
+            ("demo-admin", "People", None),
+        ):
+            page.goto(base + "/sign-in")
+            page.get_by_label("User name").fill(name)
+            page.get_by_label("Password").fill(password.group(1))
+            page.get_by_role("button", name="Sign in").click()
+            nav = page.get_by_role("navigation", name="Main")
+            expect(nav.get_by_role("link", name=sees, exact=True)).to_be_visible()
+            if not_sees:
+                expect(nav.get_by_role("link", name=not_sees, exact=True)).to_have_count(0)
+                page.get_by_role("button", name="Sign out").click()
+        page.goto(base + "/orgs")
+        names = page.locator("table tbody tr td:first-child").all_inner_texts()
+        assert [n.split()[0] for n in names] == ["org1", "org2", "org3", "sandbox"]
+        page.goto(base + "/")
+        refused = page.locator("#results tbody tr").filter(has_text="revocation failed, retried")
+        expect(refused).to_have_count(1)
+        expect(refused).to_contain_text("UNABLE_TO_LOCK_ROW")
+        expect(refused.get_by_role("link", name="Log in")).to_have_count(0)
+        page.goto(base + "/?status=all&q=Hofmann")
+        expect(page.locator("#results tbody tr")).to_contain_text("being revoked")
+        page.goto(base + "/")
+        link = page.get_by_role("link", name="Log in").first
+        href = link.get_attribute("href") or ""
+        assert re.match(r"https://127\.0\.0\.1:\d+/subscriber-support/login\?org=00D", href)
+        with context.expect_page() as opened:
+            link.click()
+        lmo = opened.value
+        expect(lmo.locator("h1")).to_have_text("Subscriber Support Console (sandbox)")
+        context.close()
+    finally:
+        demo.terminate()
+        demo.wait(timeout=30)
+    assert "Revocations still open" in story

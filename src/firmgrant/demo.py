@@ -16,17 +16,20 @@ from rich.table import Table
 from rich.text import Text
 
 from firmgrant.demo_audit import audit_story
+from firmgrant.demo_open import open_revocations
+from firmgrant.display import cycle_story
 from firmgrant.ledger import Ledger, emails, make_engine, upgrade, verify_chain
 from firmgrant.ledger.chain import read_chain_head
 from firmgrant.ledger.queries import events_after, list_grants
 from firmgrant.lifecycle import EmailKind, WorkState
-from firmgrant.sandbox import CONNECTION, VENDOR, SandboxOrg
+from firmgrant.sandbox import CONNECTION, VENDOR, SandboxOrg, subscriber
 from firmgrant.settings import (
     ConnectionSettings,
     MailSettings,
     Settings,
     SyncSettings,
     VendorSettings,
+    WebSettings,
 )
 from firmgrant.timeutil import utcnow
 from firmgrant.worker import CycleResult, Worker
@@ -45,8 +48,10 @@ def _connection(org: SandboxOrg) -> ConnectionSettings:
 
 def _settings(org: SandboxOrg, base: Path) -> Settings:
     # Everything the demo depends on is given here, so no FIRMGRANT_* variable of the
-    # user's (an smtp backend, say) can send the demo's emails anywhere.
+    # user's (an smtp backend, say) can send the demo's emails anywhere. The dashboard's
+    # *Log in* links go to the sandbox's stand-in for the License Management Org.
     return Settings(
+        web=WebSettings(login_url_template=org.base_url + subscriber.PATH + subscriber.TEMPLATE),
         database_url=SecretStr(f"sqlite:///{base / 'firmgrant.db'}"),
         connections={CONNECTION: _connection(org)},
         vendor=VendorSettings(
@@ -63,21 +68,9 @@ def _settings(org: SandboxOrg, base: Path) -> Settings:
 
 def _cycle(console: Console, worker: Worker, title: str) -> CycleResult:
     result = worker.cycle()
-    sync = result.syncs[0]
-    console.print(
-        f"[bold]{title}[/]: sync fetched {sync.fetched} (new {sync.inserted}, changed "
-        f"{sync.updated}, deleted {sync.deleted}, malformed {sync.invalid}) — "
-        f"{result.api_calls} API call{'s' if result.api_calls != 1 else ''}, "
-        f"{result.seconds:.2f} s"
-    )
-    enforce, remind, dispatch = result.enforce, result.remind, result.dispatch
-    revoked = sum(r.revoked for r in result.revokes)
-    if enforce and remind and dispatch:
-        console.print(
-            f"    rejected (Login-As) {enforce.rejected}, to revoke {enforce.to_revoke}, "
-            f"revoked in Salesforce {revoked}, reminders due {remind.queued} "
-            f"(cancelled {remind.cancelled + dispatch.cancelled}), emails written {dispatch.sent}"
-        )
+    console.print(f"[bold]{title}[/]:")
+    for line in cycle_story(result):  # what `firmgrant run --once` prints
+        console.print(Text("    " + line))
     return result
 
 
@@ -111,7 +104,8 @@ def run_demo(base: Path, *, web: bool = False) -> int:
             f"Sandbox org at {org.base_url} (HTTPS, its own certificate). Customers have made "
             f"{made['grants']} grants to {VENDOR!r} — {made['login_as']} of them while logged in "
             f"as another user — plus {made['other_grantees']} to another vendor and "
-            f"{made['malformed']} malformed records.\n"
+            f"{made['malformed']} malformed records. The worker warns of each malformed record "
+            "(the two log lines below), records it once and goes on with the rest.\n"
         )
         _cycle(console, worker, "Cycle 1, first sync")
         with ledger.sessions() as session:
@@ -154,15 +148,20 @@ def run_demo(base: Path, *, web: bool = False) -> int:
         _print_events(console, ledger, last)
         _cycle(console, worker, "Cycle 4, nothing to do")
         _story_of_the_ledger(console, ledger, settings, clock())
-        audit_story(console, org, ledger, settings, clock)
+        audit = audit_story(console, org, ledger, settings, clock)
+        open_revocations(console, org, ledger, settings, clock)
         with ledger.sessions() as session:
             report = verify_chain(session)
         console.print(
             f"\nEvent log: {report.events} events, hash chain "
             f"{'intact' if report.ok else 'BROKEN'} (head {report.head_hash[:16]}…)."
         )
-        if web:
-            _serve_dashboard(console, settings, ledger, clock)
+        if web:  # every connection of the story: the object source's and the three orgs'
+            everything = settings.model_copy(update={
+                "connections": {**settings.connections, **audit.connections},
+                "vendor": audit.vendor,
+            })  # fmt: skip
+            _serve_dashboard(console, everything, ledger, clock)
         ledger.engine.dispose()
     database = base / "firmgrant.db"
     console.print(
@@ -190,13 +189,17 @@ def _serve_dashboard(
     for name, role in (
         ("demo-admin", accounts.Role.ADMIN),
         ("demo-support", accounts.Role.SUPPORT),
+        ("demo-compliance", accounts.Role.COMPLIANCE),
     ):
         accounts.add_user(
             ledger, name, role, password=password, email=None, actor="system:demo", now=clock()
         )
     console.print(
-        f"\n[bold]The dashboard[/]: sign in as demo-admin (may revoke) or demo-support (reads),"
-        f" password {password}. Ctrl-C stops it. Its URL:"
+        "\n[bold]The dashboard[/]: sign in as demo-support (the orgs support may enter, rule "
+        "breaks), demo-compliance (and the export) or demo-admin (and revoking, connections, "
+        f"people), password {password}. Its clock is the story's, a day ahead. A *Log in* link "
+        "opens the sandbox's stand-in for your License Management Org (its own certificate: "
+        "the browser asks once). Ctrl-C stops it. Its URL:"
     )
     # The demo's sessions live as long as this process: a random secret, no warning about it.
     from pydantic import SecretStr

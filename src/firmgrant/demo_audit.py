@@ -37,8 +37,9 @@ _TOLD = {
 
 def audit_story(
     console: Console, org: SandboxOrg, ledger: Ledger, settings: Settings, clock: Clock
-) -> None:
-    """Three customer orgs act in Setup; the worker reads their trails and acts."""
+) -> Settings:
+    """Three customer orgs act in Setup; the worker reads their trails and acts. The
+    settings of their three audit connections come back (the dashboard shows them)."""
     console.rule("Grants made in Setup: the audit source")
     console.print(
         "Customers grant access in Setup → Grant Account Login Access. Salesforce keeps no "
@@ -96,6 +97,7 @@ def audit_story(
         f"A quiet cycle: {quiet.api_calls} API calls (one per org), "
         f"{quiet.dispatch.sent if quiet.dispatch else 0} emails."
     )
+    return audit
 
 
 def _say(console: Console, *lines: str) -> None:

@@ -49,6 +49,8 @@ class Response:
     def encoded(self) -> bytes:
         if self.body is None:
             return b""
+        if isinstance(self.body, bytes):  # a page (its headers name its type)
+            return self.body
         return orjson.dumps(self.body)  # compact UTF-8, as Salesforce sends it
 
 

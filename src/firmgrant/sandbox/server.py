@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import jwt
 
+from firmgrant.sandbox import subscriber
 from firmgrant.sandbox.api import Request, Response, RestApi
 from firmgrant.sandbox.certs import ensure_material, public_key_pem
 from firmgrant.sandbox.customers import Customers
@@ -108,7 +109,7 @@ class _Handler(BaseHTTPRequestHandler):
         response = self.server.org.dispatch(request)
         payload = response.encoded()
         self.send_response(response.status)
-        if payload:
+        if payload and "Content-Type" not in response.headers:
             self.send_header("Content-Type", "application/json;charset=UTF-8")
         self.send_header("Content-Length", str(len(payload)))
         for name, value in response.headers.items():
@@ -271,6 +272,8 @@ class SandboxOrg:
         request's user), then the vendor's org."""
         if request.path.startswith("/_sandbox/"):
             return self._control(request)
+        if request.path == subscriber.PATH and request.method == "GET":
+            return subscriber.login_page(request)
         if request.path == "/services/oauth2/token" and request.method == "POST":
             tenant = self.tenants.by_username(_token_user(request.body))
             if tenant is not None:
