@@ -49,7 +49,7 @@ def test_html_escapes_customer_text_and_text_keeps_it_readable(kind: str) -> Non
 
 def test_reminder_says_when_in_utc_and_in_words_and_how_to_act() -> None:
     rendered = render(environment(), "reminder", values())
-    assert rendered.subject.endswith("ends in 23 hours")
+    assert rendered.subject.endswith("ends in 23 hours 10 minutes")  # to the minute, two units
     assert "Tuesday 24 November 2026, 09:10 UTC" in rendered.text
     assert 'Quick Find "Grant" → Grant Account Login' in rendered.text
     assert "00D5e0000012345" in rendered.text
