@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -101,7 +102,13 @@ def grant_view(row: Any, cap: timedelta) -> GrantView:
 def outlasts_cap(cap: timedelta) -> ColumnElement[bool]:
     """SQL twin of ``lifecycle.outlasts_cap``: the cap ends this grant's access (the index
     ix_grants_lasts finds these; tests/test_lifecycle_rule.py holds the twins together)."""
-    return GrantRow.lasts_seconds > cap.total_seconds()
+    return GrantRow.lasts_seconds > _whole_seconds(cap)
+
+
+def _whole_seconds(cap: timedelta) -> int:
+    """The cap as an integer (for whole-second lengths, ``> cap`` is ``> floor(cap)``): a float
+    would make PostgreSQL cast the column, and its index no longer serve."""
+    return math.floor(cap.total_seconds())
 
 
 def by_end(
@@ -123,7 +130,7 @@ def by_end(
     """
     wanted = None if limit is None else offset + limit
     # "+ 0": the index on lasts_seconds must not serve this side, the one on expires_at does.
-    within = query.where((GrantRow.lasts_seconds + 0) <= cap.total_seconds())
+    within = query.where((GrantRow.lasts_seconds + 0) <= _whole_seconds(cap))
     capped = query.where(outlasts_cap(cap))
 
     def ordered(part: Select[*tuple[Any, ...]], column: Any) -> Iterator[Row[*tuple[Any, ...]]]:
