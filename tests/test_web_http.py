@@ -118,6 +118,19 @@ def test_the_people_page_answers_bad_forms_and_keeps_an_admin(site: Site) -> Non
     assert (ada.role, ada.enabled) == (accounts.Role.ADMIN, True)
 
 
+def test_every_page_names_an_icon_that_is_there(site: Site) -> None:
+    """No page leaves the browser asking for a favicon that is not there (a 404 a page)."""
+    assert site.sign_in("ada") == 303
+    for path in ("/sign-in", "/", "/grants/1", "/rule-breaks", "/people"):
+        icon = re.search(r'<link rel="icon" href="([^"]+)"', site.client.get(path).text)
+        assert icon, path
+        answer = site.client.get(icon.group(1))
+        assert answer.status_code == 200, path
+        assert answer.headers["content-type"].startswith("image/svg+xml")
+    asked = site.client.get("/favicon.ico", follow_redirects=True)
+    assert (asked.status_code, asked.url.path) == (200, "/static/favicon.svg")
+
+
 def test_bad_input_gets_a_message_not_a_500(site: Site) -> None:
     assert site.sign_in("ada") == 303
     for query, message in (

@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from firmgrant.errors import LedgerError
@@ -54,8 +54,14 @@ def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
 
 
+async def favicon(request: Request) -> Response:
+    """Pages name their icon; a client that asks the conventional path is sent to it."""
+    return RedirectResponse("/static/favicon.svg", status_code=301)
+
+
 def routes() -> list[BaseRoute]:
     return [
+        Route("/favicon.ico", favicon, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
